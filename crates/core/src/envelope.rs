@@ -1,0 +1,118 @@
+//! Building and sealing envelopes: the header is serialized once, signed over its DSSE
+//! pre-authentication encoding, and from then on travels as those exact bytes.
+
+use kinbridge_proto::v1 as pb;
+use prost::Message;
+
+use crate::digest::{EnvelopeDigest, PayloadCommitment, PayloadSalt};
+use crate::ids::{MessageId, NodeId};
+use crate::keys::NodeSigningKey;
+use crate::pae::{ENVELOPE_HEADER_TYPE, pae};
+use crate::time::UnixMillis;
+
+/// Version of the envelope header this crate writes and accepts.
+pub const HEADER_VERSION: u32 = 1;
+
+/// What a sender states about a message before it is sealed.
+#[derive(Debug, Clone)]
+pub struct EnvelopeDraft {
+    /// Sender-chosen id, unique per sender.
+    pub message_id: MessageId,
+    /// What the envelope carries.
+    pub kind: pb::MessageKind,
+    /// This node.
+    pub sender: NodeId,
+    /// The peer it goes to.
+    pub recipient: NodeId,
+    /// Creation instant.
+    pub created_at: UnixMillis,
+    /// Instant after which it must not be delivered.
+    pub expires_at: UnixMillis,
+    /// Why the data is sent.
+    pub purpose: pb::Purpose,
+    /// The consent the transfer relies on.
+    pub consent_id: String,
+    /// Links the messages of one case.
+    pub correlation_id: String,
+    /// Categories present in the payload, sorted ascending.
+    pub data_categories: Vec<pb::DataCategory>,
+}
+
+/// An envelope as it crosses the wire: signed header bytes, signature, payload and salt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedEnvelope {
+    /// Serialized `EnvelopeHeader`, exactly as signed.
+    pub header: Vec<u8>,
+    /// Ed25519 signature over `PAE(ENVELOPE_HEADER_TYPE, header)`.
+    pub signature: Vec<u8>,
+    /// Serialized payload.
+    pub payload: Vec<u8>,
+    /// Salt of the payload commitment.
+    pub payload_salt: Vec<u8>,
+}
+
+impl SealedEnvelope {
+    /// The digest that names this exact envelope in receipts and logs.
+    pub fn digest(&self) -> EnvelopeDigest {
+        EnvelopeDigest::compute(&self.header, &self.signature)
+    }
+}
+
+impl From<pb::Envelope> for SealedEnvelope {
+    fn from(e: pb::Envelope) -> Self {
+        Self {
+            header: e.header,
+            signature: e.signature,
+            payload: e.payload,
+            payload_salt: e.payload_salt,
+        }
+    }
+}
+
+impl From<SealedEnvelope> for pb::Envelope {
+    fn from(e: SealedEnvelope) -> Self {
+        Self {
+            header: e.header,
+            signature: e.signature,
+            payload: e.payload,
+            payload_salt: e.payload_salt,
+        }
+    }
+}
+
+/// Seals `payload` under `draft`: commits to the payload with a fresh salt, serializes the
+/// header once, and signs its pre-authentication encoding with `key`.
+pub fn seal_envelope(
+    draft: &EnvelopeDraft,
+    payload: Vec<u8>,
+    key: &NodeSigningKey,
+) -> SealedEnvelope {
+    let salt = PayloadSalt::random();
+    let commitment = PayloadCommitment::compute(&salt, &payload);
+    let header = pb::EnvelopeHeader {
+        version: HEADER_VERSION,
+        message_id: draft.message_id.to_string(),
+        kind: draft.kind as i32,
+        sender: draft.sender.to_string(),
+        recipient: draft.recipient.to_string(),
+        created_at_ms: draft.created_at.0,
+        expires_at_ms: draft.expires_at.0,
+        purpose: draft.purpose as i32,
+        consent_id: draft.consent_id.clone(),
+        payload_digest: commitment.0.to_vec(),
+        signing_key_id: key.id().to_string(),
+        correlation_id: draft.correlation_id.clone(),
+        data_categories: draft.data_categories.iter().map(|c| *c as i32).collect(),
+    }
+    .encode_to_vec();
+    let signature = key
+        .sign(&pae(ENVELOPE_HEADER_TYPE, &header))
+        .to_bytes()
+        .to_vec();
+    SealedEnvelope {
+        header,
+        signature,
+        payload,
+        payload_salt: salt.0.to_vec(),
+    }
+}

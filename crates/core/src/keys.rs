@@ -1,0 +1,254 @@
+//! Ed25519 signing keys: a node's own key, and the keyring of a peer's public keys with their
+//! validity windows.
+
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+use crate::ids::KeyId;
+use crate::time::UnixMillis;
+
+/// Why a key could not be loaded or used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The PEM text is not a PKCS#8 Ed25519 private key.
+    #[error("not a PKCS#8 PEM Ed25519 private key: {0}")]
+    BadPrivateKey(String),
+    /// The PEM text is not an SPKI Ed25519 public key.
+    #[error("not an SPKI PEM Ed25519 public key: {0}")]
+    BadPublicKey(String),
+    /// The public key is of small order: any signature could verify under it.
+    #[error("public key {0} is a weak (small-order) Ed25519 key and is refused")]
+    WeakKey(KeyId),
+    /// No key with this id is registered for the signer.
+    #[error("no signing key '{0}' is registered for this node")]
+    UnknownKey(KeyId),
+    /// The key exists but was not valid at the time of signing.
+    #[error(
+        "signing key '{key}' is not valid at {at}: valid from {not_before:?} until {not_after:?}"
+    )]
+    OutsideValidity {
+        /// The key.
+        key: KeyId,
+        /// The instant it was used at.
+        at: UnixMillis,
+        /// Start of its validity window, if any.
+        not_before: Option<UnixMillis>,
+        /// End of its validity window, if any.
+        not_after: Option<UnixMillis>,
+    },
+}
+
+/// This node's own Ed25519 signing key and its id.
+pub struct NodeSigningKey {
+    id: KeyId,
+    key: SigningKey,
+}
+
+impl NodeSigningKey {
+    /// Wraps a key.
+    pub fn new(id: KeyId, key: SigningKey) -> Self {
+        Self { id, key }
+    }
+
+    /// A fresh random key.
+    pub fn generate(id: KeyId) -> Self {
+        Self::new(id, SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    /// Loads a PKCS#8 PEM private key. Text before the PEM block (a warning comment) is allowed.
+    pub fn from_pkcs8_pem(id: KeyId, pem: &str) -> Result<Self, KeyError> {
+        let start = pem
+            .find("-----BEGIN")
+            .ok_or_else(|| KeyError::BadPrivateKey("no PEM block".into()))?;
+        let key = SigningKey::from_pkcs8_pem(&pem[start..])
+            .map_err(|e| KeyError::BadPrivateKey(e.to_string()))?;
+        Ok(Self::new(id, key))
+    }
+
+    /// The private key as PKCS#8 PEM.
+    pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
+        self.key
+            .to_pkcs8_pem(Default::default())
+            .map(|p| p.to_string())
+            .map_err(|e| KeyError::BadPrivateKey(e.to_string()))
+    }
+
+    /// The public key as SPKI PEM.
+    pub fn public_key_pem(&self) -> Result<String, KeyError> {
+        self.key
+            .verifying_key()
+            .to_public_key_pem(Default::default())
+            .map_err(|e| KeyError::BadPublicKey(e.to_string()))
+    }
+
+    /// The key's id.
+    pub fn id(&self) -> &KeyId {
+        &self.id
+    }
+
+    /// The public half.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// Signs `message` (already domain-separated by the caller).
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        self.key.sign(message)
+    }
+}
+
+impl std::fmt::Debug for NodeSigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSigningKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One public key of a peer, with the window in which signatures made by it are accepted.
+#[derive(Debug, Clone)]
+pub struct PeerKey {
+    /// The key's id, as carried in headers and receipts.
+    pub id: KeyId,
+    /// The key itself; never a weak key.
+    key: VerifyingKey,
+    /// Signatures made before this instant are refused.
+    pub not_before: Option<UnixMillis>,
+    /// Signatures made at or after this instant are refused (expiry or revocation).
+    pub not_after: Option<UnixMillis>,
+}
+
+impl PeerKey {
+    /// A peer key; refuses small-order keys.
+    pub fn new(
+        id: KeyId,
+        key: VerifyingKey,
+        not_before: Option<UnixMillis>,
+        not_after: Option<UnixMillis>,
+    ) -> Result<Self, KeyError> {
+        if key.is_weak() {
+            return Err(KeyError::WeakKey(id));
+        }
+        Ok(Self {
+            id,
+            key,
+            not_before,
+            not_after,
+        })
+    }
+
+    /// Loads an SPKI PEM public key.
+    pub fn from_public_key_pem(id: KeyId, pem: &str) -> Result<Self, KeyError> {
+        let start = pem
+            .find("-----BEGIN")
+            .ok_or_else(|| KeyError::BadPublicKey("no PEM block".into()))?;
+        let key = VerifyingKey::from_public_key_pem(&pem[start..])
+            .map_err(|e| KeyError::BadPublicKey(e.to_string()))?;
+        Self::new(id, key, None, None)
+    }
+
+    /// The verifying key.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.key
+    }
+
+    fn valid_at(&self, at: UnixMillis) -> bool {
+        self.not_before.is_none_or(|nb| at >= nb) && self.not_after.is_none_or(|na| at < na)
+    }
+}
+
+/// All public keys of one node.
+#[derive(Debug, Clone, Default)]
+pub struct Keyring {
+    keys: Vec<PeerKey>,
+}
+
+impl Keyring {
+    /// A keyring holding `keys`.
+    pub fn new(keys: Vec<PeerKey>) -> Self {
+        Self { keys }
+    }
+
+    /// The key `id`, if it was valid at `at`.
+    pub fn find(&self, id: &KeyId, at: UnixMillis) -> Result<&VerifyingKey, KeyError> {
+        let key = self
+            .keys
+            .iter()
+            .find(|k| &k.id == id)
+            .ok_or_else(|| KeyError::UnknownKey(id.clone()))?;
+        if key.valid_at(at) {
+            Ok(&key.key)
+        } else {
+            Err(KeyError::OutsideValidity {
+                key: id.clone(),
+                at,
+                not_before: key.not_before,
+                not_after: key.not_after,
+            })
+        }
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> &[PeerKey] {
+        &self.keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kid(s: &str) -> KeyId {
+        KeyId::new(s).expect("valid key id")
+    }
+
+    #[test]
+    fn pem_round_trip() {
+        let key = NodeSigningKey::generate(kid("k1"));
+        let pem = format!("# a comment\n{}", key.to_pkcs8_pem().expect("encode"));
+        let back = NodeSigningKey::from_pkcs8_pem(kid("k1"), &pem).expect("decode");
+        assert_eq!(back.verifying_key(), key.verifying_key());
+        let public = PeerKey::from_public_key_pem(kid("k1"), &key.public_key_pem().expect("pub"))
+            .expect("decode pub");
+        assert_eq!(public.verifying_key(), &key.verifying_key());
+    }
+
+    #[test]
+    fn validity_window() {
+        let key = NodeSigningKey::generate(kid("k1"));
+        let ring = Keyring::new(vec![
+            PeerKey::new(
+                kid("k1"),
+                key.verifying_key(),
+                Some(UnixMillis(100)),
+                Some(UnixMillis(200)),
+            )
+            .expect("key"),
+        ]);
+        assert!(ring.find(&kid("k1"), UnixMillis(150)).is_ok());
+        assert!(matches!(
+            ring.find(&kid("k1"), UnixMillis(99)),
+            Err(KeyError::OutsideValidity { .. })
+        ));
+        assert!(matches!(
+            ring.find(&kid("k1"), UnixMillis(200)),
+            Err(KeyError::OutsideValidity { .. })
+        ));
+        assert!(matches!(
+            ring.find(&kid("k2"), UnixMillis(150)),
+            Err(KeyError::UnknownKey(_))
+        ));
+    }
+
+    #[test]
+    fn weak_keys_are_refused() {
+        // The identity point (0x01 followed by zeros) is of small order.
+        let mut bytes = [0u8; 32];
+        bytes[0] = 1;
+        let weak = VerifyingKey::from_bytes(&bytes).expect("decodes");
+        assert!(matches!(
+            PeerKey::new(kid("w"), weak, None, None),
+            Err(KeyError::WeakKey(_))
+        ));
+    }
+}

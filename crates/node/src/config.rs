@@ -1,0 +1,381 @@
+//! The node's configuration: read once from TOML into a typed [`NodeConfig`], failing fast with
+//! the file, the key and what was expected. Relative paths are taken relative to the config
+//! file's directory. Tests build a `NodeConfig` in code.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use kinbridge_core::limits::{DEFAULT_MAX_CLOCK_SKEW_MS, MAX_MESSAGE_LIFETIME_MS};
+use kinbridge_core::{KeyId, NodeId, UnixMillis};
+use serde::Deserialize;
+
+/// Default lifetime of a submitted message: a week, time enough for a border post's link to
+/// come back.
+pub const DEFAULT_MESSAGE_TTL_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// A configuration error: which file, which key, and what was expected there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {expected}")]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// The key, as a TOML path (e.g. `peers[0].endpoint`).
+    pub key: String,
+    /// What was expected, or what is wrong.
+    pub expected: String,
+}
+
+/// A node's whole configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The file it was read from, for messages; empty when built in code.
+    pub source: PathBuf,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Whether this is a development node, allowed to use development certificates.
+    pub development: bool,
+    /// Where the node keeps its sled store.
+    pub data_dir: PathBuf,
+    /// Address of the peer listener (other countries' nodes).
+    pub peer_listen: SocketAddr,
+    /// Address of the local listener (the authority's own systems).
+    pub local_listen: SocketAddr,
+    /// The node's TLS certificate chain (PEM), presented on both listeners and to peers.
+    pub tls_certificate: PathBuf,
+    /// The node's TLS private key (PEM).
+    pub tls_private_key: PathBuf,
+    /// The CA that issued the node's certificate; local clients trust it to reach the node.
+    pub tls_ca_certificate: PathBuf,
+    /// The node's Ed25519 signing key (PKCS#8 PEM).
+    pub signing_key: PathBuf,
+    /// Its id.
+    pub signing_key_id: KeyId,
+    /// The CA whose certificates local clients present.
+    pub local_client_ca: PathBuf,
+    /// Lifetime given to submitted messages when the client does not choose one.
+    pub message_ttl_ms: i64,
+    /// Tolerated difference between a peer's clock and ours.
+    pub max_clock_skew_ms: i64,
+    /// The peer registry.
+    pub peers: Vec<PeerConfig>,
+    /// A local-client identity for the `kinbridge` CLI on this host; the node ignores it.
+    pub cli_client: Option<ClientIdentity>,
+}
+
+/// One peer of the registry.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// The peer's node id.
+    pub node_id: NodeId,
+    /// Where to deliver to it (`https://host:port`); `None` for a peer that only sends to us.
+    pub endpoint: Option<String>,
+    /// Name to check in its TLS server certificate; defaults to the endpoint's host.
+    pub tls_server_name: Option<String>,
+    /// The CA that issues the peer's TLS certificates (PEM).
+    pub ca_certificate: PathBuf,
+    /// Tags such as `child-protection` or `immigration-enforcement`.
+    pub tags: Vec<String>,
+    /// The peer's Ed25519 public keys.
+    pub signing_keys: Vec<PeerKeyConfig>,
+}
+
+/// One Ed25519 public key of a peer.
+#[derive(Debug, Clone)]
+pub struct PeerKeyConfig {
+    /// Its id.
+    pub key_id: KeyId,
+    /// SPKI PEM file.
+    pub public_key: PathBuf,
+    /// Signatures before this instant are refused.
+    pub not_before: Option<UnixMillis>,
+    /// Signatures from this instant on are refused.
+    pub not_after: Option<UnixMillis>,
+}
+
+/// A local client's certificate and key.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    /// Certificate (PEM).
+    pub certificate: PathBuf,
+    /// Private key (PEM).
+    pub private_key: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node_id: String,
+    #[serde(default)]
+    development: bool,
+    data_dir: PathBuf,
+    listen: RawListen,
+    identity: RawIdentity,
+    local_clients: RawLocalClients,
+    #[serde(default)]
+    delivery: RawDelivery,
+    client: Option<RawClient>,
+    #[serde(default)]
+    peers: Vec<RawPeer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    peer: String,
+    local: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    certificate: PathBuf,
+    private_key: PathBuf,
+    ca_certificate: PathBuf,
+    signing_key: PathBuf,
+    signing_key_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocalClients {
+    ca_certificate: PathBuf,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    message_ttl_seconds: Option<u64>,
+    max_clock_skew_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    certificate: PathBuf,
+    private_key: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    node_id: String,
+    endpoint: Option<String>,
+    tls_server_name: Option<String>,
+    ca_certificate: PathBuf,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    signing_keys: Vec<RawPeerKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeerKey {
+    key_id: String,
+    public_key: PathBuf,
+    not_before: Option<String>,
+    not_after: Option<String>,
+}
+
+impl NodeConfig {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            key: "(file)".into(),
+            expected: format!("a readable TOML file ({e})"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates config `text` read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            key: toml_error_location(text, &e),
+            expected: e.message().to_owned(),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Checker {
+            file: path,
+            base: &base,
+        }
+        .check(raw)
+    }
+}
+
+fn toml_error_location(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}")
+        }
+        None => "(document)".into(),
+    }
+}
+
+struct Checker<'a> {
+    file: &'a Path,
+    base: &'a Path,
+}
+
+impl Checker<'_> {
+    fn err(&self, key: &str, expected: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            key: key.into(),
+            expected: expected.into(),
+        }
+    }
+
+    fn node_id(&self, key: &str, value: &str) -> Result<NodeId, ConfigError> {
+        NodeId::new(value).map_err(|e| self.err(key, e.to_string()))
+    }
+
+    fn key_id(&self, key: &str, value: &str) -> Result<KeyId, ConfigError> {
+        KeyId::new(value).map_err(|e| self.err(key, e.to_string()))
+    }
+
+    fn addr(&self, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+        value.parse().map_err(|_| {
+            self.err(
+                key,
+                format!("an IP address and port such as 127.0.0.1:7101, not '{value}'"),
+            )
+        })
+    }
+
+    /// A path relative to the config file, which must name an existing file.
+    fn file(&self, key: &str, value: &Path) -> Result<PathBuf, ConfigError> {
+        let path = self.base.join(value);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(self.err(key, format!("an existing file; '{}' does not exist (for development material run `kinbridge dev-certs`)", path.display())))
+        }
+    }
+
+    fn seconds(
+        &self,
+        key: &str,
+        value: Option<u64>,
+        default_ms: i64,
+        max_ms: i64,
+    ) -> Result<i64, ConfigError> {
+        let Some(seconds) = value else {
+            return Ok(default_ms);
+        };
+        let ms = i64::try_from(seconds)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000);
+        if seconds == 0 || ms > max_ms {
+            return Err(self.err(
+                key,
+                format!("a number of seconds from 1 to {}", max_ms / 1000),
+            ));
+        }
+        Ok(ms)
+    }
+
+    fn instant(&self, key: &str, value: Option<&str>) -> Result<Option<UnixMillis>, ConfigError> {
+        let Some(value) = value else { return Ok(None) };
+        let parsed =
+            time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| {
+                    self.err(
+                        key,
+                        format!("an RFC 3339 time such as 2027-01-01T00:00:00Z, not '{value}'"),
+                    )
+                })?;
+        Ok(Some(UnixMillis(
+            i64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
+        )))
+    }
+
+    fn check(&self, raw: RawConfig) -> Result<NodeConfig, ConfigError> {
+        let node_id = self.node_id("node_id", &raw.node_id)?;
+        let mut peers = Vec::with_capacity(raw.peers.len());
+        for (i, p) in raw.peers.into_iter().enumerate() {
+            let at = |k: &str| format!("peers[{i}].{k}");
+            let peer_id = self.node_id(&at("node_id"), &p.node_id)?;
+            if peer_id == node_id {
+                return Err(self.err(&at("node_id"), "a node other than this one"));
+            }
+            if peers.iter().any(|q: &PeerConfig| q.node_id == peer_id) {
+                return Err(self.err(
+                    &at("node_id"),
+                    format!("a node id not already registered; '{peer_id}' appears twice"),
+                ));
+            }
+            if let Some(endpoint) = p.endpoint.as_ref().filter(|e| !e.starts_with("https://")) {
+                return Err(self.err(
+                    &at("endpoint"),
+                    format!("an https:// URL, not '{endpoint}'"),
+                ));
+            }
+            if p.signing_keys.is_empty() {
+                return Err(self.err(&at("signing_keys"), "at least one signing key of the peer"));
+            }
+            let mut signing_keys = Vec::with_capacity(p.signing_keys.len());
+            for (j, k) in p.signing_keys.into_iter().enumerate() {
+                let at_key = |name: &str| format!("peers[{i}].signing_keys[{j}].{name}");
+                signing_keys.push(PeerKeyConfig {
+                    key_id: self.key_id(&at_key("key_id"), &k.key_id)?,
+                    public_key: self.file(&at_key("public_key"), &k.public_key)?,
+                    not_before: self.instant(&at_key("not_before"), k.not_before.as_deref())?,
+                    not_after: self.instant(&at_key("not_after"), k.not_after.as_deref())?,
+                });
+            }
+            peers.push(PeerConfig {
+                node_id: peer_id,
+                endpoint: p.endpoint,
+                tls_server_name: p.tls_server_name,
+                ca_certificate: self.file(&at("ca_certificate"), &p.ca_certificate)?,
+                tags: p.tags,
+                signing_keys,
+            });
+        }
+        let cli_client = match raw.client {
+            Some(c) => Some(ClientIdentity {
+                certificate: self.file("client.certificate", &c.certificate)?,
+                private_key: self.file("client.private_key", &c.private_key)?,
+            }),
+            None => None,
+        };
+        Ok(NodeConfig {
+            source: self.file.to_path_buf(),
+            node_id,
+            development: raw.development,
+            data_dir: self.base.join(raw.data_dir),
+            peer_listen: self.addr("listen.peer", &raw.listen.peer)?,
+            local_listen: self.addr("listen.local", &raw.listen.local)?,
+            tls_certificate: self.file("identity.certificate", &raw.identity.certificate)?,
+            tls_private_key: self.file("identity.private_key", &raw.identity.private_key)?,
+            tls_ca_certificate: self
+                .file("identity.ca_certificate", &raw.identity.ca_certificate)?,
+            signing_key: self.file("identity.signing_key", &raw.identity.signing_key)?,
+            signing_key_id: self.key_id("identity.signing_key_id", &raw.identity.signing_key_id)?,
+            local_client_ca: self.file(
+                "local_clients.ca_certificate",
+                &raw.local_clients.ca_certificate,
+            )?,
+            message_ttl_ms: self.seconds(
+                "delivery.message_ttl_seconds",
+                raw.delivery.message_ttl_seconds,
+                DEFAULT_MESSAGE_TTL_MS,
+                MAX_MESSAGE_LIFETIME_MS,
+            )?,
+            max_clock_skew_ms: self.seconds(
+                "delivery.max_clock_skew_seconds",
+                raw.delivery.max_clock_skew_seconds,
+                DEFAULT_MAX_CLOCK_SKEW_MS,
+                60 * 60 * 1000,
+            )?,
+            peers,
+            cli_client,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+//! Config errors name the file, the key and what was expected.
+
+use super::*;
+
+fn write_config(dir: &Path, body: &str) -> PathBuf {
+    for f in [
+        "node.crt",
+        "node.key",
+        "ca.crt",
+        "signing.key",
+        "local-ca.crt",
+        "peer-ca.crt",
+        "peer.pub",
+    ] {
+        std::fs::write(dir.join(f), "x").expect("write");
+    }
+    let path = dir.join("node.toml");
+    std::fs::write(&path, body).expect("write config");
+    path
+}
+
+const GOOD: &str = r#"
+node_id = "ZM-DSW"
+data_dir = "data"
+[listen]
+peer = "127.0.0.1:0"
+local = "127.0.0.1:0"
+[identity]
+certificate = "node.crt"
+private_key = "node.key"
+ca_certificate = "ca.crt"
+signing_key = "signing.key"
+signing_key_id = "ZM-DSW-k1"
+[local_clients]
+ca_certificate = "local-ca.crt"
+[[peers]]
+node_id = "MW-DSW"
+endpoint = "https://127.0.0.1:7102"
+ca_certificate = "peer-ca.crt"
+[[peers.signing_keys]]
+key_id = "MW-DSW-k1"
+public_key = "peer.pub"
+not_after = "2030-01-01T00:00:00Z"
+"#;
+
+#[test]
+fn good_config_loads_with_paths_relative_to_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(dir.path(), GOOD);
+    let config = NodeConfig::load(&path).expect("loads");
+    assert_eq!(config.node_id.as_str(), "ZM-DSW");
+    assert_eq!(config.data_dir, dir.path().join("data"));
+    assert_eq!(
+        config.peers[0].signing_keys[0].not_after,
+        Some(UnixMillis(1_893_456_000_000))
+    );
+}
+
+#[test]
+fn errors_name_the_key_and_the_expectation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            GOOD.replace("\"ZM-DSW\"", "\"zambia\""),
+            "node_id",
+            "not a node id",
+        ),
+        (
+            GOOD.replace("127.0.0.1:7102", "127.0.0.1:7102\"\nbogus = \"1"),
+            "line",
+            "unknown field `bogus`",
+        ),
+        (
+            GOOD.replace("https://127", "http://127"),
+            "peers[0].endpoint",
+            "https://",
+        ),
+        (
+            GOOD.replace("peer.pub", "missing.pub"),
+            "peers[0].signing_keys[0].public_key",
+            "does not exist",
+        ),
+        (
+            GOOD.replace("peer = \"127.0.0.1:0\"", "peer = \"localhost\""),
+            "listen.peer",
+            "IP address and port",
+        ),
+        (
+            GOOD.replace("2030-01-01T00:00:00Z", "soon"),
+            "peers[0].signing_keys[0].not_after",
+            "RFC 3339",
+        ),
+    ];
+    for (body, key, expected) in cases {
+        let path = write_config(dir.path(), &body);
+        let err = NodeConfig::load(&path).expect_err("must fail");
+        assert!(err.key.starts_with(key), "key {} for {key}", err.key);
+        assert!(err.expected.contains(expected), "{err}");
+        assert!(err.to_string().contains("node.toml"), "{err}");
+    }
+}

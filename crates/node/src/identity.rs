@@ -1,0 +1,143 @@
+//! Who is on the other end of a TLS connection: a peer node or a local client, read from the
+//! subject alternative names of its certificate.
+//!
+//! A node certificate carries the URI `urn:kinbridge:node:<NODE-ID>`. A local client
+//! certificate carries `urn:kinbridge:client:<NAME>` and `urn:kinbridge:role:<ROLE>`.
+//! Certificates of the development PKI carry [`DEV_MARKER`] in their organisation name.
+
+use kinbridge_core::NodeId;
+use rustls::pki_types::CertificateDer;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// URI prefix naming a node in a certificate.
+pub const NODE_URI_PREFIX: &str = "urn:kinbridge:node:";
+/// URI prefix naming a local client in a certificate.
+pub const CLIENT_URI_PREFIX: &str = "urn:kinbridge:client:";
+/// URI prefix naming a local client's role in a certificate.
+pub const ROLE_URI_PREFIX: &str = "urn:kinbridge:role:";
+/// Organisation name of every certificate the development PKI issues. A node refuses
+/// material carrying it unless its config says `development = true`.
+pub const DEV_MARKER: &str = "kinbridge DEVELOPMENT PKI - not for production";
+
+/// A local client's role, from its certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Submits referrals and reads its unit's cases.
+    Caseworker,
+    /// A case-management system linked to the node.
+    System,
+    /// Reads the audit log, never a payload.
+    Auditor,
+    /// Manages peers and keys.
+    Admin,
+}
+
+impl Role {
+    /// Parses a role name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "caseworker" => Some(Role::Caseworker),
+            "system" => Some(Role::System),
+            "auditor" => Some(Role::Auditor),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// The role's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Caseworker => "caseworker",
+            Role::System => "system",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A local client as its certificate names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalClient {
+    /// The client's name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+}
+
+/// Why a certificate does not name a valid identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// The DER could not be parsed.
+    #[error("the certificate could not be parsed")]
+    Unparsable,
+    /// No URI of the expected form.
+    #[error("the certificate names no {0}")]
+    Missing(&'static str),
+    /// A URI of the expected form with an invalid value.
+    #[error("the certificate names an invalid {what}: {value}")]
+    Invalid {
+        /// What was invalid.
+        what: &'static str,
+        /// The value, as printed.
+        value: String,
+    },
+}
+
+fn san_uris(cert: &CertificateDer<'_>) -> Result<Vec<String>, IdentityError> {
+    let (_, parsed) =
+        X509Certificate::from_der(cert.as_ref()).map_err(|_| IdentityError::Unparsable)?;
+    let mut uris = Vec::new();
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::URI(uri) = name {
+                uris.push((*uri).to_owned());
+            }
+        }
+    }
+    Ok(uris)
+}
+
+/// The node id a node certificate names.
+pub fn node_id_of(cert: &CertificateDer<'_>) -> Result<NodeId, IdentityError> {
+    let uris = san_uris(cert)?;
+    let value = uris
+        .iter()
+        .find_map(|u| u.strip_prefix(NODE_URI_PREFIX))
+        .ok_or(IdentityError::Missing("node id"))?;
+    NodeId::new(value).map_err(|_| IdentityError::Invalid {
+        what: "node id",
+        value: value.chars().take(64).collect(),
+    })
+}
+
+/// The local client a client certificate names.
+pub fn local_client_of(cert: &CertificateDer<'_>) -> Result<LocalClient, IdentityError> {
+    let uris = san_uris(cert)?;
+    let name = uris
+        .iter()
+        .find_map(|u| u.strip_prefix(CLIENT_URI_PREFIX))
+        .ok_or(IdentityError::Missing("client name"))?;
+    let role_name = uris
+        .iter()
+        .find_map(|u| u.strip_prefix(ROLE_URI_PREFIX))
+        .ok_or(IdentityError::Missing("role"))?;
+    let role = Role::parse(role_name).ok_or_else(|| IdentityError::Invalid {
+        what: "role",
+        value: role_name.chars().take(32).collect(),
+    })?;
+    Ok(LocalClient {
+        name: name.chars().take(64).collect(),
+        role,
+    })
+}
+
+/// Whether a certificate was issued by, or is, development material.
+pub fn is_development(cert: &CertificateDer<'_>) -> bool {
+    X509Certificate::from_der(cert.as_ref())
+        .map(|(_, c)| {
+            c.issuer().to_string().contains(DEV_MARKER)
+                || c.subject().to_string().contains(DEV_MARKER)
+        })
+        .unwrap_or(false)
+}

@@ -1,0 +1,23 @@
+//! kinbridge node: serves the peer and local gRPC services over mutual TLS, keeps the peer
+//! registry, stores envelopes durably in sled and delivers the outbox to peers.
+//!
+//! This is the only crate that knows tonic. It translates between the wire (protobuf, gRPC
+//! status codes) and the domain core (`kinbridge-core`) at its edges.
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod config;
+pub mod delivery;
+pub mod devpki;
+pub mod identity;
+pub mod local_service;
+pub mod peer_service;
+pub mod registry;
+pub mod server;
+pub mod status;
+pub mod store;
+pub mod tls;
+
+pub use config::{ConfigError, NodeConfig};
+pub use server::{Listeners, NodeError, RunningNode, run, spawn};

@@ -1,0 +1,356 @@
+//! The local service: the authority's own systems submit referrals, follow their delivery,
+//! and read, stream and acknowledge the inbox.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use kinbridge_core::envelope::EnvelopeDraft;
+use kinbridge_core::limits::{MAX_MESSAGE_LIFETIME_MS, MAX_PAYLOAD_BYTES, MAX_REFERENCE_BYTES};
+use kinbridge_core::referral::categories_present;
+use kinbridge_core::{MessageId, NodeId, UnixMillis, seal_envelope};
+use kinbridge_proto::v1 as pb;
+use kinbridge_proto::v1::local_service_server::LocalService;
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::{Code, Request, Response, Status};
+
+use crate::identity::{LocalClient, Role};
+use crate::server::NodeState;
+use crate::status::{refused, store_status};
+use crate::store::{InboxRecord, OutboxRecord};
+use crate::tls::ConnInfo;
+
+/// The result of authenticating a local client's certificate.
+pub type LocalAuth = Result<LocalClient, String>;
+
+/// Longest a `GetDelivery` call waits for a change.
+pub const MAX_DELIVERY_WAIT: Duration = Duration::from_secs(30);
+/// Default and largest page of `ListInbox`.
+pub const INBOX_PAGE: usize = 100;
+/// Largest page a client may ask for.
+pub const MAX_INBOX_PAGE: usize = 1000;
+
+/// The `LocalService` implementation.
+pub struct LocalApi {
+    state: Arc<NodeState>,
+}
+
+impl LocalApi {
+    /// A service over the node's state.
+    pub fn new(state: Arc<NodeState>) -> Self {
+        Self { state }
+    }
+}
+
+/// The caller, if its certificate names a local client whose role is one of `allowed`.
+fn authorize<T>(
+    request: &Request<T>,
+    action: &str,
+    allowed: &[Role],
+) -> Result<LocalClient, Status> {
+    let client = request
+        .extensions()
+        .get::<ConnInfo<LocalAuth>>()
+        .map(|info| info.auth.clone())
+        .ok_or_else(|| {
+            Status::unauthenticated("no verified TLS client certificate on this connection")
+        })?
+        .map_err(|e| refused(Code::Unauthenticated, "not-a-client-certificate", e))?;
+    if allowed.contains(&client.role) {
+        Ok(client)
+    } else {
+        let roles: Vec<_> = allowed.iter().map(|r| r.as_str()).collect();
+        Err(refused(
+            Code::PermissionDenied,
+            "role-denied",
+            format!(
+                "role '{}' may not {action}; it needs one of: {}",
+                client.role.as_str(),
+                roles.join(", ")
+            ),
+        ))
+    }
+}
+
+fn invalid(reason: &'static str, message: impl Into<String>) -> Status {
+    refused(Code::InvalidArgument, reason, message)
+}
+
+const CASE_ROLES: [Role; 2] = [Role::Caseworker, Role::System];
+
+type InboxStream = Pin<Box<dyn Stream<Item = Result<pb::InboxItem, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl LocalService for LocalApi {
+    #[tracing::instrument(skip_all, fields(client))]
+    async fn submit_referral(
+        &self,
+        request: Request<pb::SubmitReferralRequest>,
+    ) -> Result<Response<pb::SubmitReferralResponse>, Status> {
+        let client = authorize(&request, "submit referrals", &CASE_ROLES)?;
+        tracing::Span::current().record("client", client.name.as_str());
+        let req = request.into_inner();
+        let state = &self.state;
+        let recipient =
+            NodeId::new(&req.recipient).map_err(|e| invalid("bad-recipient", e.to_string()))?;
+        let peer = state.registry.get(&recipient).ok_or_else(|| {
+            refused(
+                Code::FailedPrecondition,
+                "unknown-recipient",
+                format!("recipient '{recipient}' is not in this node's peer registry"),
+            )
+        })?;
+        if peer.endpoint.is_none() {
+            return Err(refused(
+                Code::FailedPrecondition,
+                "recipient-unreachable",
+                format!(
+                    "peer '{recipient}' has no endpoint in this node's registry: messages cannot be delivered to it"
+                ),
+            ));
+        }
+        let purpose = pb::Purpose::try_from(req.purpose)
+            .ok()
+            .filter(|p| *p != pb::Purpose::Unspecified)
+            .ok_or_else(|| {
+                invalid(
+                    "bad-purpose",
+                    "purpose is required: one of the Purpose values other than UNSPECIFIED",
+                )
+            })?;
+        if req.consent_id.is_empty() || req.consent_id.len() > MAX_REFERENCE_BYTES {
+            return Err(invalid(
+                "bad-consent-id",
+                format!("consent_id is required, at most {MAX_REFERENCE_BYTES} bytes"),
+            ));
+        }
+        if req.correlation_id.len() > MAX_REFERENCE_BYTES {
+            return Err(invalid(
+                "bad-correlation-id",
+                format!("correlation_id is at most {MAX_REFERENCE_BYTES} bytes"),
+            ));
+        }
+        let referral = req
+            .referral
+            .ok_or_else(|| invalid("no-referral", "referral is required"))?;
+        let ttl_ms = match req.ttl_seconds {
+            0 => state.message_ttl_ms,
+            s => i64::from(s) * 1000,
+        };
+        if ttl_ms > MAX_MESSAGE_LIFETIME_MS {
+            return Err(invalid(
+                "bad-ttl",
+                format!("ttl_seconds is at most {}", MAX_MESSAGE_LIFETIME_MS / 1000),
+            ));
+        }
+        let payload = referral.encode_to_vec();
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(invalid(
+                "oversized",
+                format!(
+                    "the referral is {} bytes encoded; the limit is {MAX_PAYLOAD_BYTES} bytes",
+                    payload.len()
+                ),
+            ));
+        }
+        let now = UnixMillis::now();
+        let draft = EnvelopeDraft {
+            message_id: MessageId::random(),
+            kind: pb::MessageKind::Referral,
+            sender: state.node_id.clone(),
+            recipient: recipient.clone(),
+            created_at: now,
+            expires_at: now.plus_ms(ttl_ms),
+            purpose,
+            consent_id: req.consent_id,
+            correlation_id: req.correlation_id,
+            data_categories: categories_present(&referral),
+        };
+        let sealed = seal_envelope(&draft, payload, &state.signing_key);
+        let message_id = draft.message_id.to_string();
+        let record = OutboxRecord {
+            envelope: Some(sealed.into()),
+            recipient: recipient.to_string(),
+            state: pb::DeliveryState::Queued as i32,
+            submitted_at_ms: now.0,
+            next_attempt_at_ms: now.0,
+            expires_at_ms: draft.expires_at.0,
+            ..Default::default()
+        };
+        state
+            .store
+            .enqueue(&message_id, record)
+            .await
+            .map_err(|e| store_status(&e))?;
+        state.delivery_wake.notify_one();
+        tracing::info!(%message_id, %recipient, "referral queued");
+        Ok(Response::new(pb::SubmitReferralResponse {
+            message_id,
+            state: pb::DeliveryState::Queued as i32,
+        }))
+    }
+
+    async fn get_delivery(
+        &self,
+        request: Request<pb::GetDeliveryRequest>,
+    ) -> Result<Response<pb::GetDeliveryResponse>, Status> {
+        authorize(&request, "read deliveries", &CASE_ROLES)?;
+        let req = request.into_inner();
+        let id = MessageId::new(&req.message_id)
+            .map_err(|e| invalid("bad-message-id", e.to_string()))?
+            .to_string();
+        let store = &self.state.store;
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(u64::from(req.wait_ms)).min(MAX_DELIVERY_WAIT);
+        let mut changes = store.subscribe_outbox();
+        loop {
+            changes.borrow_and_update();
+            let record = store
+                .outbox_get(&id)
+                .map_err(|e| store_status(&e))?
+                .ok_or_else(|| {
+                    refused(
+                        Code::NotFound,
+                        "unknown-message",
+                        format!("no submitted message {id} on this node"),
+                    )
+                })?;
+            let queued = record.state == pb::DeliveryState::Queued as i32;
+            if !queued || tokio::time::Instant::now() >= deadline {
+                return Ok(Response::new(delivery_response(id, record)));
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                continue;
+            }
+        }
+    }
+
+    async fn list_inbox(
+        &self,
+        request: Request<pb::ListInboxRequest>,
+    ) -> Result<Response<pb::ListInboxResponse>, Status> {
+        authorize(&request, "read the inbox", &CASE_ROLES)?;
+        let req = request.into_inner();
+        let limit = match req.limit as usize {
+            0 => INBOX_PAGE,
+            n => n.min(MAX_INBOX_PAGE),
+        };
+        let page = self
+            .state
+            .store
+            .inbox_page(req.after_sequence, limit, req.include_acknowledged)
+            .map_err(|e| store_status(&e))?;
+        let items = page
+            .into_iter()
+            .map(|(seq, r)| inbox_item(seq, r))
+            .collect();
+        Ok(Response::new(pb::ListInboxResponse { items }))
+    }
+
+    type WatchInboxStream = InboxStream;
+
+    async fn watch_inbox(
+        &self,
+        request: Request<pb::WatchInboxRequest>,
+    ) -> Result<Response<InboxStream>, Status> {
+        authorize(&request, "read the inbox", &CASE_ROLES)?;
+        let mut cursor = request.into_inner().after_sequence;
+        let state = Arc::clone(&self.state);
+        let (tx, rx) = mpsc::channel(INBOX_PAGE);
+        tokio::spawn(async move {
+            let mut tip = state.store.subscribe_inbox();
+            loop {
+                tip.borrow_and_update();
+                let page = match state.store.inbox_page(cursor, INBOX_PAGE, false) {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.send(Err(store_status(&e))).await;
+                        return;
+                    }
+                };
+                let empty = page.is_empty();
+                for (seq, record) in page {
+                    cursor = seq;
+                    if tx.send(Ok(inbox_item(seq, record))).await.is_err() {
+                        return;
+                    }
+                }
+                if empty {
+                    tokio::select! {
+                        changed = tip.changed() => if changed.is_err() { return },
+                        () = tx.closed() => return,
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn acknowledge_inbox_item(
+        &self,
+        request: Request<pb::AcknowledgeInboxItemRequest>,
+    ) -> Result<Response<pb::AcknowledgeInboxItemResponse>, Status> {
+        authorize(&request, "acknowledge inbox items", &CASE_ROLES)?;
+        let sequence = request.into_inner().sequence;
+        let found = self
+            .state
+            .store
+            .acknowledge(sequence)
+            .await
+            .map_err(|e| store_status(&e))?;
+        if !found {
+            return Err(refused(
+                Code::NotFound,
+                "unknown-inbox-item",
+                format!("no inbox item with sequence {sequence}"),
+            ));
+        }
+        tracing::info!(sequence, "inbox item acknowledged");
+        Ok(Response::new(pb::AcknowledgeInboxItemResponse {}))
+    }
+}
+
+fn delivery_response(message_id: String, r: OutboxRecord) -> pb::GetDeliveryResponse {
+    pb::GetDeliveryResponse {
+        message_id,
+        recipient: r.recipient,
+        state: r.state,
+        attempts: r.attempts,
+        last_error: r.last_error,
+        receipt: r.receipt,
+        submitted_at_ms: r.submitted_at_ms,
+        delivered_at_ms: r.delivered_at_ms,
+        envelope: r.envelope,
+    }
+}
+
+/// An inbox item for a local client. The stored envelope was verified when it arrived, so its
+/// header and payload decode; a record that does not is shown with what can be read.
+fn inbox_item(sequence: u64, r: InboxRecord) -> pb::InboxItem {
+    let envelope = r.envelope.unwrap_or_default();
+    let header = pb::EnvelopeHeader::decode(envelope.header.as_slice()).unwrap_or_default();
+    let referral = pb::ReferralPayload::decode(envelope.payload.as_slice()).ok();
+    pb::InboxItem {
+        sequence,
+        message_id: r.message_id,
+        sender: r.sender,
+        kind: header.kind,
+        purpose: header.purpose,
+        consent_id: header.consent_id,
+        correlation_id: header.correlation_id,
+        created_at_ms: header.created_at_ms,
+        received_at_ms: r.received_at_ms,
+        data_categories: header.data_categories,
+        referral,
+        acknowledged: r.acknowledged,
+        envelope: Some(envelope),
+        receipt: r.receipt,
+    }
+}

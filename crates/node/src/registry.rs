@@ -1,0 +1,191 @@
+//! The peer registry: which nodes this node talks to, how to reach them, which CA issues their
+//! TLS certificates, and which Ed25519 keys sign their messages.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kinbridge_core::{Keyring, NodeId, PeerKey};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+
+use crate::config::PeerConfig;
+use crate::identity::node_id_of;
+use crate::tls::{TlsError, client_verifier, load_certs, root_store};
+
+/// Why the registry could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A CA certificate could not be loaded.
+    #[error("peer {peer}: {source}")]
+    Tls {
+        /// The peer.
+        peer: NodeId,
+        /// The error.
+        source: TlsError,
+    },
+    /// A public key could not be loaded.
+    #[error("peer {peer}: signing key {path}: {reason}")]
+    Key {
+        /// The peer.
+        peer: NodeId,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One registered peer.
+pub struct Peer {
+    /// Its node id.
+    pub node_id: NodeId,
+    /// Where to deliver to it, if anywhere.
+    pub endpoint: Option<String>,
+    /// Name expected in its TLS server certificate.
+    pub tls_server_name: Option<String>,
+    /// The CA certificates that issue its TLS certificates.
+    pub ca_certs: Vec<CertificateDer<'static>>,
+    /// The same, PEM-encoded, for tonic's client config.
+    pub ca_pem: Vec<u8>,
+    /// Its signing keys.
+    pub keyring: Keyring,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Accepts only client certificates chaining to this peer's own CA.
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+/// Why a peer's TLS client certificate proves no registered node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerAuthError {
+    /// The certificate names no valid node id.
+    #[error("the client certificate is not a kinbridge node certificate: {0}")]
+    NotANode(String),
+    /// The node it names is not registered.
+    #[error(
+        "unknown peer '{0}': it is not in this node's peer registry; ask the operator to register it"
+    )]
+    UnknownPeer(NodeId),
+    /// The certificate does not chain to the CA registered for the node it names.
+    #[error(
+        "impersonation refused: the certificate naming '{node}' is not issued by the CA registered for '{node}' ({reason})"
+    )]
+    WrongCa {
+        /// The node the certificate names.
+        node: NodeId,
+        /// The verifier's reason.
+        reason: String,
+    },
+}
+
+impl PeerAuthError {
+    /// Stable reason code, as for envelope refusals.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PeerAuthError::NotANode(_) => "not-a-node-certificate",
+            PeerAuthError::UnknownPeer(_) => "unknown-peer",
+            PeerAuthError::WrongCa { .. } => "impersonation",
+        }
+    }
+}
+
+/// The result of authenticating a peer's TLS client certificate: the node it proves, or why
+/// it proves none.
+pub type PeerAuth = Result<NodeId, PeerAuthError>;
+
+/// All registered peers.
+#[derive(Default)]
+pub struct PeerRegistry {
+    peers: HashMap<NodeId, Peer>,
+}
+
+impl PeerRegistry {
+    /// Builds the registry from config, loading every CA and key.
+    pub fn from_config(peers: &[PeerConfig]) -> Result<Self, RegistryError> {
+        let mut out = HashMap::new();
+        for p in peers {
+            let tls = |source| RegistryError::Tls {
+                peer: p.node_id.clone(),
+                source,
+            };
+            let ca_certs = load_certs(&p.ca_certificate).map_err(tls)?;
+            let ca_pem = std::fs::read(&p.ca_certificate).map_err(|e| {
+                tls(TlsError::Pem {
+                    path: p.ca_certificate.clone(),
+                    reason: e.to_string(),
+                })
+            })?;
+            let verifier = client_verifier(root_store(&ca_certs).map_err(tls)?).map_err(tls)?;
+            let mut keys = Vec::with_capacity(p.signing_keys.len());
+            for k in &p.signing_keys {
+                let key_err = |reason: String| RegistryError::Key {
+                    peer: p.node_id.clone(),
+                    path: k.public_key.clone(),
+                    reason,
+                };
+                let pem =
+                    std::fs::read_to_string(&k.public_key).map_err(|e| key_err(e.to_string()))?;
+                let mut key = PeerKey::from_public_key_pem(k.key_id.clone(), &pem)
+                    .map_err(|e| key_err(e.to_string()))?;
+                key.not_before = k.not_before;
+                key.not_after = k.not_after;
+                keys.push(key);
+            }
+            out.insert(
+                p.node_id.clone(),
+                Peer {
+                    node_id: p.node_id.clone(),
+                    endpoint: p.endpoint.clone(),
+                    tls_server_name: p.tls_server_name.clone(),
+                    ca_certs,
+                    ca_pem,
+                    keyring: Keyring::new(keys),
+                    tags: p.tags.clone(),
+                    verifier,
+                },
+            );
+        }
+        Ok(Self { peers: out })
+    }
+
+    /// The peer `node`, if registered.
+    pub fn get(&self, node: &NodeId) -> Option<&Peer> {
+        self.peers.get(node)
+    }
+
+    /// Every registered peer.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
+    /// The CA certificates of all peers: the roots the peer listener trusts during the
+    /// handshake. [`PeerRegistry::authenticate`] then checks each peer against its own CA.
+    pub fn all_ca_certs(&self) -> Vec<CertificateDer<'static>> {
+        self.peers
+            .values()
+            .flat_map(|p| p.ca_certs.iter().cloned())
+            .collect()
+    }
+
+    /// Which node a verified client chain proves. The handshake only established that the chain
+    /// ends at *some* peer's CA; this checks that it ends at the CA registered for the very
+    /// node id the certificate names, so one country's CA cannot issue another's identity.
+    pub fn authenticate(&self, chain: &[CertificateDer<'static>]) -> PeerAuth {
+        let leaf = chain
+            .first()
+            .ok_or_else(|| PeerAuthError::NotANode("no client certificate was presented".into()))?;
+        let node = node_id_of(leaf).map_err(|e| PeerAuthError::NotANode(e.to_string()))?;
+        let peer = self
+            .peers
+            .get(&node)
+            .ok_or_else(|| PeerAuthError::UnknownPeer(node.clone()))?;
+        peer.verifier
+            .verify_client_cert(leaf, &chain[1..], UnixTime::now())
+            .map_err(|e| PeerAuthError::WrongCa {
+                node: node.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(node)
+    }
+}

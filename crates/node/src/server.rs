@@ -1,0 +1,343 @@
+//! Starting and running a node: load and check everything the config names, open the store,
+//! then serve the peer and local listeners and run the delivery worker until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kinbridge_core::{NodeId, NodeSigningKey, VerificationPolicy};
+use kinbridge_proto::v1::local_service_server::LocalServiceServer;
+use kinbridge_proto::v1::peer_service_server::PeerServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot, watch};
+use tonic::transport::{Identity, Server};
+
+use crate::config::NodeConfig;
+use crate::delivery;
+use crate::devpki::DEV_KEY_WARNING;
+use crate::identity::{is_development, local_client_of};
+use crate::local_service::{LocalApi, LocalAuth};
+use crate::peer_service::PeerApi;
+use crate::registry::{PeerRegistry, RegistryError};
+use crate::store::{Store, StoreError};
+use crate::tls::{
+    TlsError, accept_loop, client_verifier, load_certs, load_private_key, root_store, server_config,
+};
+
+/// Largest gRPC message the node decodes: well above the payload limit, so an oversized
+/// payload gets kinbridge's own clear refusal rather than a transport error.
+pub const MAX_GRPC_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// TLS material.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The peer registry.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The signing key.
+    #[error("{path}: {reason}")]
+    SigningKey {
+        /// The key file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Development material in a node that is not a development node.
+    #[error(
+        "{file}: refusing development material {material}: this node's config does not say `development = true`; use certificates and keys from the authority's own PKI"
+    )]
+    DevelopmentMaterial {
+        /// The config file.
+        file: String,
+        /// The offending file.
+        material: String,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// What every request handler and the delivery worker share.
+pub struct NodeState {
+    /// This node.
+    pub node_id: NodeId,
+    /// Its Ed25519 signing key.
+    pub signing_key: NodeSigningKey,
+    /// Its TLS identity, presented to peers when delivering.
+    pub tls_identity: Identity,
+    /// The peer registry.
+    pub registry: PeerRegistry,
+    /// The durable store.
+    pub store: Store,
+    /// What received envelopes must satisfy.
+    pub policy: VerificationPolicy,
+    /// Default lifetime of submitted messages.
+    pub message_ttl_ms: i64,
+    /// Wakes the delivery worker when something is queued or finished.
+    pub delivery_wake: Notify,
+}
+
+/// The two bound listeners of a node.
+pub struct Listeners {
+    /// Peer port: other countries' nodes.
+    pub peer: TcpListener,
+    /// Local port: the authority's own systems.
+    pub local: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses in `config`.
+    pub async fn bind(config: &NodeConfig) -> Result<Self, NodeError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind { addr, source })
+        };
+        Ok(Self {
+            peer: bind(config.peer_listen).await?,
+            local: bind(config.local_listen).await?,
+        })
+    }
+}
+
+/// A node checked and loaded, ready to serve.
+pub struct PreparedNode {
+    state: Arc<NodeState>,
+    peer_tls: Arc<rustls::ServerConfig>,
+    local_tls: Arc<rustls::ServerConfig>,
+    local_verifier_roots: usize,
+}
+
+/// Loads and checks everything `config` names and opens the store. Fails fast, naming the
+/// file at fault.
+pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
+    let file = config.source.display().to_string();
+    let chain = load_certs(&config.tls_certificate)?;
+    let key = load_private_key(&config.tls_private_key)?;
+    let local_ca = load_certs(&config.local_client_ca)?;
+    let registry = PeerRegistry::from_config(&config.peers)?;
+    let signing_pem =
+        std::fs::read_to_string(&config.signing_key).map_err(|e| NodeError::SigningKey {
+            path: config.signing_key.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    if !config.development {
+        let dev = |material: &std::path::Path| NodeError::DevelopmentMaterial {
+            file: file.clone(),
+            material: material.display().to_string(),
+        };
+        if chain.iter().any(is_development) {
+            return Err(dev(&config.tls_certificate));
+        }
+        if local_ca.iter().any(is_development) {
+            return Err(dev(&config.local_client_ca));
+        }
+        if signing_pem.contains(DEV_KEY_WARNING.trim()) {
+            return Err(dev(&config.signing_key));
+        }
+        for peer in &config.peers {
+            if registry
+                .get(&peer.node_id)
+                .is_some_and(|p| p.ca_certs.iter().any(is_development))
+            {
+                return Err(dev(&peer.ca_certificate));
+            }
+        }
+    }
+    let signing_key = NodeSigningKey::from_pkcs8_pem(config.signing_key_id.clone(), &signing_pem)
+        .map_err(|e| NodeError::SigningKey {
+        path: config.signing_key.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let cert_pem = std::fs::read(&config.tls_certificate).map_err(|e| TlsError::Pem {
+        path: config.tls_certificate.clone(),
+        reason: e.to_string(),
+    })?;
+    let key_pem = std::fs::read(&config.tls_private_key).map_err(|e| TlsError::Pem {
+        path: config.tls_private_key.clone(),
+        reason: e.to_string(),
+    })?;
+    let peer_roots = registry.all_ca_certs();
+    let peer_tls = if peer_roots.is_empty() {
+        None
+    } else {
+        Some(server_config(
+            chain.clone(),
+            key.clone_key(),
+            client_verifier(root_store(&peer_roots)?)?,
+        )?)
+    };
+    let local_tls = server_config(chain, key, client_verifier(root_store(&local_ca)?)?)?;
+    let store = Store::open(&config.data_dir.join("store"))?;
+    let state = Arc::new(NodeState {
+        node_id: config.node_id.clone(),
+        signing_key,
+        tls_identity: Identity::from_pem(cert_pem, key_pem),
+        registry,
+        store,
+        policy: VerificationPolicy {
+            local_node: config.node_id.clone(),
+            max_clock_skew_ms: config.max_clock_skew_ms,
+        },
+        message_ttl_ms: config.message_ttl_ms,
+        delivery_wake: Notify::new(),
+    });
+    let peer_tls = match peer_tls {
+        Some(c) => c,
+        // A node without peers still serves its peer port, refusing every handshake.
+        None => server_config(
+            load_certs(&config.tls_certificate)?,
+            load_private_key(&config.tls_private_key)?,
+            client_verifier(root_store(&local_ca)?)?,
+        )?,
+    };
+    Ok(PreparedNode {
+        state,
+        peer_tls,
+        local_tls,
+        local_verifier_roots: local_ca.len(),
+    })
+}
+
+impl PreparedNode {
+    /// The node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.state.node_id
+    }
+
+    /// Serves `listeners` until `shutdown` completes, then stops accepting, lets in-flight
+    /// calls finish and returns.
+    pub async fn serve(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), NodeError> {
+        let state = self.state;
+        let registry_state = Arc::clone(&state);
+        let peer_incoming = accept_loop("peer", listeners.peer, self.peer_tls, move |chain| {
+            registry_state.registry.authenticate(chain)
+        });
+        let local_incoming = accept_loop(
+            "local",
+            listeners.local,
+            self.local_tls,
+            |chain| -> LocalAuth {
+                let leaf = chain
+                    .first()
+                    .ok_or_else(|| "no client certificate was presented".to_owned())?;
+                local_client_of(leaf).map_err(|e| {
+                    format!(
+                        "the client certificate is not a kinbridge local-client certificate: {e}"
+                    )
+                })
+            },
+        );
+        tracing::debug!(local_roots = self.local_verifier_roots, "listeners ready");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let worker = tokio::spawn(delivery::run(Arc::clone(&state), stop_rx.clone()));
+        let peer_service = PeerServiceServer::new(PeerApi::new(Arc::clone(&state)))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let local_service = LocalServiceServer::new(LocalApi::new(Arc::clone(&state)))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let wait_stop = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let peer_server = Server::builder()
+            .add_service(peer_service)
+            .serve_with_incoming_shutdown(peer_incoming, wait_stop(stop_rx.clone()));
+        let local_server = Server::builder()
+            .add_service(local_service)
+            .serve_with_incoming_shutdown(local_incoming, wait_stop(stop_rx.clone()));
+        let trigger = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections; finishing calls in flight");
+            let _ = stop_tx.send(true);
+            Ok::<(), tonic::transport::Error>(())
+        };
+        let result = tokio::try_join!(peer_server, local_server, trigger);
+        let _ = worker.await;
+        // Everything acknowledged was committed already; this makes the rest durable too.
+        state.store.commit().await?;
+        result.map(|_| ()).map_err(NodeError::from)
+    }
+}
+
+/// Runs a node from `config` on `listeners` until `shutdown` completes.
+pub async fn run(
+    config: &NodeConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), NodeError> {
+    prepare(config)?.serve(listeners, shutdown).await
+}
+
+/// A node running in this process, for the demo and tests.
+pub struct RunningNode {
+    /// The node's id.
+    pub node_id: NodeId,
+    /// Where its peer listener is bound.
+    pub peer_addr: SocketAddr,
+    /// Where its local listener is bound.
+    pub local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), NodeError>>,
+}
+
+impl RunningNode {
+    /// Stops the node gracefully and waits for it.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => Err(NodeError::Store(StoreError::Commit(format!(
+                "node task failed: {e}"
+            )))),
+        }
+    }
+}
+
+/// Starts a node from `config` on already bound `listeners` in this process.
+pub fn spawn(config: &NodeConfig, listeners: Listeners) -> Result<RunningNode, NodeError> {
+    let prepared = prepare(config)?;
+    let peer_addr = listeners
+        .peer
+        .local_addr()
+        .map_err(|source| NodeError::Bind {
+            addr: config.peer_listen,
+            source,
+        })?;
+    let local_addr = listeners
+        .local
+        .local_addr()
+        .map_err(|source| NodeError::Bind {
+            addr: config.local_listen,
+            source,
+        })?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(prepared.serve(listeners, async move {
+        let _ = stopped.await;
+    }));
+    Ok(RunningNode {
+        node_id: config.node_id.clone(),
+        peer_addr,
+        local_addr,
+        stop: Some(stop),
+        task,
+    })
+}

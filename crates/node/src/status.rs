@@ -1,0 +1,79 @@
+//! Refusals and failures as gRPC statuses. Each status carries a human message saying what
+//! was wrong and what to do, and the stable reason code in the `kinbridge-refusal` metadata
+//! entry, so clients and tests can tell refusals apart without parsing prose.
+
+use kinbridge_core::Refusal;
+use tonic::{Code, Status};
+
+use crate::registry::PeerAuthError;
+use crate::store::StoreError;
+
+/// Metadata key carrying the refusal's reason code.
+pub const REFUSAL_METADATA: &str = "kinbridge-refusal";
+
+/// A status with `code`, `message` and the reason code `reason` in metadata.
+pub fn refused(code: Code, reason: &'static str, message: impl Into<String>) -> Status {
+    let mut status = Status::new(code, message);
+    status.metadata_mut().insert(
+        REFUSAL_METADATA,
+        tonic::metadata::MetadataValue::from_static(reason),
+    );
+    status
+}
+
+/// The reason code of a status, if it carries one.
+pub fn refusal_code(status: &Status) -> Option<&str> {
+    status
+        .metadata()
+        .get(REFUSAL_METADATA)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// The status for an envelope refusal.
+pub fn refusal_status(refusal: &Refusal) -> Status {
+    let code = match refusal {
+        Refusal::UnknownPeer(_) | Refusal::Impersonation { .. } => Code::PermissionDenied,
+        Refusal::Key(_) | Refusal::BadSignature { .. } => Code::Unauthenticated,
+        Refusal::Malformed(_)
+        | Refusal::Oversized { .. }
+        | Refusal::UnsupportedVersion(_)
+        | Refusal::Misdirected { .. }
+        | Refusal::PayloadDigestMismatch
+        | Refusal::CategoryMismatch { .. } => Code::InvalidArgument,
+        Refusal::UnsupportedKind(_) => Code::Unimplemented,
+        Refusal::Expired { .. } => Code::FailedPrecondition,
+        Refusal::ClockSkew { .. } => Code::OutOfRange,
+        Refusal::Replay { .. } => Code::AlreadyExists,
+    };
+    refused(code, refusal.code(), refusal.to_string())
+}
+
+/// The status for a peer whose certificate proves no registered node.
+pub fn peer_auth_status(error: &PeerAuthError) -> Status {
+    refused(Code::PermissionDenied, error.code(), error.to_string())
+}
+
+/// The status for a storage failure: nothing was acknowledged, the caller may retry.
+pub fn store_status(error: &StoreError) -> Status {
+    tracing::error!(error = %error, "storage failure");
+    refused(
+        Code::Unavailable,
+        "storage-failure",
+        "the node could not store the message durably; nothing was acknowledged; retry later",
+    )
+}
+
+/// Whether a delivery that failed with `status` may succeed if tried again.
+pub fn is_transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Unknown
+            | Code::Internal
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Cancelled
+            | Code::OutOfRange
+    )
+}

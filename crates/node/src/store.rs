@@ -1,0 +1,307 @@
+//! The node's durable store (sled): the outbox of submitted messages and the inbox of received
+//! ones. Every write that is acknowledged to anyone goes through [`Store::commit`] first.
+//!
+//! Trees: `outbox` (message id → [`OutboxRecord`]), `outbox_pending` (queue sequence → message
+//! id, for queued messages only), `inbox` (inbox sequence → [`InboxRecord`]) and `inbox_index`
+//! (`sender 0x00 message id` → inbox sequence, for deduplication).
+
+pub mod committer;
+pub mod records;
+
+use std::path::Path;
+
+use prost::Message;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use tokio::sync::watch;
+
+use committer::Committer;
+pub use records::{InboxRecord, OutboxRecord};
+
+/// Why a store operation failed. Never carries payload content.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an error.
+    #[error("store error: {0}")]
+    Sled(#[from] sled::Error),
+    /// The store could not be made durable.
+    #[error("store commit failed: {0}")]
+    Commit(String),
+    /// A stored record does not decode: the store is damaged.
+    #[error("stored record under {key} does not decode: {reason}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// The decoder's reason.
+        reason: String,
+    },
+    /// The store directory could not be opened.
+    #[error("cannot open store at {path}: {reason}")]
+    Open {
+        /// The directory.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What happened to a received envelope.
+#[derive(Debug)]
+pub enum ReceiveOutcome {
+    /// Newly stored under this inbox sequence.
+    Stored(u64),
+    /// The same envelope was already stored: here is its record (with the original receipt).
+    Duplicate(Box<InboxRecord>),
+    /// Another envelope with the same sender and message id was already stored.
+    Replay,
+}
+
+/// The node's store.
+pub struct Store {
+    db: sled::Db,
+    outbox: sled::Tree,
+    outbox_pending: sled::Tree,
+    inbox: sled::Tree,
+    inbox_index: sled::Tree,
+    committer: Committer,
+    /// Highest inbox sequence stored; watchers of the inbox wake on a change.
+    inbox_tip: watch::Sender<u64>,
+    /// Bumped on every outbox state change; waiters on a delivery wake on it.
+    outbox_version: watch::Sender<u64>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| open_err(e.to_string()))?;
+        let committer = Committer::start(db.clone(), dir).map_err(|e| open_err(e.to_string()))?;
+        let inbox = db.open_tree("inbox")?;
+        let tip = match inbox.last()? {
+            Some((k, _)) => decode_seq(&k),
+            None => 0,
+        };
+        Ok(Self {
+            outbox: db.open_tree("outbox")?,
+            outbox_pending: db.open_tree("outbox_pending")?,
+            inbox_index: db.open_tree("inbox_index")?,
+            inbox,
+            db,
+            committer,
+            inbox_tip: watch::Sender::new(tip),
+            outbox_version: watch::Sender::new(0),
+        })
+    }
+
+    /// Returns once every write made before the call is on stable storage.
+    pub async fn commit(&self) -> Result<(), StoreError> {
+        self.committer.commit().await.map_err(StoreError::Commit)
+    }
+
+    /// Puts a newly submitted message in the outbox and its pending queue, durably.
+    pub async fn enqueue(
+        &self,
+        message_id: &str,
+        mut record: OutboxRecord,
+    ) -> Result<(), StoreError> {
+        let sequence = self.db.generate_id()?;
+        record.queue_sequence = sequence;
+        let bytes = record.encode_to_vec();
+        (&self.outbox, &self.outbox_pending)
+            .transaction(|(outbox, pending)| {
+                outbox.insert(message_id.as_bytes(), bytes.as_slice())?;
+                pending.insert(&sequence.to_be_bytes(), message_id.as_bytes())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)?;
+        self.commit().await?;
+        self.outbox_version.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// The outbox record of `message_id`.
+    pub fn outbox_get(&self, message_id: &str) -> Result<Option<OutboxRecord>, StoreError> {
+        self.outbox
+            .get(message_id.as_bytes())?
+            .map(|v| decode::<OutboxRecord>(message_id, &v))
+            .transpose()
+    }
+
+    /// Queued messages in submission order, at most `limit`.
+    pub fn pending(&self, limit: usize) -> Result<Vec<(String, OutboxRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.outbox_pending.iter().take(limit) {
+            let (_, id) = entry?;
+            let id = String::from_utf8_lossy(&id).into_owned();
+            if let Some(record) = self.outbox_get(&id)? {
+                out.push((id, record));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the outbox record of `message_id`, durably. A record that left the queued state
+    /// leaves the pending queue in the same transaction.
+    pub async fn outbox_update(
+        &self,
+        message_id: &str,
+        record: &OutboxRecord,
+    ) -> Result<(), StoreError> {
+        let bytes = record.encode_to_vec();
+        let still_queued = record.state == kinbridge_proto::v1::DeliveryState::Queued as i32;
+        let sequence = record.queue_sequence.to_be_bytes();
+        (&self.outbox, &self.outbox_pending)
+            .transaction(|(outbox, pending)| {
+                outbox.insert(message_id.as_bytes(), bytes.as_slice())?;
+                if !still_queued {
+                    pending.remove(&sequence)?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)?;
+        self.commit().await?;
+        self.outbox_version.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// Watches outbox changes.
+    pub fn subscribe_outbox(&self) -> watch::Receiver<u64> {
+        self.outbox_version.subscribe()
+    }
+
+    /// Stores a verified envelope in the inbox unless this sender's message id is already
+    /// there, durably. Deduplication and insertion are one transaction, so two concurrent
+    /// deliveries of one envelope store it once.
+    pub async fn receive(&self, record: &InboxRecord) -> Result<ReceiveOutcome, StoreError> {
+        let index_key = index_key(&record.sender, &record.message_id);
+        let sequence = self.db.generate_id()?.max(1);
+        let bytes = record.encode_to_vec();
+        let existing = (&self.inbox, &self.inbox_index)
+            .transaction(|(inbox, index)| {
+                if let Some(seq) = index.get(&index_key)? {
+                    return Ok(Some(seq));
+                }
+                index.insert(index_key.as_slice(), &sequence.to_be_bytes())?;
+                inbox.insert(&sequence.to_be_bytes(), bytes.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(None)
+            })
+            .map_err(tx_error)?;
+        // A duplicate is answered only once the original is durable too.
+        self.commit().await?;
+        match existing {
+            None => {
+                self.inbox_tip.send_if_modified(|tip| {
+                    let grew = sequence > *tip;
+                    *tip = (*tip).max(sequence);
+                    grew
+                });
+                Ok(ReceiveOutcome::Stored(sequence))
+            }
+            Some(seq) => {
+                let seq = decode_seq(&seq);
+                let stored = self.inbox_get(seq)?.ok_or_else(|| StoreError::Corrupt {
+                    key: format!("inbox/{seq}"),
+                    reason: "index points to no record".into(),
+                })?;
+                if stored.envelope_digest == record.envelope_digest {
+                    Ok(ReceiveOutcome::Duplicate(Box::new(stored)))
+                } else {
+                    Ok(ReceiveOutcome::Replay)
+                }
+            }
+        }
+    }
+
+    /// The inbox record at `sequence`.
+    pub fn inbox_get(&self, sequence: u64) -> Result<Option<InboxRecord>, StoreError> {
+        self.inbox
+            .get(sequence.to_be_bytes())?
+            .map(|v| decode::<InboxRecord>(&format!("inbox/{sequence}"), &v))
+            .transpose()
+    }
+
+    /// Inbox records after `after`, in order, at most `limit`.
+    pub fn inbox_page(
+        &self,
+        after: u64,
+        limit: usize,
+        include_acknowledged: bool,
+    ) -> Result<Vec<(u64, InboxRecord)>, StoreError> {
+        let mut out = Vec::new();
+        let start = after.saturating_add(1).to_be_bytes();
+        for entry in self.inbox.range(start..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = entry?;
+            let seq = decode_seq(&k);
+            let record = decode::<InboxRecord>(&format!("inbox/{seq}"), &v)?;
+            if include_acknowledged || !record.acknowledged {
+                out.push((seq, record));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks an inbox item acknowledged, durably. `false` if there is no such item.
+    pub async fn acknowledge(&self, sequence: u64) -> Result<bool, StoreError> {
+        let key = sequence.to_be_bytes();
+        let updated = self.inbox.fetch_and_update(key, |old| {
+            old.map(|v| match InboxRecord::decode(v) {
+                Ok(mut r) => {
+                    r.acknowledged = true;
+                    r.encode_to_vec()
+                }
+                Err(_) => v.to_vec(),
+            })
+        })?;
+        if updated.is_none() {
+            return Ok(false);
+        }
+        self.commit().await?;
+        Ok(true)
+    }
+
+    /// Watches the highest inbox sequence.
+    pub fn subscribe_inbox(&self) -> watch::Receiver<u64> {
+        self.inbox_tip.subscribe()
+    }
+}
+
+fn index_key(sender: &str, message_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(sender.len() + 1 + message_id.len());
+    key.extend_from_slice(sender.as_bytes());
+    key.push(0);
+    key.extend_from_slice(message_id.as_bytes());
+    key
+}
+
+fn decode_seq(bytes: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+fn decode<M: Message + Default>(key: &str, bytes: &[u8]) -> Result<M, StoreError> {
+    M::decode(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn tx_error(e: TransactionError<()>) -> StoreError {
+    match e {
+        TransactionError::Storage(e) => StoreError::Sled(e),
+        TransactionError::Abort(()) => StoreError::Commit("transaction aborted".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

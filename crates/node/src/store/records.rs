@@ -1,0 +1,68 @@
+//! What the store keeps, as protobuf records (prost derives, no .proto file: they never cross
+//! the wire). Every record holds the signed envelope exactly as it was sealed or received.
+
+use kinbridge_proto::v1 as pb;
+
+/// One message this node submitted, from queueing to its final state.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OutboxRecord {
+    /// The signed envelope, as sealed.
+    #[prost(message, optional, tag = "1")]
+    pub envelope: Option<pb::Envelope>,
+    /// The recipient node id.
+    #[prost(string, tag = "2")]
+    pub recipient: String,
+    /// A `pb::DeliveryState`.
+    #[prost(int32, tag = "3")]
+    pub state: i32,
+    /// Delivery attempts made so far.
+    #[prost(uint32, tag = "4")]
+    pub attempts: u32,
+    /// When the local client submitted it.
+    #[prost(int64, tag = "5")]
+    pub submitted_at_ms: i64,
+    /// Not before this instant is the next attempt made.
+    #[prost(int64, tag = "6")]
+    pub next_attempt_at_ms: i64,
+    /// The envelope's expiry, copied from its header.
+    #[prost(int64, tag = "7")]
+    pub expires_at_ms: i64,
+    /// Why the last attempt failed, or why the message was refused.
+    #[prost(string, tag = "8")]
+    pub last_error: String,
+    /// The recipient's verified receipt.
+    #[prost(message, optional, tag = "9")]
+    pub receipt: Option<pb::Receipt>,
+    /// When the receipt arrived.
+    #[prost(int64, tag = "10")]
+    pub delivered_at_ms: i64,
+    /// Key of this message in the pending queue while it is queued.
+    #[prost(uint64, tag = "11")]
+    pub queue_sequence: u64,
+}
+
+/// One envelope this node received and verified.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InboxRecord {
+    /// The signed envelope, as received.
+    #[prost(message, optional, tag = "1")]
+    pub envelope: Option<pb::Envelope>,
+    /// The sender node id.
+    #[prost(string, tag = "2")]
+    pub sender: String,
+    /// The sender's message id.
+    #[prost(string, tag = "3")]
+    pub message_id: String,
+    /// When this node stored it.
+    #[prost(int64, tag = "4")]
+    pub received_at_ms: i64,
+    /// The receipt this node returned; a re-delivery gets the same one.
+    #[prost(message, optional, tag = "5")]
+    pub receipt: Option<pb::Receipt>,
+    /// Whether a local system has taken it over.
+    #[prost(bool, tag = "6")]
+    pub acknowledged: bool,
+    /// Digest of the envelope, to tell a re-delivery from a replayed id.
+    #[prost(bytes = "vec", tag = "7")]
+    pub envelope_digest: Vec<u8>,
+}

@@ -1,0 +1,74 @@
+//! Store tests on a real sled directory.
+
+use super::*;
+
+fn record(sender: &str, id: &str, digest: u8) -> InboxRecord {
+    InboxRecord {
+        sender: sender.into(),
+        message_id: id.into(),
+        envelope_digest: vec![digest; 32],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn receive_dedups_and_detects_replays_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        let first = store
+            .receive(&record("ZM-DSW", "m1", 1))
+            .await
+            .expect("receive");
+        assert!(matches!(first, ReceiveOutcome::Stored(_)));
+        let again = store
+            .receive(&record("ZM-DSW", "m1", 1))
+            .await
+            .expect("receive");
+        assert!(matches!(again, ReceiveOutcome::Duplicate(_)));
+        let replay = store
+            .receive(&record("ZM-DSW", "m1", 2))
+            .await
+            .expect("receive");
+        assert!(matches!(replay, ReceiveOutcome::Replay));
+        let other_sender = store
+            .receive(&record("ZW-DSW", "m1", 3))
+            .await
+            .expect("receive");
+        assert!(matches!(other_sender, ReceiveOutcome::Stored(_)));
+        let page = store.inbox_page(0, 10, false).expect("page");
+        assert_eq!(page.len(), 2);
+        assert!(store.acknowledge(page[0].0).await.expect("ack"));
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(store.inbox_page(0, 10, false).expect("page").len(), 1);
+    assert_eq!(store.inbox_page(0, 10, true).expect("page").len(), 2);
+}
+
+#[tokio::test]
+async fn outbox_queue_follows_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let queued = OutboxRecord {
+        state: kinbridge_proto::v1::DeliveryState::Queued as i32,
+        ..Default::default()
+    };
+    store.enqueue("a", queued.clone()).await.expect("enqueue");
+    store.enqueue("b", queued).await.expect("enqueue");
+    let pending = store.pending(10).expect("pending");
+    assert_eq!(
+        pending
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    let mut done = pending[0].1.clone();
+    done.state = kinbridge_proto::v1::DeliveryState::Delivered as i32;
+    store.outbox_update("a", &done).await.expect("update");
+    assert_eq!(store.pending(10).expect("pending").len(), 1);
+    assert_eq!(
+        store.outbox_get("a").expect("get").map(|r| r.state),
+        Some(done.state)
+    );
+}

@@ -1,0 +1,25 @@
+//! Compiles `proto/kinbridge/v1/*.proto` with protox (pure Rust, no system `protoc`) and
+//! generates prost message types, plus tonic service stubs when the `grpc` feature is on.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let proto_root = manifest_dir.join("../../proto");
+    let files = [
+        "kinbridge/v1/envelope.proto",
+        "kinbridge/v1/referral.proto",
+        "kinbridge/v1/peer.proto",
+        "kinbridge/v1/local.proto",
+    ];
+    for file in files {
+        println!("cargo:rerun-if-changed={}", proto_root.join(file).display());
+    }
+    let descriptors = protox::compile(files, [&proto_root])?;
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
+    tonic_prost_build::configure()
+        .build_client(grpc)
+        .build_server(grpc)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! kinbridge protocol v1: the types generated from `proto/kinbridge/v1/`.
+//!
+//! Without features this crate holds only the prost message types, so the domain core can
+//! decode signed header bytes without depending on tonic. The `grpc` feature adds the tonic
+//! client and server stubs for `PeerService` and `LocalService`.
+
+#![forbid(unsafe_code)]
+
+/// Package `kinbridge.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/kinbridge.v1.rs"));
+}

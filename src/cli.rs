@@ -1,0 +1,111 @@
+//! Command-line parsing, logging setup and dispatch to one module per command.
+
+mod demo;
+mod dev_certs;
+mod inbox;
+mod node;
+mod send;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// kinbridge: a cross-border referral messaging gateway for child protection authorities.
+#[derive(Parser)]
+#[command(name = "kinbridge", version, about)]
+struct Cli {
+    /// Write logs as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node from its config file until SIGINT or SIGTERM.
+    Node(node::Args),
+    /// Make (or complete) the development PKI for the demo federation.
+    DevCerts(dev_certs::Args),
+    /// Start the demo federation on loopback and send a referral across a border.
+    Demo(demo::Args),
+    /// Submit a referral at a running node and wait for the recipient's signed receipt.
+    Send(send::Args),
+    /// List, watch or acknowledge a running node's inbox.
+    Inbox(inbox::Args),
+}
+
+/// Parses the command line, runs the command, and turns an error into exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Node(_) => "info",
+        _ => "warn",
+    };
+    init_tracing(cli.log_json, default_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Node(args) => node::run(args).await,
+            Command::DevCerts(args) => dev_certs::run(&args),
+            Command::Demo(args) => demo::run(args).await,
+            Command::Send(args) => send::run(args).await,
+            Command::Inbox(args) => inbox::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: `default_level`).
+fn init_tracing(json: bool, default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The local-service client for the node configured in `config`, as the config's `[client]`.
+fn local_client_for(
+    config: &kinbridge_node::NodeConfig,
+) -> anyhow::Result<
+    kinbridge_proto::v1::local_service_client::LocalServiceClient<tonic::transport::Channel>,
+> {
+    let client = config.cli_client.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no [client] section: the CLI needs a local-client certificate and key",
+            config.source.display()
+        )
+    })?;
+    let mut addr = config.local_listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Ok(kinbridge_node::client::local_client(
+        &addr.to_string(),
+        &config.tls_ca_certificate,
+        &client.certificate,
+        &client.private_key,
+    )?)
+}

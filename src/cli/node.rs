@@ -1,0 +1,51 @@
+//! `kinbridge node --config FILE`: run one node until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use kinbridge_node::NodeConfig;
+use kinbridge_node::server::{Listeners, prepare};
+
+/// Arguments of `kinbridge node`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The node's TOML config file (see config/ for examples).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+/// Loads the config, checks everything it names, binds, prints a ready line and serves.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = NodeConfig::load(&args.config)?;
+    let node = prepare(&config)?;
+    let listeners = Listeners::bind(&config).await?;
+    let peer = listeners
+        .peer
+        .local_addr()
+        .context("peer listener address")?;
+    let local = listeners
+        .local
+        .local_addr()
+        .context("local listener address")?;
+    // Tests and scripts wait for this exact line.
+    println!(
+        "kinbridge node {} ready: peer={peer} local={local}",
+        node.node_id()
+    );
+    node.serve(listeners, shutdown_signal()).await?;
+    println!("kinbridge node {} stopped", config.node_id);
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,180 @@
+//! `kinbridge send`: submit a referral at a running node and wait for the signed receipt.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use kinbridge_node::NodeConfig;
+use kinbridge_proto::v1 as pb;
+
+/// Purposes a referral can be sent for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum PurposeArg {
+    /// Referral to a service.
+    ServiceReferral,
+    /// Family tracing.
+    FamilyTracing,
+    /// Family reunification.
+    FamilyReunification,
+    /// Best-interests determination.
+    BestInterestsDetermination,
+    /// Return and reintegration.
+    ReturnAndReintegration,
+    /// Alternative care.
+    AlternativeCare,
+}
+
+impl From<PurposeArg> for pb::Purpose {
+    fn from(p: PurposeArg) -> Self {
+        match p {
+            PurposeArg::ServiceReferral => pb::Purpose::ServiceReferral,
+            PurposeArg::FamilyTracing => pb::Purpose::FamilyTracing,
+            PurposeArg::FamilyReunification => pb::Purpose::FamilyReunification,
+            PurposeArg::BestInterestsDetermination => pb::Purpose::BestInterestsDetermination,
+            PurposeArg::ReturnAndReintegration => pb::Purpose::ReturnAndReintegration,
+            PurposeArg::AlternativeCare => pb::Purpose::AlternativeCare,
+        }
+    }
+}
+
+/// Whether the child travels with caregivers.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum MigratoryArg {
+    /// Without any adult caregiver.
+    Unaccompanied,
+    /// Without its usual caregivers, with other adults.
+    Separated,
+    /// With its caregivers.
+    Accompanied,
+    /// Left behind by migrating caregivers.
+    LeftBehind,
+}
+
+impl From<MigratoryArg> for pb::MigratoryStatus {
+    fn from(m: MigratoryArg) -> Self {
+        match m {
+            MigratoryArg::Unaccompanied => pb::MigratoryStatus::Unaccompanied,
+            MigratoryArg::Separated => pb::MigratoryStatus::Separated,
+            MigratoryArg::Accompanied => pb::MigratoryStatus::Accompanied,
+            MigratoryArg::LeftBehind => pb::MigratoryStatus::LeftBehind,
+        }
+    }
+}
+
+/// Arguments of `kinbridge send`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Config of the node to submit at; its [client] section names the certificate to use.
+    #[arg(long)]
+    config: PathBuf,
+    /// Recipient node id, e.g. MW-DSW.
+    #[arg(long)]
+    to: String,
+    /// Why the referral is sent.
+    #[arg(long, value_enum, default_value = "service-referral")]
+    purpose: PurposeArg,
+    /// The consent (or best-interests decision) the transfer relies on.
+    #[arg(long)]
+    consent: String,
+    /// Your own case reference.
+    #[arg(long, default_value = "")]
+    case_ref: String,
+    /// Links replies to this case.
+    #[arg(long, default_value = "")]
+    correlation: String,
+    /// The child's given name(s) (identity category).
+    #[arg(long)]
+    given_name: Vec<String>,
+    /// The child's family name(s) (identity category).
+    #[arg(long)]
+    family_name: Vec<String>,
+    /// Estimated birth year (identity category).
+    #[arg(long)]
+    birth_year: Option<u32>,
+    /// Migratory status (protection-concerns category).
+    #[arg(long, value_enum)]
+    migratory_status: Option<MigratoryArg>,
+    /// A protection-concern code, e.g. trafficking-risk (repeatable).
+    #[arg(long)]
+    concern: Vec<String>,
+    /// A requested service, e.g. interim-care (repeatable).
+    #[arg(long)]
+    service: Vec<String>,
+    /// Seconds to wait for the recipient's receipt (0: do not wait).
+    #[arg(long, default_value_t = 30)]
+    wait: u32,
+}
+
+/// Submits and, unless told not to, waits for the receipt.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = NodeConfig::load(&args.config)?;
+    let mut client = super::local_client_for(&config)?;
+    let identity =
+        (!args.given_name.is_empty() || !args.family_name.is_empty() || args.birth_year.is_some())
+            .then(|| pb::IdentityData {
+                given_names: args.given_name.clone(),
+                family_names: args.family_name.clone(),
+                estimated_birth_year: args.birth_year.unwrap_or(0),
+                ..Default::default()
+            });
+    let protection_concerns =
+        (args.migratory_status.is_some() || !args.concern.is_empty()).then(|| {
+            pb::ProtectionConcerns {
+                migratory_status: args
+                    .migratory_status
+                    .map_or(0, |m| pb::MigratoryStatus::from(m) as i32),
+                concerns: args.concern.clone(),
+                ..Default::default()
+            }
+        });
+    let referral = pb::ReferralPayload {
+        case_reference: args.case_ref.clone(),
+        requested_services: args.service.clone(),
+        identity,
+        protection_concerns,
+        ..Default::default()
+    };
+    let submitted = client
+        .submit_referral(pb::SubmitReferralRequest {
+            recipient: args.to.clone(),
+            purpose: pb::Purpose::from(args.purpose) as i32,
+            consent_id: args.consent.clone(),
+            correlation_id: args.correlation.clone(),
+            ttl_seconds: 0,
+            referral: Some(referral),
+        })
+        .await?
+        .into_inner();
+    println!(
+        "queued {} for {} at {}",
+        submitted.message_id, args.to, config.node_id
+    );
+    if args.wait == 0 {
+        return Ok(());
+    }
+    let delivery = client
+        .get_delivery(pb::GetDeliveryRequest {
+            message_id: submitted.message_id.clone(),
+            wait_ms: args.wait.saturating_mul(1000),
+        })
+        .await?
+        .into_inner();
+    match pb::DeliveryState::try_from(delivery.state) {
+        Ok(pb::DeliveryState::Delivered) => {
+            println!(
+                "delivered to {} after {} attempt(s); signed receipt held and verified by {}",
+                delivery.recipient, delivery.attempts, config.node_id
+            );
+            Ok(())
+        }
+        Ok(pb::DeliveryState::Queued) => {
+            println!(
+                "still queued after {} s ({} attempts): {}",
+                args.wait, delivery.attempts, delivery.last_error
+            );
+            println!("the node keeps retrying; check again with a longer --wait");
+            Ok(())
+        }
+        Ok(state) => bail!("{}: {}", state.as_str_name(), delivery.last_error),
+        Err(_) => bail!("unknown delivery state {}", delivery.state),
+    }
+}
