@@ -86,9 +86,11 @@ fn init_tracing(json: bool, default_level: &str) {
     }
 }
 
-/// The local-service client for the node configured in `config`, as the config's `[client]`.
+/// The local-service client for the node configured in `config` (at `node` if given), as
+/// the config's `[client]`.
 fn local_client_for(
     config: &kinbridge_node::NodeConfig,
+    node: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<
     kinbridge_proto::v1::local_service_client::LocalServiceClient<tonic::transport::Channel>,
 > {
@@ -98,7 +100,7 @@ fn local_client_for(
             config.source.display()
         )
     })?;
-    let mut addr = config.local_listen;
+    let mut addr = node.unwrap_or(config.local_listen);
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }

@@ -66,6 +66,9 @@ pub struct Args {
     /// Config of the node to submit at; its [client] section names the certificate to use.
     #[arg(long)]
     config: PathBuf,
+    /// Address of the node's local port (default: `listen.local` of the config).
+    #[arg(long)]
+    node: Option<std::net::SocketAddr>,
     /// Recipient node id, e.g. MW-DSW.
     #[arg(long)]
     to: String,
@@ -107,7 +110,7 @@ pub struct Args {
 /// Submits and, unless told not to, waits for the receipt.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = NodeConfig::load(&args.config)?;
-    let mut client = super::local_client_for(&config)?;
+    let mut client = super::local_client_for(&config, args.node)?;
     let identity =
         (!args.given_name.is_empty() || !args.family_name.is_empty() || args.birth_year.is_some())
             .then(|| pb::IdentityData {

@@ -375,3 +375,37 @@ pub fn dev_key_id(node: &NodeId) -> KeyId {
     KeyId::new(&format!("{node}-dev1"))
         .unwrap_or_else(|_| unreachable!("node ids make valid key ids"))
 }
+
+/// Issues, from the node CA of `issuer_node` under `root`, a node certificate naming `named`,
+/// written to `cert_path` and `key_path`. Tests use it to forge identities: a certificate
+/// naming an unregistered node, or one country's CA naming another country's node.
+pub fn issue_node_certificate(
+    root: &Path,
+    issuer_node: &NodeId,
+    named: &str,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(), DevPkiError> {
+    let files = DevNodeFiles::new(root, issuer_node);
+    let mut created = Vec::new();
+    let (ca, _) = ensure_ca(
+        &files.dir,
+        "ca",
+        &format!("{issuer_node} node CA"),
+        &mut created,
+    )?;
+    let mut params = leaf_params(&format!("{named} node"))?;
+    params.subject_alt_names = vec![
+        san_uri(&format!("{NODE_URI_PREFIX}{named}"))?,
+        SanType::DnsName(
+            "localhost"
+                .try_into()
+                .map_err(|e| rcgen_err("dns name", e))?,
+        ),
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    issue(&params, &ca, cert_path, key_path, &mut created)
+}

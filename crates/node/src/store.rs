@@ -111,7 +111,7 @@ impl Store {
         message_id: &str,
         mut record: OutboxRecord,
     ) -> Result<(), StoreError> {
-        let sequence = self.db.generate_id()?;
+        let sequence = self.db.generate_id()? + 1;
         record.queue_sequence = sequence;
         let bytes = record.encode_to_vec();
         (&self.outbox, &self.outbox_pending)
@@ -181,7 +181,8 @@ impl Store {
     /// deliveries of one envelope store it once.
     pub async fn receive(&self, record: &InboxRecord) -> Result<ReceiveOutcome, StoreError> {
         let index_key = index_key(&record.sender, &record.message_id);
-        let sequence = self.db.generate_id()?.max(1);
+        // Sequences start at 1: 0 is the cursor before the first item.
+        let sequence = self.db.generate_id()? + 1;
         let bytes = record.encode_to_vec();
         let existing = (&self.inbox, &self.inbox_index)
             .transaction(|(inbox, index)| {

@@ -72,3 +72,24 @@ async fn outbox_queue_follows_state() {
         Some(done.state)
     );
 }
+
+#[tokio::test]
+async fn first_receipts_get_distinct_sequences() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let a = store
+        .receive(&record("ZM-DSW", "a", 1))
+        .await
+        .expect("receive");
+    let b = store
+        .receive(&record("ZM-DSW", "b", 2))
+        .await
+        .expect("receive");
+    match (a, b) {
+        (ReceiveOutcome::Stored(x), ReceiveOutcome::Stored(y)) => {
+            assert!(x >= 1 && y > x, "{x} then {y}")
+        }
+        other => panic!("both must be stored: {other:?}"),
+    }
+    assert_eq!(store.inbox_page(0, 10, false).expect("page").len(), 2);
+}

@@ -1,0 +1,219 @@
+//! The `kinbridge` binary as a user runs it: the demo, the development PKI, the example
+//! configs, `send` and `inbox` against real node processes, and fail-fast startup errors.
+
+mod common;
+
+use std::process::{Output, Stdio};
+use std::sync::mpsc;
+
+use common::*;
+
+/// Runs a command to completion, bounded by `WAIT`.
+fn run_bounded(mut cmd: std::process::Command) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let id = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(output) => output.expect("output"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &id.to_string()])
+                .status();
+            panic!("command did not finish within {WAIT:?}");
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn demo_runs_the_federation_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = kinbridge();
+    cmd.arg("demo").current_dir(dir.path());
+    let out = run_bounded(cmd);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("receipt verified independently"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("done: a referral crossed from ZM-DSW to MW-DSW"),
+        "{stdout}"
+    );
+    // The fictional child's name is never printed.
+    assert!(
+        !stdout.contains("Chipo") && !stdout.contains("Banda"),
+        "{stdout}"
+    );
+    // A second run reuses the PKI.
+    let mut cmd = kinbridge();
+    cmd.arg("demo").current_dir(dir.path());
+    let out = run_bounded(cmd);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("already complete"));
+}
+
+#[test]
+fn dev_certs_is_idempotent_and_example_configs_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = kinbridge();
+    cmd.arg("dev-certs").current_dir(dir.path());
+    let first = run_bounded(cmd);
+    assert!(first.status.success());
+    let ca = std::fs::read(dir.path().join("certs-dev/ZM-DSW/ca.crt")).expect("ca made");
+    let mut cmd = kinbridge();
+    cmd.arg("dev-certs").current_dir(dir.path());
+    let second = run_bounded(cmd);
+    assert!(
+        text(&second.stdout).contains("nothing to do"),
+        "{}",
+        text(&second.stdout)
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("certs-dev/ZM-DSW/ca.crt")).expect("ca"),
+        ca
+    );
+
+    // The committed example configs load against that PKI.
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir_all(&config_dir).expect("dir");
+    for name in ["zambia", "malawi", "zimbabwe"] {
+        let src =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/{name}.toml"));
+        let dst = config_dir.join(format!("{name}.toml"));
+        std::fs::copy(&src, &dst).expect("copy");
+        let config = kinbridge_node::NodeConfig::load(&dst).unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.development);
+        assert_eq!(config.peers.len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn send_and_inbox_against_node_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = dir.path().join("certs-dev");
+    kinbridge_node::devpki::ensure(&pki, &[node_id("ZM-DSW"), node_id("MW-DSW")]).expect("pki");
+    let mw_config = dir.path().join("malawi.toml");
+    std::fs::write(
+        &mw_config,
+        dev_config_toml(&pki, "MW-DSW", &dir.path().join("mw"), &[("ZM-DSW", None)]),
+    )
+    .expect("write");
+    let malawi = NodeProcess::start(&mw_config);
+    let zm_config = dir.path().join("zambia.toml");
+    let endpoint = format!("https://{}", malawi.peer_addr);
+    std::fs::write(
+        &zm_config,
+        dev_config_toml(
+            &pki,
+            "ZM-DSW",
+            &dir.path().join("zm"),
+            &[("MW-DSW", Some(endpoint))],
+        ),
+    )
+    .expect("write");
+    let zambia = NodeProcess::start(&zm_config);
+
+    let mut send = kinbridge();
+    send.args([
+        "send",
+        "--to",
+        "MW-DSW",
+        "--consent",
+        "C-77",
+        "--case-ref",
+        "ZM-77",
+        "--migratory-status",
+        "separated",
+    ])
+    .arg("--config")
+    .arg(&zm_config)
+    .arg("--node")
+    .arg(zambia.local_addr.to_string());
+    let out = run_bounded(send);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("delivered to MW-DSW"), "{stdout}");
+    let message_id = stdout.split_whitespace().nth(1).expect("id").to_owned();
+
+    let inbox = |extra: &[&str]| {
+        let mut cmd = kinbridge();
+        cmd.arg("inbox")
+            .arg("--config")
+            .arg(&mw_config)
+            .arg("--node")
+            .arg(malawi.local_addr.to_string())
+            .args(extra);
+        let out = run_bounded(cmd);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let listed = inbox(&[]);
+    assert!(
+        listed.contains(&message_id) && listed.contains("PROTECTION_CONCERNS"),
+        "{listed}"
+    );
+    let sequence = listed
+        .split_whitespace()
+        .next()
+        .expect("seq")
+        .trim_start_matches('#')
+        .to_owned();
+    assert!(inbox(&["--ack", &sequence]).contains("acknowledged"));
+    assert!(inbox(&[]).contains("is empty"));
+    assert!(inbox(&["--all"]).contains("(acknowledged)"));
+    zambia.kill();
+    malawi.kill();
+}
+
+#[test]
+fn startup_errors_are_clear_and_fast() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = dir.path().join("certs-dev");
+    kinbridge_node::devpki::ensure(&pki, &[node_id("ZM-DSW"), node_id("MW-DSW")]).expect("pki");
+
+    // Development material in a node that does not say it is a development node.
+    let config = dir.path().join("prod.toml");
+    let toml = dev_config_toml(&pki, "ZM-DSW", &dir.path().join("zm"), &[("MW-DSW", None)])
+        .replace("development = true", "development = false");
+    std::fs::write(&config, toml).expect("write");
+    let mut cmd = kinbridge();
+    cmd.args(["node", "--config"]).arg(&config);
+    let out = run_bounded(cmd);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("refusing development material") && stderr.contains("prod.toml"),
+        "{stderr}"
+    );
+
+    // A config error names the file, the key and what was expected.
+    let config = dir.path().join("bad.toml");
+    let toml = dev_config_toml(&pki, "ZM-DSW", &dir.path().join("zm"), &[("MW-DSW", None)])
+        .replace("node_id = \"ZM-DSW\"", "node_id = \"Zambia\"");
+    std::fs::write(&config, toml).expect("write");
+    let mut cmd = kinbridge();
+    cmd.args(["node", "--config"]).arg(&config);
+    let out = run_bounded(cmd);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("bad.toml: node_id:") && stderr.contains("ISO 3166-1"),
+        "{stderr}"
+    );
+}

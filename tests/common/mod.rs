@@ -1,0 +1,324 @@
+//! Test harness: a federation of real nodes on 127.0.0.1:0 with a freshly made development
+//! PKI, real mutual TLS and real sled stores in a temporary directory; and helpers to run
+//! the `kinbridge` binary as a real process.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use kinbridge_core::envelope::EnvelopeDraft;
+use kinbridge_core::{KeyId, MessageId, NodeId, NodeSigningKey, UnixMillis};
+use kinbridge_node::devpki::{self, DevNodeFiles};
+use kinbridge_node::server::{Listeners, RunningNode, spawn};
+use kinbridge_proto::v1 as pb;
+use kinbridge_proto::v1::local_service_client::LocalServiceClient;
+use kinbridge_proto::v1::peer_service_client::PeerServiceClient;
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Identity};
+
+/// Bound on any wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn node_id(s: &str) -> NodeId {
+    NodeId::new(s).expect("node id")
+}
+
+/// A federation of in-process nodes, every node registering every other.
+pub struct Federation {
+    pub dir: tempfile::TempDir,
+    pub pki: PathBuf,
+    pub nodes: Vec<RunningNode>,
+}
+
+impl Federation {
+    pub async fn start(names: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = dir.path().join("certs-dev");
+        let ids: Vec<NodeId> = names.iter().map(|n| node_id(n)).collect();
+        devpki::ensure(&pki, &ids).expect("dev pki");
+        let mut bound = Vec::new();
+        for id in &ids {
+            let peer = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let local = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            bound.push((id.clone(), peer, local));
+        }
+        let endpoints: Vec<(NodeId, SocketAddr)> = bound
+            .iter()
+            .map(|(n, p, _)| (n.clone(), p.local_addr().expect("addr")))
+            .collect();
+        let mut nodes = Vec::new();
+        for (id, peer, local) in bound {
+            let peers: Vec<_> = endpoints
+                .iter()
+                .filter(|(n, _)| n != &id)
+                .map(|(n, a)| (n.clone(), Some(format!("https://{a}"))))
+                .collect();
+            let config = devpki::node_config(
+                &pki,
+                &id,
+                &peers,
+                &dir.path().join("data").join(id.as_str()),
+                peer.local_addr().expect("addr"),
+                local.local_addr().expect("addr"),
+            );
+            nodes.push(spawn(&config, Listeners { peer, local }).expect("node starts"));
+        }
+        Self { dir, pki, nodes }
+    }
+
+    pub fn node(&self, name: &str) -> &RunningNode {
+        self.nodes
+            .iter()
+            .find(|n| n.node_id.as_str() == name)
+            .expect("node in federation")
+    }
+
+    pub fn files(&self, name: &str) -> DevNodeFiles {
+        DevNodeFiles::new(&self.pki, &node_id(name))
+    }
+
+    /// A local-service client of `name` with the development certificate of `role`.
+    pub fn local(&self, name: &str, role: &str) -> LocalServiceClient<Channel> {
+        let files = self.files(name);
+        kinbridge_node::client::local_client(
+            &self.node(name).local_addr.to_string(),
+            &files.ca_cert(),
+            &files.client_cert(role),
+            &files.client_key(role),
+        )
+        .expect("local client")
+    }
+
+    /// A peer-service client of `target` presenting the certificate `cert`/`key`.
+    pub fn peer_client_with(
+        &self,
+        target: &str,
+        cert: &Path,
+        key: &Path,
+    ) -> PeerServiceClient<Channel> {
+        let identity = Identity::from_pem(
+            std::fs::read(cert).expect("cert"),
+            std::fs::read(key).expect("key"),
+        );
+        let ca = std::fs::read(self.files(target).ca_cert()).expect("ca");
+        let channel = kinbridge_node::delivery::peer_channel(
+            &format!("https://{}", self.node(target).peer_addr),
+            Some("localhost"),
+            &ca,
+            &identity,
+        )
+        .expect("channel");
+        PeerServiceClient::new(channel)
+    }
+
+    /// A peer-service client of `target` presenting `sender`'s own node certificate.
+    pub fn peer_client_as(&self, target: &str, sender: &str) -> PeerServiceClient<Channel> {
+        let files = self.files(sender);
+        self.peer_client_with(target, &files.node_cert(), &files.node_key())
+    }
+
+    /// `name`'s development signing key.
+    pub fn signing_key(&self, name: &str) -> NodeSigningKey {
+        let files = self.files(name);
+        let pem = std::fs::read_to_string(files.signing_key()).expect("key file");
+        NodeSigningKey::from_pkcs8_pem(files.signing_key_id(), &pem).expect("key")
+    }
+
+    pub async fn shutdown(self) {
+        for node in self.nodes {
+            node.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// A fictional referral holding two categories.
+pub fn sample_referral() -> pb::ReferralPayload {
+    pb::ReferralPayload {
+        case_reference: "TEST-CASE-1".into(),
+        requested_services: vec!["interim-care".into()],
+        identity: Some(pb::IdentityData {
+            given_names: vec!["Test".into()],
+            family_names: vec!["Child".into()],
+            estimated_birth_year: 2014,
+            ..Default::default()
+        }),
+        protection_concerns: Some(pb::ProtectionConcerns {
+            migratory_status: pb::MigratoryStatus::Unaccompanied as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn submit_request(to: &str) -> pb::SubmitReferralRequest {
+    pb::SubmitReferralRequest {
+        recipient: to.into(),
+        purpose: pb::Purpose::ServiceReferral as i32,
+        consent_id: "CONSENT-1".into(),
+        correlation_id: "TEST-CASE-1".into(),
+        ttl_seconds: 3600,
+        referral: Some(sample_referral()),
+    }
+}
+
+/// A draft of a referral envelope from `from` to `to`, created now, valid an hour.
+pub fn draft(from: &str, to: &str) -> EnvelopeDraft {
+    let now = UnixMillis::now();
+    EnvelopeDraft {
+        message_id: MessageId::random(),
+        kind: pb::MessageKind::Referral,
+        sender: node_id(from),
+        recipient: node_id(to),
+        created_at: now,
+        expires_at: now.plus_ms(3_600_000),
+        purpose: pb::Purpose::ServiceReferral,
+        consent_id: "CONSENT-1".into(),
+        correlation_id: "corr-0001".into(),
+        data_categories: vec![
+            pb::DataCategory::Identity,
+            pb::DataCategory::ProtectionConcerns,
+        ],
+    }
+}
+
+pub fn payload() -> Vec<u8> {
+    prost::Message::encode_to_vec(&sample_referral())
+}
+
+pub fn key_id(s: &str) -> KeyId {
+    KeyId::new(s).expect("key id")
+}
+
+/// Waits (bounded) for a submitted message to leave the queued state.
+pub async fn wait_delivery(
+    client: &mut LocalServiceClient<Channel>,
+    id: &str,
+) -> pb::GetDeliveryResponse {
+    client
+        .get_delivery(pb::GetDeliveryRequest {
+            message_id: id.into(),
+            wait_ms: WAIT.as_millis() as u32,
+        })
+        .await
+        .expect("get delivery")
+        .into_inner()
+}
+
+/// The status code and kinbridge reason code of a refusal.
+pub fn refusal(status: &tonic::Status) -> (tonic::Code, String) {
+    (
+        status.code(),
+        kinbridge_node::status::refusal_code(status)
+            .unwrap_or("")
+            .to_owned(),
+    )
+}
+
+/// A `kinbridge` command.
+pub fn kinbridge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kinbridge"))
+}
+
+/// A `kinbridge node` process, killed when dropped.
+pub struct NodeProcess {
+    pub child: Child,
+    pub peer_addr: SocketAddr,
+    pub local_addr: SocketAddr,
+}
+
+impl NodeProcess {
+    /// Starts `kinbridge node --config config` and waits (bounded) for its ready line.
+    pub fn start(config: &Path) -> Self {
+        let mut child = kinbridge()
+            .args(["node", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kinbridge node");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(WAIT)
+            .expect("node printed its ready line in time");
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in '{line}'"))
+                .parse()
+                .expect("address")
+        };
+        let (peer_addr, local_addr) = (addr("peer="), addr("local="));
+        Self {
+            child,
+            peer_addr,
+            local_addr,
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TOML config for development node `me` of the PKI at `pki`, on 127.0.0.1:0, with
+/// `peers` as (node id, endpoint).
+pub fn dev_config_toml(
+    pki: &Path,
+    me: &str,
+    data_dir: &Path,
+    peers: &[(&str, Option<String>)],
+) -> String {
+    let f = DevNodeFiles::new(pki, &node_id(me));
+    let mut toml = format!(
+        "node_id = \"{me}\"\ndevelopment = true\ndata_dir = \"{}\"\n\n[listen]\npeer = \"127.0.0.1:0\"\nlocal = \"127.0.0.1:0\"\n\n\
+         [identity]\ncertificate = \"{}\"\nprivate_key = \"{}\"\nca_certificate = \"{}\"\nsigning_key = \"{}\"\nsigning_key_id = \"{}\"\n\n\
+         [local_clients]\nca_certificate = \"{}\"\n\n[client]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+        data_dir.display(),
+        f.node_cert().display(),
+        f.node_key().display(),
+        f.ca_cert().display(),
+        f.signing_key().display(),
+        f.signing_key_id(),
+        f.local_ca_cert().display(),
+        f.client_cert("caseworker").display(),
+        f.client_key("caseworker").display(),
+    );
+    for (peer, endpoint) in peers {
+        let p = DevNodeFiles::new(pki, &node_id(peer));
+        toml.push_str(&format!("\n[[peers]]\nnode_id = \"{peer}\"\n"));
+        if let Some(e) = endpoint {
+            toml.push_str(&format!(
+                "endpoint = \"{e}\"\ntls_server_name = \"localhost\"\n"
+            ));
+        }
+        toml.push_str(&format!(
+            "ca_certificate = \"{}\"\ntags = [\"child-protection\"]\n\n[[peers.signing_keys]]\nkey_id = \"{}\"\npublic_key = \"{}\"\n",
+            p.ca_cert().display(),
+            p.signing_key_id(),
+            p.signing_pub().display()
+        ));
+    }
+    toml
+}

@@ -1,0 +1,295 @@
+//! Every refusal class of the peer service, each sent for real over mutual TLS: the node
+//! answers with its specific status and reason code, and still serves the next good request.
+
+mod common;
+
+use common::*;
+use kinbridge_core::{NodeSigningKey, SealedEnvelope, UnixMillis, seal_envelope};
+use kinbridge_proto::v1 as pb;
+use kinbridge_proto::v1::peer_service_client::PeerServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+async fn deliver(
+    client: &mut PeerServiceClient<Channel>,
+    envelope: SealedEnvelope,
+) -> Result<pb::Receipt, tonic::Status> {
+    client
+        .deliver(pb::DeliverRequest {
+            envelope: Some(envelope.into()),
+        })
+        .await
+        .map(|r| r.into_inner().receipt.expect("receipt"))
+}
+
+/// Sends `bad`, expects the refusal, then shows a good envelope still gets a receipt.
+async fn refused_then_serves(
+    fed: &Federation,
+    client: &mut PeerServiceClient<Channel>,
+    bad: SealedEnvelope,
+    code: Code,
+    reason: &str,
+) {
+    let status = deliver(client, bad).await.expect_err("must be refused");
+    assert_eq!(refusal(&status), (code, reason.to_owned()), "{status:?}");
+    assert!(!status.message().is_empty());
+    let mut good = fed.peer_client_as("MW-DSW", "ZM-DSW");
+    let envelope = seal_envelope(
+        &draft("ZM-DSW", "MW-DSW"),
+        payload(),
+        &fed.signing_key("ZM-DSW"),
+    );
+    deliver(&mut good, envelope)
+        .await
+        .expect("the node still serves");
+}
+
+#[tokio::test]
+async fn each_refusal_class_has_its_status() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW", "ZW-DSD"]).await;
+    let zm_key = fed.signing_key("ZM-DSW");
+    let mut as_zambia = fed.peer_client_as("MW-DSW", "ZM-DSW");
+
+    // Impersonation: Zimbabwe's node sends an envelope claiming to come from Zambia.
+    let mut as_zimbabwe = fed.peer_client_as("MW-DSW", "ZW-DSD");
+    let forged = seal_envelope(&draft("ZM-DSW", "MW-DSW"), payload(), &zm_key);
+    refused_then_serves(
+        &fed,
+        &mut as_zimbabwe,
+        forged,
+        Code::PermissionDenied,
+        "impersonation",
+    )
+    .await;
+
+    // Wrong key: signed by a key that is not Zambia's, under Zambia's key id.
+    let impostor = NodeSigningKey::generate(fed.files("ZM-DSW").signing_key_id());
+    let bad = seal_envelope(&draft("ZM-DSW", "MW-DSW"), payload(), &impostor);
+    refused_then_serves(
+        &fed,
+        &mut as_zambia,
+        bad,
+        Code::Unauthenticated,
+        "bad-signature",
+    )
+    .await;
+
+    // Unknown key id.
+    let unknown = NodeSigningKey::generate(key_id("ZM-DSW-other"));
+    let bad = seal_envelope(&draft("ZM-DSW", "MW-DSW"), payload(), &unknown);
+    refused_then_serves(
+        &fed,
+        &mut as_zambia,
+        bad,
+        Code::Unauthenticated,
+        "unknown-key",
+    )
+    .await;
+
+    // Tampered header: one byte of the correlation id changed after signing.
+    let mut bad = seal_envelope(&draft("ZM-DSW", "MW-DSW"), payload(), &zm_key);
+    let at = bad
+        .header
+        .windows(9)
+        .position(|w| w == b"corr-0001")
+        .expect("correlation id");
+    bad.header[at + 8] = b'2';
+    refused_then_serves(
+        &fed,
+        &mut as_zambia,
+        bad,
+        Code::Unauthenticated,
+        "bad-signature",
+    )
+    .await;
+
+    // Tampered payload.
+    let mut bad = seal_envelope(&draft("ZM-DSW", "MW-DSW"), payload(), &zm_key);
+    let last = bad.payload.len() - 1;
+    bad.payload[last] ^= 0x01;
+    refused_then_serves(
+        &fed,
+        &mut as_zambia,
+        bad,
+        Code::InvalidArgument,
+        "payload-digest-mismatch",
+    )
+    .await;
+
+    // Expired.
+    let mut d = draft("ZM-DSW", "MW-DSW");
+    d.created_at = UnixMillis::now().plus_ms(-7_200_000);
+    d.expires_at = UnixMillis::now().plus_ms(-3_600_000);
+    let bad = seal_envelope(&d, payload(), &zm_key);
+    refused_then_serves(
+        &fed,
+        &mut as_zambia,
+        bad,
+        Code::FailedPrecondition,
+        "expired",
+    )
+    .await;
+
+    // Clock outside the skew window: created ten minutes in the future.
+    let mut d = draft("ZM-DSW", "MW-DSW");
+    d.created_at = UnixMillis::now().plus_ms(600_000);
+    d.expires_at = d.created_at.plus_ms(3_600_000);
+    let bad = seal_envelope(&d, payload(), &zm_key);
+    refused_then_serves(&fed, &mut as_zambia, bad, Code::OutOfRange, "clock-skew").await;
+
+    // Malformed: header bytes that are not an EnvelopeHeader; a short signature.
+    let mut bad = seal_envelope(&draft("ZM-DSW", "MW-DSW"), payload(), &zm_key);
+    bad.header = vec![0xff, 0xff, 0xff];
+    refused_then_serves(
+        &fed,
+        &mut as_zambia,
+        bad,
+        Code::InvalidArgument,
+        "malformed",
+    )
+    .await;
+    let mut bad = seal_envelope(&draft("ZM-DSW", "MW-DSW"), payload(), &zm_key);
+    bad.signature.truncate(10);
+    refused_then_serves(
+        &fed,
+        &mut as_zambia,
+        bad,
+        Code::InvalidArgument,
+        "malformed",
+    )
+    .await;
+
+    // Misdirected: addressed to Zimbabwe, delivered to Malawi.
+    let bad = seal_envelope(&draft("ZM-DSW", "ZW-DSD"), payload(), &zm_key);
+    refused_then_serves(
+        &fed,
+        &mut as_zambia,
+        bad,
+        Code::InvalidArgument,
+        "misdirected",
+    )
+    .await;
+
+    // Oversized payload: above kinbridge's limit but within gRPC's.
+    let big = vec![b'x'; kinbridge_core::limits::MAX_PAYLOAD_BYTES + 1];
+    let bad = seal_envelope(&draft("ZM-DSW", "MW-DSW"), big, &zm_key);
+    refused_then_serves(
+        &fed,
+        &mut as_zambia,
+        bad,
+        Code::InvalidArgument,
+        "oversized",
+    )
+    .await;
+
+    // A request with no envelope at all.
+    let status = as_zambia
+        .deliver(pb::DeliverRequest { envelope: None })
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        refusal(&status),
+        (Code::InvalidArgument, "malformed".into())
+    );
+
+    // A message far above the gRPC limit is refused by the transport; the node goes on.
+    let huge = vec![0u8; 2 * 1024 * 1024];
+    let bad = seal_envelope(&draft("ZM-DSW", "MW-DSW"), huge, &zm_key);
+    let status = deliver(&mut as_zambia, bad).await.expect_err("refused");
+    assert_ne!(status.code(), Code::Ok);
+    let ok = seal_envelope(&draft("ZM-DSW", "MW-DSW"), payload(), &zm_key);
+    deliver(&mut fed.peer_client_as("MW-DSW", "ZM-DSW"), ok)
+        .await
+        .expect("still serves");
+
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn redelivery_gets_the_original_receipt_and_a_reused_id_is_a_replay() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let zm_key = fed.signing_key("ZM-DSW");
+    let mut as_zambia = fed.peer_client_as("MW-DSW", "ZM-DSW");
+    let d = draft("ZM-DSW", "MW-DSW");
+    let envelope = seal_envelope(&d, payload(), &zm_key);
+    let first = deliver(&mut as_zambia, envelope.clone())
+        .await
+        .expect("delivered");
+    let again = deliver(&mut as_zambia, envelope)
+        .await
+        .expect("re-delivered");
+    assert_eq!(first, again, "a re-delivery gets the original receipt");
+
+    // The same message id on a different envelope is a replay.
+    let mut reused = d.clone();
+    reused.correlation_id = "corr-0002".into();
+    let replay = seal_envelope(&reused, payload(), &zm_key);
+    refused_then_serves(&fed, &mut as_zambia, replay, Code::AlreadyExists, "replay").await;
+
+    // The inbox holds the message once (plus the good one sent after the refusal).
+    let mut malawi = fed.local("MW-DSW", "caseworker");
+    let items = malawi
+        .list_inbox(pb::ListInboxRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .items;
+    let id = d.message_id.to_string();
+    assert_eq!(items.iter().filter(|i| i.message_id == id).count(), 1);
+    assert_eq!(items.len(), 2);
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_peers_and_foreign_cas_are_refused() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW", "ZW-DSD"]).await;
+    let zm_key = fed.signing_key("ZM-DSW");
+    let forged_dir = fed.dir.path().join("forged");
+    std::fs::create_dir_all(&forged_dir).expect("dir");
+
+    // A certificate from Zambia's CA naming a node Malawi never registered.
+    let (cert, key) = (forged_dir.join("rogue.crt"), forged_dir.join("rogue.key"));
+    kinbridge_node::devpki::issue_node_certificate(
+        &fed.pki,
+        &node_id("ZM-DSW"),
+        "ZM-ROGUE",
+        &cert,
+        &key,
+    )
+    .expect("issue");
+    let mut rogue = fed.peer_client_with("MW-DSW", &cert, &key);
+    let envelope = seal_envelope(&draft("ZM-DSW", "MW-DSW"), payload(), &zm_key);
+    refused_then_serves(
+        &fed,
+        &mut rogue,
+        envelope,
+        Code::PermissionDenied,
+        "unknown-peer",
+    )
+    .await;
+
+    // Zimbabwe's CA (trusted by Malawi for Zimbabwe only) issuing a certificate naming Zambia.
+    let (cert, key) = (
+        forged_dir.join("fake-zm.crt"),
+        forged_dir.join("fake-zm.key"),
+    );
+    kinbridge_node::devpki::issue_node_certificate(
+        &fed.pki,
+        &node_id("ZW-DSD"),
+        "ZM-DSW",
+        &cert,
+        &key,
+    )
+    .expect("issue");
+    let mut fake = fed.peer_client_with("MW-DSW", &cert, &key);
+    let envelope = seal_envelope(&draft("ZM-DSW", "MW-DSW"), payload(), &zm_key);
+    refused_then_serves(
+        &fed,
+        &mut fake,
+        envelope,
+        Code::PermissionDenied,
+        "impersonation",
+    )
+    .await;
+    fed.shutdown().await;
+}
