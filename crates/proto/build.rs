@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "kinbridge/v1/referral.proto",
         "kinbridge/v1/peer.proto",
         "kinbridge/v1/local.proto",
+        "kinbridge/v1/audit.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={}", proto_root.join(file).display());

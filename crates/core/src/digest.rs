@@ -9,6 +9,8 @@ use crate::limits::SALT_BYTES;
 const PAYLOAD_COMMITMENT_DOMAIN: &[u8] = b"kinbridge/v1/payload-commitment\0";
 /// Domain-separation prefix of the envelope digest.
 const ENVELOPE_DIGEST_DOMAIN: &[u8] = b"kinbridge/v1/envelope-digest\0";
+/// Domain-separation prefix of the receipt digest.
+const RECEIPT_DIGEST_DOMAIN: &[u8] = b"kinbridge/v1/receipt-digest\0";
 
 /// The random salt of a payload commitment. It is kept with the payload and purged with it,
 /// so a digest left in a log cannot confirm a guessed name or birth date.
@@ -64,19 +66,43 @@ pub struct EnvelopeDigest(pub [u8; 32]);
 impl EnvelopeDigest {
     /// Digest of a header and its signature.
     pub fn compute(header: &[u8], signature: &[u8]) -> Self {
-        let mut h = Sha256::new();
-        h.update(ENVELOPE_DIGEST_DOMAIN);
-        h.update((header.len() as u64).to_be_bytes());
-        h.update(header);
-        h.update((signature.len() as u64).to_be_bytes());
-        h.update(signature);
-        Self(h.finalize().into())
+        Self(length_prefixed_digest(
+            ENVELOPE_DIGEST_DOMAIN,
+            header,
+            signature,
+        ))
     }
 
     /// Lowercase hex.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+}
+
+/// SHA-256 digest naming one exact signed receipt:
+/// `SHA-256(domain || u64be(len body) || body || u64be(len signature) || signature)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReceiptDigest(pub [u8; 32]);
+
+impl ReceiptDigest {
+    /// Digest of a receipt body and its signature.
+    pub fn compute(body: &[u8], signature: &[u8]) -> Self {
+        Self(length_prefixed_digest(
+            RECEIPT_DIGEST_DOMAIN,
+            body,
+            signature,
+        ))
+    }
+}
+
+fn length_prefixed_digest(domain: &[u8], first: &[u8], second: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(domain);
+    h.update((first.len() as u64).to_be_bytes());
+    h.update(first);
+    h.update((second.len() as u64).to_be_bytes());
+    h.update(second);
+    h.finalize().into()
 }
 
 #[cfg(test)]

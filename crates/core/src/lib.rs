@@ -18,7 +18,7 @@ pub mod referral;
 pub mod time;
 pub mod verify;
 
-pub use digest::{EnvelopeDigest, PayloadCommitment, PayloadSalt};
+pub use digest::{EnvelopeDigest, PayloadCommitment, PayloadSalt, ReceiptDigest};
 pub use envelope::{EnvelopeDraft, SealedEnvelope, seal_envelope};
 pub use ids::{IdError, KeyId, MessageId, NodeId};
 pub use keys::{KeyError, Keyring, NodeSigningKey, PeerKey};

@@ -38,7 +38,15 @@ impl From<SignedReceipt> for pb::Receipt {
         Self {
             body: r.body,
             signature: r.signature,
+            checkpoint: String::new(),
         }
+    }
+}
+
+impl SignedReceipt {
+    /// The digest that names this receipt in audit logs.
+    pub fn digest(&self) -> crate::digest::ReceiptDigest {
+        crate::digest::ReceiptDigest::compute(&self.body, &self.signature)
     }
 }
 

@@ -13,6 +13,9 @@ use serde::Deserialize;
 /// come back.
 pub const DEFAULT_MESSAGE_TTL_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
+/// Default interval between audit checkpoints while the log grows.
+pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 2000;
+
 /// A configuration error: which file, which key, and what was expected there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}: {key}: {expected}")]
@@ -60,6 +63,8 @@ pub struct NodeConfig {
     pub peers: Vec<PeerConfig>,
     /// A local-client identity for the `kinbridge` CLI on this host; the node ignores it.
     pub cli_client: Option<ClientIdentity>,
+    /// How often the node signs a checkpoint of its audit log while the log grows.
+    pub checkpoint_interval_ms: u64,
 }
 
 /// One peer of the registry.
@@ -115,7 +120,15 @@ struct RawConfig {
     delivery: RawDelivery,
     client: Option<RawClient>,
     #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
     peers: Vec<RawPeer>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    checkpoint_interval_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -373,6 +386,16 @@ impl Checker<'_> {
             )?,
             peers,
             cli_client,
+            checkpoint_interval_ms: match raw.audit.checkpoint_interval_ms {
+                None => DEFAULT_CHECKPOINT_INTERVAL_MS,
+                Some(ms @ 10..=60_000) => ms,
+                Some(_) => {
+                    return Err(self.err(
+                        "audit.checkpoint_interval_ms",
+                        "a number of milliseconds from 10 to 60000",
+                    ));
+                }
+            },
         })
     }
 }

@@ -2,7 +2,7 @@
 //! backoff and jitter while a peer is unreachable, until a signed receipt arrives, the peer
 //! refuses the message for good, or the message expires.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use rand::Rng;
 use tokio::sync::watch;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::registry::Peer;
+use crate::audit::{verify_peer_note, with_header};
 use crate::server::NodeState;
 use crate::status::is_transient;
 use crate::store::OutboxRecord;
@@ -43,7 +43,6 @@ pub fn backoff(attempts: u32) -> Duration {
 /// Sends the outbox to the peers until `shutdown` turns true.
 pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let channels: Arc<Mutex<HashMap<NodeId, Channel>>> = Arc::default();
     loop {
         let now = UnixMillis::now();
         let mut next_due: Option<i64> = None;
@@ -64,9 +63,8 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
                     }
                     let state = Arc::clone(&state);
                     let in_flight = Arc::clone(&in_flight);
-                    let channels = Arc::clone(&channels);
                     tokio::spawn(async move {
-                        attempt(&state, &channels, &id, record).await;
+                        attempt(&state, &id, record).await;
                         lock(&in_flight).remove(&id);
                         state.delivery_wake.notify_one();
                     });
@@ -90,13 +88,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// One delivery attempt of `id`, recording its outcome durably.
-async fn attempt(
-    state: &NodeState,
-    channels: &Mutex<HashMap<NodeId, Channel>>,
-    id: &str,
-    mut record: OutboxRecord,
-) {
+/// An audit entry about the outbox message in `record`.
+fn outbox_entry(state: &NodeState, event: pb::AuditEvent, record: &OutboxRecord) -> pb::AuditEntry {
+    let envelope = record.envelope.clone().unwrap_or_default();
+    let digest = SealedEnvelope::from(envelope.clone()).digest();
+    let mut entry = with_header(state.auditor.entry(event), &envelope.header, &digest.0);
+    entry.peer = record.recipient.clone();
+    entry.attempts = record.attempts;
+    entry
+}
+
+/// One delivery attempt of `id`, recording its outcome in the audit log, then in the store.
+async fn attempt(state: &NodeState, id: &str, mut record: OutboxRecord) {
     let now = UnixMillis::now();
     if now.0 >= record.expires_at_ms {
         record.state = pb::DeliveryState::Expired as i32;
@@ -109,32 +112,48 @@ async fn attempt(
             attempts = record.attempts,
             "message expired undelivered"
         );
-        save(state, id, &record).await;
-        return;
+        let mut entry = outbox_entry(state, pb::AuditEvent::DeliveryFailed, &record);
+        entry.reason = "expired".into();
+        return finish(state, id, &record, Some(entry)).await;
     }
     let Some(envelope) = record.envelope.clone() else {
-        record.state = pb::DeliveryState::Refused as i32;
-        record.last_error = "outbox record holds no envelope".into();
-        save(state, id, &record).await;
-        return;
-    };
-    let recipient = match NodeId::new(&record.recipient) {
-        Ok(node) => node,
-        Err(e) => return refuse(state, id, record, e.to_string()).await,
-    };
-    let Some(peer) = state.registry.get(&recipient) else {
         return refuse(
             state,
             id,
             record,
-            format!("peer '{recipient}' is no longer in the registry"),
+            "no-envelope",
+            "outbox record holds no envelope".into(),
         )
         .await;
     };
-    let channel = match channel_for(state, channels, peer) {
-        Ok(c) => c,
-        Err(e) => return refuse(state, id, record, e).await,
+    let recipient = match NodeId::new(&record.recipient) {
+        Ok(node) => node,
+        Err(e) => return refuse(state, id, record, "bad-recipient", e.to_string()).await,
     };
+    let Some(peer) = state.registry.get(&recipient) else {
+        let why = format!("peer '{recipient}' is no longer in the registry");
+        return refuse(state, id, record, "unknown-recipient", why).await;
+    };
+    let channel = match state.peer_channel(peer) {
+        Ok(c) => c,
+        Err(e) => return refuse(state, id, record, "recipient-unreachable", e).await,
+    };
+    if record.attempts == 0 {
+        // The first attempt is logged as the message being sent; if that cannot be logged,
+        // nothing is sent now and the attempt is retried.
+        if state
+            .auditor
+            .record(&outbox_entry(state, pb::AuditEvent::Sent, &record))
+            .await
+            .is_err()
+        {
+            retry(
+                &mut record,
+                "the audit log could not record the send".into(),
+            );
+            return save(state, id, &record).await;
+        }
+    }
     record.attempts += 1;
     let sealed = SealedEnvelope::from(envelope.clone());
     let mut client = PeerServiceClient::new(channel);
@@ -142,15 +161,16 @@ async fn attempt(
         envelope: Some(envelope),
     });
     request.set_timeout(DELIVERY_TIMEOUT);
-    let result = client.deliver(request).await;
-    match result {
+    match client.deliver(request).await {
         Ok(response) => {
-            let receipt = response.into_inner().receipt.unwrap_or_default().into();
+            let receipt = response.into_inner().receipt.unwrap_or_default();
+            let checkpoint = receipt.checkpoint.clone();
+            let signed = kinbridge_core::SignedReceipt::from(receipt);
             let checked = MessageId::new(id)
                 .map_err(|e| e.to_string())
                 .and_then(|message_id| {
                     verify_receipt(
-                        &receipt,
+                        &signed,
                         &state.node_id,
                         message_id,
                         sealed.digest(),
@@ -161,11 +181,16 @@ async fn attempt(
                 });
             match checked {
                 Ok(verified) => {
+                    let mut entry = outbox_entry(state, pb::AuditEvent::Delivered, &record);
+                    entry.receipt_digest = verified.signed.digest().0.to_vec();
+                    entry.peer_checkpoint =
+                        witness(state, &recipient, &peer.keyring, &checkpoint).await;
                     record.state = pb::DeliveryState::Delivered as i32;
                     record.receipt = Some(verified.signed.into());
                     record.delivered_at_ms = UnixMillis::now().0;
                     record.last_error.clear();
                     tracing::info!(message_id = id, %recipient, attempts = record.attempts, "delivered; receipt verified");
+                    return finish(state, id, &record, Some(entry)).await;
                 }
                 Err(e) => retry(
                     &mut record,
@@ -180,20 +205,57 @@ async fn attempt(
             );
         }
         Err(status) => {
-            return refuse(
-                state,
-                id,
-                record,
-                format!(
-                    "{recipient} refused it: {:?}: {}",
-                    status.code(),
-                    status.message()
-                ),
-            )
-            .await;
+            let reason = crate::status::refusal_code(&status)
+                .unwrap_or("refused-by-peer")
+                .to_owned();
+            let why = format!(
+                "{recipient} refused it: {:?}: {}",
+                status.code(),
+                status.message()
+            );
+            return refuse(state, id, record, &reason, why).await;
         }
     }
     save(state, id, &record).await;
+}
+
+/// Checks the checkpoint a receipt carried: it must be signed by the peer. The first one is
+/// held as evidence of the peer's log; later ones are logged and checked against the held
+/// one by `CheckPeers`, which alone advances it after verifying a consistency proof.
+/// Returns the note to log, or nothing if it does not verify.
+async fn witness(
+    state: &NodeState,
+    peer: &NodeId,
+    keyring: &kinbridge_core::Keyring,
+    note: &str,
+) -> String {
+    if note.is_empty() {
+        return String::new();
+    }
+    match verify_peer_note(note, peer, keyring) {
+        Ok(cp) => {
+            match state.store.held_checkpoint(peer.as_str()) {
+                Ok(None) => {
+                    if let Err(e) = state.store.hold_checkpoint(peer.as_str(), note).await {
+                        tracing::error!(%peer, error = %e, "cannot hold the peer's checkpoint");
+                    }
+                }
+                Ok(Some(held)) => {
+                    if let Ok(h) = verify_peer_note(&held, peer, keyring)
+                        && (cp.size < h.size || (cp.size == h.size && cp.root != h.root))
+                    {
+                        tracing::error!(%peer, held = h.size, got = cp.size, "peer's checkpoint is inconsistent with the one held: its log may have been rewritten");
+                    }
+                }
+                Err(e) => tracing::error!(%peer, error = %e, "cannot read the held checkpoint"),
+            }
+            note.to_owned()
+        }
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "the checkpoint carried by the receipt does not verify");
+            String::new()
+        }
+    }
 }
 
 fn retry(record: &mut OutboxRecord, error: String) {
@@ -203,41 +265,43 @@ fn retry(record: &mut OutboxRecord, error: String) {
     record.last_error = error;
 }
 
-async fn refuse(state: &NodeState, id: &str, mut record: OutboxRecord, error: String) {
-    tracing::warn!(message_id = id, error = %error, "delivery refused for good");
+async fn refuse(
+    state: &NodeState,
+    id: &str,
+    mut record: OutboxRecord,
+    reason: &str,
+    error: String,
+) {
+    tracing::warn!(message_id = id, reason, error = %error, "delivery refused for good");
     record.state = pb::DeliveryState::Refused as i32;
     record.last_error = error;
-    save(state, id, &record).await;
+    let mut entry = outbox_entry(state, pb::AuditEvent::DeliveryFailed, &record);
+    entry.reason = reason.to_owned();
+    finish(state, id, &record, Some(entry)).await;
+}
+
+/// Logs `entry` (if any) durably, then stores the record's final state. If the entry cannot
+/// be logged, the record stays queued and the attempt is made again later.
+async fn finish(state: &NodeState, id: &str, record: &OutboxRecord, entry: Option<pb::AuditEntry>) {
+    if let Some(entry) = entry
+        && state.auditor.record(&entry).await.is_err()
+    {
+        let mut again = record.clone();
+        again.state = pb::DeliveryState::Queued as i32;
+        again.receipt = None;
+        retry(
+            &mut again,
+            "the audit log could not record the outcome".into(),
+        );
+        return save(state, id, &again).await;
+    }
+    save(state, id, record).await;
 }
 
 async fn save(state: &NodeState, id: &str, record: &OutboxRecord) {
     if let Err(e) = state.store.outbox_update(id, record).await {
         tracing::error!(message_id = id, error = %e, "cannot record the delivery outcome; it will be retried");
     }
-}
-
-/// The cached channel to `peer`, made on first use. Channels reconnect by themselves.
-fn channel_for(
-    state: &NodeState,
-    channels: &Mutex<HashMap<NodeId, Channel>>,
-    peer: &Peer,
-) -> Result<Channel, String> {
-    let mut map = lock(channels);
-    if let Some(channel) = map.get(&peer.node_id) {
-        return Ok(channel.clone());
-    }
-    let endpoint = peer
-        .endpoint
-        .as_deref()
-        .ok_or_else(|| format!("peer '{}' has no endpoint", peer.node_id))?;
-    let channel = peer_channel(
-        endpoint,
-        peer.tls_server_name.as_deref(),
-        &peer.ca_pem,
-        &state.tls_identity,
-    )?;
-    map.insert(peer.node_id.clone(), channel.clone());
-    Ok(channel)
 }
 
 /// A lazily connecting mutual-TLS channel to `endpoint`, trusting only `ca_pem` and presenting

@@ -366,6 +366,7 @@ pub fn node_config(
             certificate: own.client_cert("caseworker"),
             private_key: own.client_key("caseworker"),
         }),
+        checkpoint_interval_ms: crate::config::DEFAULT_CHECKPOINT_INTERVAL_MS,
     }
 }
 

@@ -6,6 +6,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
+pub mod audit_service;
 pub mod client;
 pub mod config;
 pub mod delivery;

@@ -42,27 +42,65 @@ impl LocalApi {
     pub fn new(state: Arc<NodeState>) -> Self {
         Self { state }
     }
+
+    /// Records the refusal of `actor`'s request in the audit log and returns the status to
+    /// answer with (or the audit failure, if even that cannot be recorded).
+    async fn refuse(&self, actor: &str, status: Status) -> Status {
+        let mut entry = self.state.auditor.entry(pb::AuditEvent::Refused);
+        entry.actor = actor.to_owned();
+        entry.reason = crate::status::refusal_code(&status)
+            .unwrap_or("refused")
+            .to_owned();
+        tracing::warn!(actor, reason = %entry.reason, error = %status.message(), "local request refused");
+        match self.state.auditor.record(&entry).await {
+            Ok(_) => status,
+            Err(audit) => audit,
+        }
+    }
+
+    /// The caller, if allowed to `action`; a denial is recorded in the audit log.
+    async fn authorized<T>(
+        &self,
+        request: &Request<T>,
+        action: &str,
+        allowed: &[Role],
+    ) -> Result<LocalClient, Status> {
+        match authorize(request, action, allowed) {
+            Ok(client) => Ok(client),
+            Err((actor, status)) => Err(self.refuse(&actor, status).await),
+        }
+    }
 }
 
-/// The caller, if its certificate names a local client whose role is one of `allowed`.
-fn authorize<T>(
+/// The caller, if its certificate names a local client whose role is one of `allowed`;
+/// otherwise the caller's name (as far as known) and the refusal.
+pub(crate) fn authorize<T>(
     request: &Request<T>,
     action: &str,
     allowed: &[Role],
-) -> Result<LocalClient, Status> {
+) -> Result<LocalClient, (String, Status)> {
+    let unknown = "(unidentified client)".to_owned();
     let client = request
         .extensions()
         .get::<ConnInfo<LocalAuth>>()
         .map(|info| info.auth.clone())
         .ok_or_else(|| {
-            Status::unauthenticated("no verified TLS client certificate on this connection")
+            (
+                unknown.clone(),
+                Status::unauthenticated("no verified TLS client certificate on this connection"),
+            )
         })?
-        .map_err(|e| refused(Code::Unauthenticated, "not-a-client-certificate", e))?;
+        .map_err(|e| {
+            (
+                unknown,
+                refused(Code::Unauthenticated, "not-a-client-certificate", e),
+            )
+        })?;
     if allowed.contains(&client.role) {
         Ok(client)
     } else {
         let roles: Vec<_> = allowed.iter().map(|r| r.as_str()).collect();
-        Err(refused(
+        let status = refused(
             Code::PermissionDenied,
             "role-denied",
             format!(
@@ -70,7 +108,8 @@ fn authorize<T>(
                 client.role.as_str(),
                 roles.join(", ")
             ),
-        ))
+        );
+        Err((client.name, status))
     }
 }
 
@@ -89,9 +128,82 @@ impl LocalService for LocalApi {
         &self,
         request: Request<pb::SubmitReferralRequest>,
     ) -> Result<Response<pb::SubmitReferralResponse>, Status> {
-        let client = authorize(&request, "submit referrals", &CASE_ROLES)?;
+        let client = self
+            .authorized(&request, "submit referrals", &CASE_ROLES)
+            .await?;
         tracing::Span::current().record("client", client.name.as_str());
-        let req = request.into_inner();
+        let (message_id, record) = match self.seal_submission(request.into_inner()) {
+            Ok(sealed) => sealed,
+            Err(status) => return Err(self.refuse(&client.name, status).await),
+        };
+        let state = &self.state;
+        let envelope = record.envelope.as_ref().map(|e| {
+            (
+                e.header.clone(),
+                kinbridge_core::EnvelopeDigest::compute(&e.header, &e.signature),
+            )
+        });
+        if let Some((header, digest)) = envelope {
+            let mut entry = crate::audit::with_header(
+                state.auditor.entry(pb::AuditEvent::Submitted),
+                &header,
+                &digest.0,
+            );
+            entry.actor = client.name.clone();
+            state.auditor.record(&entry).await?;
+        }
+        let recipient = record.recipient.clone();
+        state
+            .store
+            .enqueue(&message_id, record)
+            .await
+            .map_err(|e| store_status(&e))?;
+        state.delivery_wake.notify_one();
+        tracing::info!(%message_id, %recipient, "referral queued");
+        Ok(Response::new(pb::SubmitReferralResponse {
+            message_id,
+            state: pb::DeliveryState::Queued as i32,
+        }))
+    }
+
+    async fn get_delivery(
+        &self,
+        request: Request<pb::GetDeliveryRequest>,
+    ) -> Result<Response<pb::GetDeliveryResponse>, Status> {
+        self.get_delivery_inner(request).await
+    }
+
+    async fn list_inbox(
+        &self,
+        request: Request<pb::ListInboxRequest>,
+    ) -> Result<Response<pb::ListInboxResponse>, Status> {
+        self.list_inbox_inner(request).await
+    }
+
+    type WatchInboxStream = InboxStream;
+
+    async fn watch_inbox(
+        &self,
+        request: Request<pb::WatchInboxRequest>,
+    ) -> Result<Response<InboxStream>, Status> {
+        self.watch_inbox_inner(request).await
+    }
+
+    async fn acknowledge_inbox_item(
+        &self,
+        request: Request<pb::AcknowledgeInboxItemRequest>,
+    ) -> Result<Response<pb::AcknowledgeInboxItemResponse>, Status> {
+        self.acknowledge_inner(request).await
+    }
+}
+
+impl LocalApi {
+    /// Validates a submission and seals its envelope; returns the message id and the outbox
+    /// record to store.
+    fn seal_submission(
+        &self,
+        req: pb::SubmitReferralRequest,
+    ) -> Result<(String, OutboxRecord), Status> {
         let state = &self.state;
         let recipient =
             NodeId::new(&req.recipient).map_err(|e| invalid("bad-recipient", e.to_string()))?;
@@ -179,24 +291,15 @@ impl LocalService for LocalApi {
             expires_at_ms: draft.expires_at.0,
             ..Default::default()
         };
-        state
-            .store
-            .enqueue(&message_id, record)
-            .await
-            .map_err(|e| store_status(&e))?;
-        state.delivery_wake.notify_one();
-        tracing::info!(%message_id, %recipient, "referral queued");
-        Ok(Response::new(pb::SubmitReferralResponse {
-            message_id,
-            state: pb::DeliveryState::Queued as i32,
-        }))
+        Ok((message_id, record))
     }
 
-    async fn get_delivery(
+    async fn get_delivery_inner(
         &self,
         request: Request<pb::GetDeliveryRequest>,
     ) -> Result<Response<pb::GetDeliveryResponse>, Status> {
-        authorize(&request, "read deliveries", &CASE_ROLES)?;
+        self.authorized(&request, "read deliveries", &CASE_ROLES)
+            .await?;
         let req = request.into_inner();
         let id = MessageId::new(&req.message_id)
             .map_err(|e| invalid("bad-message-id", e.to_string()))?
@@ -230,11 +333,12 @@ impl LocalService for LocalApi {
         }
     }
 
-    async fn list_inbox(
+    async fn list_inbox_inner(
         &self,
         request: Request<pb::ListInboxRequest>,
     ) -> Result<Response<pb::ListInboxResponse>, Status> {
-        authorize(&request, "read the inbox", &CASE_ROLES)?;
+        self.authorized(&request, "read the inbox", &CASE_ROLES)
+            .await?;
         let req = request.into_inner();
         let limit = match req.limit as usize {
             0 => INBOX_PAGE,
@@ -252,13 +356,12 @@ impl LocalService for LocalApi {
         Ok(Response::new(pb::ListInboxResponse { items }))
     }
 
-    type WatchInboxStream = InboxStream;
-
-    async fn watch_inbox(
+    async fn watch_inbox_inner(
         &self,
         request: Request<pb::WatchInboxRequest>,
     ) -> Result<Response<InboxStream>, Status> {
-        authorize(&request, "read the inbox", &CASE_ROLES)?;
+        self.authorized(&request, "read the inbox", &CASE_ROLES)
+            .await?;
         let mut cursor = request.into_inner().after_sequence;
         let state = Arc::clone(&self.state);
         let (tx, rx) = mpsc::channel(INBOX_PAGE);
@@ -293,26 +396,43 @@ impl LocalService for LocalApi {
         )))
     }
 
-    async fn acknowledge_inbox_item(
+    async fn acknowledge_inner(
         &self,
         request: Request<pb::AcknowledgeInboxItemRequest>,
     ) -> Result<Response<pb::AcknowledgeInboxItemResponse>, Status> {
-        authorize(&request, "acknowledge inbox items", &CASE_ROLES)?;
+        let client = self
+            .authorized(&request, "acknowledge inbox items", &CASE_ROLES)
+            .await?;
         let sequence = request.into_inner().sequence;
-        let found = self
-            .state
+        let state = &self.state;
+        let Some(record) = state
             .store
-            .acknowledge(sequence)
-            .await
-            .map_err(|e| store_status(&e))?;
-        if !found {
-            return Err(refused(
+            .inbox_get(sequence)
+            .map_err(|e| store_status(&e))?
+        else {
+            let status = refused(
                 Code::NotFound,
                 "unknown-inbox-item",
                 format!("no inbox item with sequence {sequence}"),
-            ));
+            );
+            return Err(self.refuse(&client.name, status).await);
+        };
+        if !record.acknowledged {
+            let envelope = record.envelope.unwrap_or_default();
+            let mut entry = crate::audit::with_header(
+                state.auditor.entry(pb::AuditEvent::Acknowledged),
+                &envelope.header,
+                &record.envelope_digest,
+            );
+            entry.actor = client.name;
+            state.auditor.record(&entry).await?;
+            state
+                .store
+                .acknowledge(sequence)
+                .await
+                .map_err(|e| store_status(&e))?;
+            tracing::info!(sequence, "inbox item acknowledged");
         }
-        tracing::info!(sequence, "inbox item acknowledged");
         Ok(Response::new(pb::AcknowledgeInboxItemResponse {}))
     }
 }

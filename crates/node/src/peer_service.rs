@@ -1,16 +1,22 @@
 //! The peer service: other nodes deliver envelopes here and get a signed receipt back once
-//! the envelope is verified and durably in the inbox.
+//! the envelope is verified, its receipt is in the audit log, and it is durably in the inbox.
+//! Every refusal is answered with a clear status and recorded in the audit log.
 
 use std::sync::Arc;
 
-use kinbridge_core::{Refusal, UnixMillis, issue_receipt, verify_envelope};
+use kinbridge_core::{
+    EnvelopeDigest, Refusal, SealedEnvelope, SignedReceipt, UnixMillis, issue_receipt,
+    verify_envelope,
+};
 use kinbridge_proto::v1 as pb;
 use kinbridge_proto::v1::peer_service_server::PeerService;
+use prost::Message;
 use tonic::{Request, Response, Status};
 
+use crate::audit::with_header;
 use crate::registry::PeerAuth;
 use crate::server::NodeState;
-use crate::status::{peer_auth_status, refusal_status, store_status};
+use crate::status::{peer_auth_status, refusal_code, refusal_status, store_status};
 use crate::store::{InboxRecord, ReceiveOutcome};
 use crate::tls::ConnInfo;
 
@@ -23,6 +29,40 @@ impl PeerApi {
     /// A service over the node's state.
     pub fn new(state: Arc<NodeState>) -> Self {
         Self { state }
+    }
+
+    /// Records a refusal of what `peer` sent (if anything could be read of it) and returns
+    /// the status to answer with. If even the refusal cannot be logged, the audit failure is
+    /// answered instead, so the peer retries rather than take the refusal as final.
+    async fn refuse(
+        &self,
+        peer: &str,
+        envelope: Option<&SealedEnvelope>,
+        status: Status,
+    ) -> Status {
+        let mut entry = self.state.auditor.entry(pb::AuditEvent::Refused);
+        if let Some(e) = envelope {
+            entry.envelope_digest = EnvelopeDigest::compute(&e.header, &e.signature).0.to_vec();
+            // The header is not verified: keep only the message id it claims, bounded.
+            if let Ok(h) = pb::EnvelopeHeader::decode(e.header.as_slice()) {
+                entry.message_id = h.message_id.chars().take(64).collect();
+            }
+        }
+        entry.peer = peer.to_owned();
+        entry.reason = refusal_code(&status).unwrap_or("refused").to_owned();
+        tracing::warn!(peer, reason = %entry.reason, error = %status.message(), "peer request refused");
+        match self.state.auditor.record(&entry).await {
+            Ok(_) => status,
+            Err(audit) => audit,
+        }
+    }
+
+    /// The original receipt with this node's latest checkpoint attached.
+    fn receipt_with_checkpoint(&self, receipt: Option<pb::Receipt>) -> Option<pb::Receipt> {
+        receipt.map(|mut r| {
+            r.checkpoint = self.state.auditor.latest_note();
+            r
+        })
     }
 }
 
@@ -40,56 +80,136 @@ impl PeerService for PeerApi {
             .ok_or_else(|| {
                 Status::unauthenticated("no verified TLS client certificate on this connection")
             })?;
-        let tls_node = auth.map_err(|e| {
-            tracing::warn!(reason = e.code(), error = %e, "peer refused");
-            peer_auth_status(&e)
-        })?;
+        let tls_node = match auth {
+            Ok(node) => node,
+            Err(e) => {
+                let claimed = match &e {
+                    crate::registry::PeerAuthError::UnknownPeer(n)
+                    | crate::registry::PeerAuthError::WrongCa { node: n, .. } => n.to_string(),
+                    crate::registry::PeerAuthError::NotANode(_) => {
+                        "(not a node certificate)".to_owned()
+                    }
+                };
+                return Err(self.refuse(&claimed, None, peer_auth_status(&e)).await);
+            }
+        };
         tracing::Span::current().record("peer", tls_node.as_str());
-        let envelope = request.into_inner().envelope.ok_or_else(|| {
-            refusal_status(&Refusal::Malformed("the request holds no envelope".into()))
-        })?;
+        let Some(envelope) = request.into_inner().envelope else {
+            let status =
+                refusal_status(&Refusal::Malformed("the request holds no envelope".into()));
+            return Err(self.refuse(tls_node.as_str(), None, status).await);
+        };
+        let sealed = SealedEnvelope::from(envelope);
         let state = &self.state;
         let now = UnixMillis::now();
         let keys = state.registry.get(&tls_node).map(|p| &p.keyring);
-        let verified = verify_envelope(envelope.into(), &tls_node, keys, &state.policy, now)
-            .map_err(|r| {
-                tracing::warn!(reason = r.code(), error = %r, "envelope refused");
-                refusal_status(&r)
-            })?;
+        let verified = match verify_envelope(sealed.clone(), &tls_node, keys, &state.policy, now) {
+            Ok(v) => v,
+            Err(r) => {
+                return Err(self
+                    .refuse(tls_node.as_str(), Some(&sealed), refusal_status(&r))
+                    .await);
+            }
+        };
         let header = verified.header();
+        let (sender, message_id) = (header.sender.to_string(), header.message_id.to_string());
+        let digest = verified.digest();
+        let logged = |event| {
+            with_header(
+                state.auditor.entry(event),
+                &verified.sealed().header,
+                &digest.0,
+            )
+        };
+
+        // Already here? A re-delivery gets the original receipt; another envelope is a replay.
+        if let Some(original) = state
+            .store
+            .inbox_lookup(&sender, &message_id)
+            .map_err(|e| store_status(&e))?
+        {
+            return if original.envelope_digest == digest.0 {
+                let mut entry = logged(pb::AuditEvent::Redelivered);
+                entry.peer = sender.clone();
+                entry.receipt_digest = receipt_digest(original.receipt.as_ref());
+                state.auditor.record(&entry).await?;
+                tracing::info!(%message_id, "re-delivery answered with the original receipt");
+                Ok(Response::new(pb::DeliverResponse {
+                    receipt: self.receipt_with_checkpoint(original.receipt),
+                }))
+            } else {
+                let refusal = Refusal::Replay {
+                    sender: header.sender.clone(),
+                    message_id: header.message_id,
+                };
+                Err(self
+                    .refuse(
+                        tls_node.as_str(),
+                        Some(verified.sealed()),
+                        refusal_status(&refusal),
+                    )
+                    .await)
+            };
+        }
+
         let receipt = issue_receipt(&verified, &state.node_id, now, &state.signing_key);
+        // The audit entry is durable before the inbox write, so no receipted message can be
+        // missing from the log; a crash in between leaves only an entry whose receipt the
+        // sender never got, and its retry is logged again.
+        let mut entry = logged(pb::AuditEvent::Received);
+        entry.peer = sender.clone();
+        entry.receipt_digest = receipt.digest().0.to_vec();
+        state.auditor.record(&entry).await?;
         let record = InboxRecord {
             envelope: Some(verified.sealed().clone().into()),
-            sender: header.sender.to_string(),
-            message_id: header.message_id.to_string(),
+            sender: sender.clone(),
+            message_id: message_id.clone(),
             received_at_ms: now.0,
             receipt: Some(receipt.into()),
             acknowledged: false,
-            envelope_digest: verified.digest().0.to_vec(),
+            envelope_digest: digest.0.to_vec(),
         };
-        let outcome = state
+        let receipt = match state
             .store
             .receive(&record)
             .await
-            .map_err(|e| store_status(&e))?;
-        let receipt = match outcome {
+            .map_err(|e| store_status(&e))?
+        {
             ReceiveOutcome::Stored(sequence) => {
-                tracing::info!(message_id = %header.message_id, kind = header.kind.as_str_name(), sequence, "envelope received");
+                tracing::info!(%message_id, kind = header.kind.as_str_name(), sequence, "envelope received");
                 record.receipt
             }
-            ReceiveOutcome::Duplicate(original) => {
-                tracing::info!(message_id = %header.message_id, "re-delivery answered with the original receipt");
-                original.receipt
-            }
+            ReceiveOutcome::Duplicate(original) => original.receipt,
             ReceiveOutcome::Replay => {
                 let refusal = Refusal::Replay {
                     sender: header.sender.clone(),
                     message_id: header.message_id,
                 };
-                tracing::warn!(reason = refusal.code(), error = %refusal, "envelope refused");
-                return Err(refusal_status(&refusal));
+                return Err(self
+                    .refuse(
+                        tls_node.as_str(),
+                        Some(verified.sealed()),
+                        refusal_status(&refusal),
+                    )
+                    .await);
             }
         };
-        Ok(Response::new(pb::DeliverResponse { receipt }))
+        Ok(Response::new(pb::DeliverResponse {
+            receipt: self.receipt_with_checkpoint(receipt),
+        }))
     }
+}
+
+fn receipt_digest(receipt: Option<&pb::Receipt>) -> Vec<u8> {
+    receipt
+        .map(|r| {
+            SignedReceipt {
+                body: r.body.clone(),
+                signature: r.signature.clone(),
+            }
+            .digest()
+            .0
+            .to_vec()
+        })
+        .unwrap_or_default()
 }

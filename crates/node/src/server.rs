@@ -5,9 +5,20 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use kinbridge_core::{NodeId, NodeSigningKey, VerificationPolicy};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kinbridge_audit::AuditLog;
+use kinbridge_core::{Keyring, NodeId, NodeSigningKey, PeerKey, VerificationPolicy};
+use kinbridge_proto::v1::audit_service_server::AuditServiceServer;
 use kinbridge_proto::v1::local_service_server::LocalServiceServer;
 use kinbridge_proto::v1::peer_service_server::PeerServiceServer;
+use tonic::transport::Channel;
+
+use crate::audit::{Auditor, note_keys, run_checkpointer};
+use crate::audit_service::{AuditApi, Side};
+use crate::registry::Peer;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot, watch};
 use tonic::transport::{Identity, Server};
@@ -40,6 +51,9 @@ pub enum NodeError {
     /// The store.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The audit log.
+    #[error("audit log: {0}")]
+    Audit(#[from] kinbridge_audit::LogError),
     /// The signing key.
     #[error("{path}: {reason}")]
     SigningKey {
@@ -76,7 +90,7 @@ pub struct NodeState {
     /// This node.
     pub node_id: NodeId,
     /// Its Ed25519 signing key.
-    pub signing_key: NodeSigningKey,
+    pub signing_key: Arc<NodeSigningKey>,
     /// Its TLS identity, presented to peers when delivering.
     pub tls_identity: Identity,
     /// The peer registry.
@@ -89,6 +103,37 @@ pub struct NodeState {
     pub message_ttl_ms: i64,
     /// Wakes the delivery worker when something is queued or finished.
     pub delivery_wake: Notify,
+    /// The audit log.
+    pub auditor: Arc<Auditor>,
+    /// How often to sign audit checkpoints.
+    pub checkpoint_interval: Duration,
+    /// Channels to peers, made on first use; they reconnect by themselves.
+    peer_channels: Mutex<HashMap<NodeId, Channel>>,
+}
+
+impl NodeState {
+    /// The channel to `peer`'s peer port.
+    pub fn peer_channel(&self, peer: &Peer) -> Result<Channel, String> {
+        let mut map = self
+            .peer_channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(channel) = map.get(&peer.node_id) {
+            return Ok(channel.clone());
+        }
+        let endpoint = peer
+            .endpoint
+            .as_deref()
+            .ok_or_else(|| format!("peer '{}' has no endpoint", peer.node_id))?;
+        let channel = crate::delivery::peer_channel(
+            endpoint,
+            peer.tls_server_name.as_deref(),
+            &peer.ca_pem,
+            &self.tls_identity,
+        )?;
+        map.insert(peer.node_id.clone(), channel.clone());
+        Ok(channel)
+    }
 }
 
 /// The two bound listeners of a node.
@@ -183,9 +228,27 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
     };
     let local_tls = server_config(chain, key, client_verifier(root_store(&local_ca)?)?)?;
     let store = Store::open(&config.data_dir.join("store"))?;
+    let own_keys = Keyring::new(vec![
+        PeerKey::new(
+            signing_key.id().clone(),
+            signing_key.verifying_key(),
+            None,
+            None,
+        )
+        .map_err(|e| NodeError::SigningKey {
+            path: config.signing_key.display().to_string(),
+            reason: e.to_string(),
+        })?,
+    ]);
+    let audit_log = AuditLog::open(
+        &config.data_dir.join("audit"),
+        &config.node_id,
+        &note_keys(&config.node_id, &own_keys),
+    )?;
+    let auditor = Arc::new(Auditor::new(audit_log, config.node_id.clone()));
     let state = Arc::new(NodeState {
         node_id: config.node_id.clone(),
-        signing_key,
+        signing_key: Arc::new(signing_key),
         tls_identity: Identity::from_pem(cert_pem, key_pem),
         registry,
         store,
@@ -195,6 +258,9 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         },
         message_ttl_ms: config.message_ttl_ms,
         delivery_wake: Notify::new(),
+        auditor,
+        checkpoint_interval: Duration::from_millis(config.checkpoint_interval_ms),
+        peer_channels: Mutex::new(HashMap::new()),
     });
     let peer_tls = match peer_tls {
         Some(c) => c,
@@ -249,6 +315,16 @@ impl PreparedNode {
         tracing::debug!(local_roots = self.local_verifier_roots, "listeners ready");
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = tokio::spawn(delivery::run(Arc::clone(&state), stop_rx.clone()));
+        // A first checkpoint before serving, so receipts always carry one.
+        if let Err(e) = state.auditor.checkpoint(&state.signing_key).await {
+            tracing::error!(error = %e.message(), "cannot sign the first audit checkpoint");
+        }
+        let checkpointer = tokio::spawn(run_checkpointer(
+            Arc::clone(&state.auditor),
+            Arc::clone(&state.signing_key),
+            state.checkpoint_interval,
+            stop_rx.clone(),
+        ));
         let peer_service = PeerServiceServer::new(PeerApi::new(Arc::clone(&state)))
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let local_service = LocalServiceServer::new(LocalApi::new(Arc::clone(&state)))
@@ -256,11 +332,15 @@ impl PreparedNode {
         let wait_stop = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
+        let peer_audit = AuditServiceServer::new(AuditApi::new(Arc::clone(&state), Side::Peer));
+        let local_audit = AuditServiceServer::new(AuditApi::new(Arc::clone(&state), Side::Local));
         let peer_server = Server::builder()
             .add_service(peer_service)
+            .add_service(peer_audit)
             .serve_with_incoming_shutdown(peer_incoming, wait_stop(stop_rx.clone()));
         let local_server = Server::builder()
             .add_service(local_service)
+            .add_service(local_audit)
             .serve_with_incoming_shutdown(local_incoming, wait_stop(stop_rx.clone()));
         let trigger = async move {
             shutdown.await;
@@ -270,6 +350,7 @@ impl PreparedNode {
         };
         let result = tokio::try_join!(peer_server, local_server, trigger);
         let _ = worker.await;
+        let _ = checkpointer.await;
         // Everything acknowledged was committed already; this makes the rest durable too.
         state.store.commit().await?;
         result.map(|_| ()).map_err(NodeError::from)

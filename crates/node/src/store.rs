@@ -3,7 +3,8 @@
 //!
 //! Trees: `outbox` (message id → [`OutboxRecord`]), `outbox_pending` (queue sequence → message
 //! id, for queued messages only), `inbox` (inbox sequence → [`InboxRecord`]) and `inbox_index`
-//! (`sender 0x00 message id` → inbox sequence, for deduplication).
+//! (`sender 0x00 message id` → inbox sequence, for deduplication) and `peer_checkpoints`
+//! (peer node id → the signed checkpoint of its audit log this node holds).
 
 pub mod committer;
 pub mod records;
@@ -63,6 +64,7 @@ pub struct Store {
     outbox_pending: sled::Tree,
     inbox: sled::Tree,
     inbox_index: sled::Tree,
+    peer_checkpoints: sled::Tree,
     committer: Committer,
     /// Highest inbox sequence stored; watchers of the inbox wake on a change.
     inbox_tip: watch::Sender<u64>,
@@ -92,6 +94,7 @@ impl Store {
             outbox: db.open_tree("outbox")?,
             outbox_pending: db.open_tree("outbox_pending")?,
             inbox_index: db.open_tree("inbox_index")?,
+            peer_checkpoints: db.open_tree("peer_checkpoints")?,
             inbox,
             db,
             committer,
@@ -218,6 +221,34 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// The inbox record of `sender`'s message `message_id`, if stored.
+    pub fn inbox_lookup(
+        &self,
+        sender: &str,
+        message_id: &str,
+    ) -> Result<Option<InboxRecord>, StoreError> {
+        match self.inbox_index.get(index_key(sender, message_id))? {
+            Some(seq) => self.inbox_get(decode_seq(&seq)),
+            None => Ok(None),
+        }
+    }
+
+    /// The checkpoint note held for `peer`: the last one checked consistent, or the first one
+    /// received.
+    pub fn held_checkpoint(&self, peer: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .peer_checkpoints
+            .get(peer.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Holds `note` as `peer`'s checkpoint, durably.
+    pub async fn hold_checkpoint(&self, peer: &str, note: &str) -> Result<(), StoreError> {
+        self.peer_checkpoints
+            .insert(peer.as_bytes(), note.as_bytes())?;
+        self.commit().await
     }
 
     /// The inbox record at `sequence`.

@@ -1,0 +1,146 @@
+//! Offline verification: an honest export verifies; a flipped byte, a dropped entry, a
+//! reordered entry and a checkpoint signed by another key each fail, naming what they can.
+
+use super::*;
+use crate::checkpoint::{Checkpoint, origin_of};
+use crate::entry::{encode, new_entry};
+use kinbridge_core::{KeyId, NodeId, NodeSigningKey};
+use kinbridge_proto::v1 as pb;
+
+struct Fixture {
+    note_key: NoteKey,
+    text: String,
+}
+
+/// An export of `n` entries with checkpoints at `n / 2` and `n`, the last signed by `last_signer`
+/// (the log's own key if `None`).
+fn build(n: u64, last_signer: Option<&NodeSigningKey>) -> Fixture {
+    let node = NodeId::new("ZM-DSW").expect("node");
+    let key = NodeSigningKey::generate(KeyId::new("k1").expect("key"));
+    let origin = origin_of(&node);
+    let note_key = NoteKey {
+        name: origin.clone(),
+        key: key.verifying_key(),
+    };
+    let mut tree = MerkleTree::new();
+    let mut w = ExportWriter::new(Vec::new(), &origin, "ZM-DSW", 0).expect("header");
+    for i in 0..n {
+        let mut e = new_entry(pb::AuditEvent::Received, "ZM-DSW");
+        e.message_id = format!("m-{i}");
+        let bytes = encode(&e);
+        tree.push(leaf_hash(&bytes));
+        w.entry(&bytes).expect("entry");
+    }
+    for (size, signer) in [(n / 2, &key), (n, last_signer.unwrap_or(&key))] {
+        let root = tree.root(size).expect("root");
+        w.checkpoint(
+            &Checkpoint {
+                origin: &origin,
+                size,
+                root,
+            }
+            .sign(signer),
+        )
+        .expect("checkpoint");
+    }
+    let text = String::from_utf8(w.finish().expect("finish")).expect("utf8");
+    Fixture { note_key, text }
+}
+
+fn honest(n: u64) -> Fixture {
+    build(n, None)
+}
+
+fn verify(f: &Fixture, text: &str) -> Result<VerifiedExport, VerifyFailure> {
+    verify_export(text.as_bytes(), &f.note_key, false)
+}
+
+#[test]
+fn an_honest_export_verifies() {
+    let f = honest(10);
+    let v = verify(&f, &f.text).expect("verifies");
+    assert_eq!((v.size, v.checkpoints), (10, 2));
+}
+
+#[test]
+fn a_flipped_byte_names_the_entry() {
+    let f = honest(10);
+    let mut lines: Vec<String> = f.text.lines().map(str::to_owned).collect();
+    // Line 8 holds entry 6; flip one character of its base64 entry.
+    let line = &mut lines[7];
+    let at = line.find("\"entry\":\"").expect("entry field") + 12;
+    let mut bytes = line.clone().into_bytes();
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    *line = String::from_utf8(bytes).expect("utf8");
+    let err = verify(&f, &lines.join("\n")).expect_err("must fail");
+    assert_eq!(err.index, Some(6), "{err}");
+    assert_eq!(err.line, 8);
+}
+
+#[test]
+fn a_dropped_entry_is_named() {
+    let f = honest(10);
+    let lines: Vec<&str> = f
+        .text
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i != 4)
+        .map(|(_, l)| l)
+        .collect();
+    let err = verify(&f, &lines.join("\n")).expect_err("must fail");
+    assert_eq!(err.index, Some(3), "{err}");
+    assert!(err.reason.contains("missing"), "{err}");
+}
+
+#[test]
+fn a_reordered_entry_is_named() {
+    let f = honest(10);
+    let mut lines: Vec<&str> = f.text.lines().collect();
+    lines.swap(3, 4);
+    let err = verify(&f, &lines.join("\n")).expect_err("must fail");
+    assert_eq!(err.index, Some(2), "{err}");
+}
+
+#[test]
+fn a_renumbered_alteration_is_caught_by_the_checkpoints() {
+    let f = honest(10);
+    let mut lines: Vec<String> = f.text.lines().map(str::to_owned).collect();
+    // Swap the entries of lines 3 and 4 but keep the index fields in order.
+    let parse = |l: &str| match serde_json::from_str::<Line>(l) {
+        Ok(Line::Entry { index, leaf, entry }) => (index, leaf, entry),
+        _ => panic!("entry line"),
+    };
+    let (i2, l2, e2) = parse(&lines[2]);
+    let (i3, l3, e3) = parse(&lines[3]);
+    lines[2] = serde_json::to_string(&Line::Entry {
+        index: i2,
+        leaf: l3,
+        entry: e3,
+    })
+    .expect("json");
+    lines[3] = serde_json::to_string(&Line::Entry {
+        index: i3,
+        leaf: l2,
+        entry: e2,
+    })
+    .expect("json");
+    let err = verify(&f, &lines.join("\n")).expect_err("must fail");
+    assert!(err.reason.contains("does not match the entries"), "{err}");
+}
+
+#[test]
+fn a_checkpoint_signed_by_another_key_fails() {
+    let other = NodeSigningKey::generate(KeyId::new("k2").expect("key"));
+    let f = build(8, Some(&other));
+    let err = verify(&f, &f.text).expect_err("must fail");
+    assert!(err.reason.contains("no signature by key"), "{err}");
+}
+
+#[test]
+fn entries_beyond_the_last_checkpoint_fail() {
+    let f = honest(10);
+    let mut lines: Vec<&str> = f.text.lines().collect();
+    lines.remove(lines.len() - 1);
+    let err = verify(&f, &lines.join("\n")).expect_err("must fail");
+    assert!(err.reason.contains("not covered"), "{err}");
+}
