@@ -1,5 +1,6 @@
 //! Command-line parsing, logging setup and dispatch to one module per command.
 
+mod audit;
 mod demo;
 mod dev_certs;
 mod inbox;
@@ -33,6 +34,8 @@ enum Command {
     Send(send::Args),
     /// List, watch or acknowledge a running node's inbox.
     Inbox(inbox::Args),
+    /// The auditor's tools: export, verify, reconcile, check-peers, checkpoint.
+    Audit(audit::Args),
 }
 
 /// Parses the command line, runs the command, and turns an error into exit code 1.
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Send(args) => send::run(args).await,
             Command::Inbox(args) => inbox::run(args).await,
+            Command::Audit(args) => audit::run(args).await,
         }
     });
     match result {
@@ -94,20 +98,34 @@ fn local_client_for(
 ) -> anyhow::Result<
     kinbridge_proto::v1::local_service_client::LocalServiceClient<tonic::transport::Channel>,
 > {
-    let client = config.cli_client.as_ref().ok_or_else(|| {
-        anyhow::anyhow!(
-            "{}: no [client] section: the CLI needs a local-client certificate and key",
+    let (addr, cert, key) = local_access(config, node, None, None)?;
+    Ok(kinbridge_node::client::local_client(
+        &addr,
+        &config.tls_ca_certificate,
+        &cert,
+        &key,
+    )?)
+}
+
+/// Where and as whom to reach the local port of the node of `config`: `node` or the config's
+/// `listen.local`, and `cert`/`key` or the config's `[client]`.
+fn local_access(
+    config: &kinbridge_node::NodeConfig,
+    node: Option<std::net::SocketAddr>,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<(String, std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = match (cert, key, &config.cli_client) {
+        (Some(c), Some(k), _) => (c.to_path_buf(), k.to_path_buf()),
+        (_, _, Some(client)) => (client.certificate.clone(), client.private_key.clone()),
+        _ => anyhow::bail!(
+            "{}: no [client] section and no --cert/--key: the CLI needs a local-client certificate",
             config.source.display()
-        )
-    })?;
+        ),
+    };
     let mut addr = node.unwrap_or(config.local_listen);
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    Ok(kinbridge_node::client::local_client(
-        &addr.to_string(),
-        &config.tls_ca_certificate,
-        &client.certificate,
-        &client.private_key,
-    )?)
+    Ok((addr.to_string(), cert, key))
 }

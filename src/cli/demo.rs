@@ -1,10 +1,11 @@
 //! `kinbridge demo`: the embedded default. Makes the development PKI if missing, starts the
 //! demo federation's nodes on loopback (ports chosen by the OS, data in a temporary
 //! directory), submits a referral at Zambia's node for Malawi's, and shows it arriving with
-//! its signed receipt, which the demo verifies on its own from Malawi's public key.
+//! its signed receipt, which the demo verifies on its own from Malawi's public key; then it
+//! exports both nodes' audit logs, verifies them offline and reconciles them.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use kinbridge_core::{EnvelopeDigest, Keyring, MessageId, NodeId, PeerKey, verify_receipt};
@@ -72,17 +73,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             n.local_addr
         );
     }
-    let result = exchange(&args.certs, &running).await;
+    let result = exchange(&args.certs, &data, &running).await;
     for n in running {
         n.shutdown().await?;
     }
     let _ = std::fs::remove_dir_all(&data);
     result?;
-    println!("done: a referral crossed from ZM-DSW to MW-DSW, signed, receipted and verified");
+    println!(
+        "done: a referral crossed from ZM-DSW to MW-DSW, signed, receipted, and its audit trail verified"
+    );
     Ok(())
 }
 
-async fn exchange(certs: &std::path::Path, running: &[RunningNode]) -> anyhow::Result<()> {
+async fn exchange(certs: &Path, data: &Path, running: &[RunningNode]) -> anyhow::Result<()> {
     let (zm, mw) = (&running[0], &running[1]);
     let zm_files = DevNodeFiles::new(certs, &zm.node_id);
     let mw_files = DevNodeFiles::new(certs, &mw.node_id);
@@ -196,6 +199,62 @@ async fn exchange(certs: &std::path::Path, running: &[RunningNode]) -> anyhow::R
     println!(
         "7. MW-DSW caseworker acknowledged inbox item #{}",
         item.sequence
+    );
+    audit_trail(certs, data, zm, mw).await
+}
+
+/// Exports both nodes' audit logs as their auditors would, verifies each offline against the
+/// node's public key, and reconciles them.
+async fn audit_trail(
+    certs: &Path,
+    data: &Path,
+    zm: &RunningNode,
+    mw: &RunningNode,
+) -> anyhow::Result<()> {
+    let mut exports = Vec::new();
+    for node in [zm, mw] {
+        let files = DevNodeFiles::new(certs, &node.node_id);
+        let mut client = kinbridge_node::client::audit_client(
+            &node.local_addr.to_string(),
+            &files.ca_cert(),
+            &files.client_cert("auditor"),
+            &files.client_key("auditor"),
+        )?;
+        let path = data.join(format!("{}-audit.jsonl", node.node_id));
+        let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        kinbridge_node::client::export_log(&mut client, node.node_id.as_str(), file).await?;
+        let verified = super::audit::verify_file(&path, &files.signing_pub(), true)?;
+        let events: Vec<String> = verified
+            .entries
+            .iter()
+            .filter_map(|e| kinbridge_audit::entry::decode(e).ok())
+            .map(|e| kinbridge_audit::entry::event_name(&e))
+            .collect();
+        println!(
+            "8. {} auditor exported {} log entries [{}]; verified offline: {} signed checkpoint(s), root {}…",
+            node.node_id,
+            verified.size,
+            events.join(", "),
+            verified.checkpoints,
+            &hex_prefix(&verified.root)
+        );
+        exports.push(verified);
+    }
+    let report = kinbridge_audit::reconcile::reconcile(
+        &exports[0].node,
+        &exports[0].entries,
+        &exports[1].node,
+        &exports[1].entries,
+    );
+    if !report.mismatches.is_empty() {
+        for m in &report.mismatches {
+            println!("   MISMATCH {m}");
+        }
+        bail!("the two audit logs do not reconcile");
+    }
+    println!(
+        "9. reconciled ZM-DSW's and MW-DSW's logs: {} delivery matched with its signed receipt, no mismatch",
+        report.matched
     );
     Ok(())
 }

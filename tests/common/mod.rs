@@ -232,13 +232,20 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
-    /// Starts `kinbridge node --config config` and waits (bounded) for its ready line.
+    /// Starts `kinbridge node --config config` and waits (bounded) for its ready line. The
+    /// node's log is appended to the config's path with the extension `log`.
     pub fn start(config: &Path) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(config.with_extension("log"))
+            .expect("node log file");
         let mut child = kinbridge()
             .args(["node", "--config"])
             .arg(config)
+            .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("spawn kinbridge node");
         let stdout = child.stdout.take().expect("stdout");
@@ -321,4 +328,64 @@ pub fn dev_config_toml(
         ));
     }
     toml
+}
+
+/// `toml` with its listeners on fixed ports (for restarting a node where its peers expect it).
+pub fn with_ports(toml: &str, peer: u16, local: u16) -> String {
+    toml.replacen(
+        "peer = \"127.0.0.1:0\"",
+        &format!("peer = \"127.0.0.1:{peer}\""),
+        1,
+    )
+    .replacen(
+        "local = \"127.0.0.1:0\"",
+        &format!("local = \"127.0.0.1:{local}\""),
+        1,
+    )
+}
+
+/// Exports the audit log of the node at `local_addr` as its auditor, and verifies it offline
+/// with the node's public key. Returns the verified export with its entries.
+pub async fn export_and_verify(
+    pki: &Path,
+    node: &str,
+    local_addr: SocketAddr,
+    out: &Path,
+) -> kinbridge_audit::export::VerifiedExport {
+    let files = DevNodeFiles::new(pki, &node_id(node));
+    let mut client = kinbridge_node::client::audit_client(
+        &local_addr.to_string(),
+        &files.ca_cert(),
+        &files.client_cert("auditor"),
+        &files.client_key("auditor"),
+    )
+    .expect("audit client");
+    let file = std::io::BufWriter::new(std::fs::File::create(out).expect("create export"));
+    kinbridge_node::client::export_log(&mut client, node, file)
+        .await
+        .expect("export");
+    let pem = std::fs::read_to_string(files.signing_pub()).expect("pub");
+    let key =
+        kinbridge_core::PeerKey::from_public_key_pem(files.signing_key_id(), &pem).expect("key");
+    let note_key = kinbridge_audit::NoteKey {
+        name: kinbridge_audit::checkpoint::origin_of(&node_id(node)),
+        key: *key.verifying_key(),
+    };
+    let reader = std::io::BufReader::new(std::fs::File::open(out).expect("open export"));
+    kinbridge_audit::export::verify_export(reader, &note_key, true)
+        .unwrap_or_else(|e| panic!("{node}'s export does not verify: {e}"))
+}
+
+/// The decoded entries of a verified export.
+pub fn entries(export: &kinbridge_audit::export::VerifiedExport) -> Vec<pb::AuditEntry> {
+    export
+        .entries
+        .iter()
+        .map(|e| kinbridge_audit::entry::decode(e).expect("entry"))
+        .collect()
+}
+
+/// How many entries have `event`.
+pub fn count(entries: &[pb::AuditEntry], event: pb::AuditEvent) -> usize {
+    entries.iter().filter(|e| e.event == event as i32).count()
 }

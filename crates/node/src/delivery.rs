@@ -49,6 +49,7 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
         match state.store.pending(SCAN_LIMIT) {
             Ok(pending) => {
                 for (id, record) in pending {
+                    // `record` is a snapshot: the attempt re-reads it once it holds the id.
                     if record.next_attempt_at_ms > now.0 {
                         next_due = Some(next_due.map_or(record.next_attempt_at_ms, |d| {
                             d.min(record.next_attempt_at_ms)
@@ -64,7 +65,7 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
                     let state = Arc::clone(&state);
                     let in_flight = Arc::clone(&in_flight);
                     tokio::spawn(async move {
-                        attempt(&state, &id, record).await;
+                        attempt(&state, &id).await;
                         lock(&in_flight).remove(&id);
                         state.delivery_wake.notify_one();
                     });
@@ -99,8 +100,22 @@ fn outbox_entry(state: &NodeState, event: pb::AuditEvent, record: &OutboxRecord)
 }
 
 /// One delivery attempt of `id`, recording its outcome in the audit log, then in the store.
-async fn attempt(state: &NodeState, id: &str, mut record: OutboxRecord) {
+/// The caller holds `id` in the in-flight set, so the record read here is current: an attempt
+/// that finished just before cannot be overwritten by a stale snapshot of the queue.
+async fn attempt(state: &NodeState, id: &str) {
     let now = UnixMillis::now();
+    let mut record = match state.store.outbox_get(id) {
+        Ok(Some(r))
+            if r.state == pb::DeliveryState::Queued as i32 && r.next_attempt_at_ms <= now.0 =>
+        {
+            r
+        }
+        Ok(_) => return,
+        Err(e) => {
+            tracing::error!(message_id = id, error = %e, "cannot read the outbox record");
+            return;
+        }
+    };
     if now.0 >= record.expires_at_ms {
         record.state = pb::DeliveryState::Expired as i32;
         record.last_error = format!(
@@ -148,6 +163,7 @@ async fn attempt(state: &NodeState, id: &str, mut record: OutboxRecord) {
             .is_err()
         {
             retry(
+                id,
                 &mut record,
                 "the audit log could not record the send".into(),
             );
@@ -161,7 +177,14 @@ async fn attempt(state: &NodeState, id: &str, mut record: OutboxRecord) {
         envelope: Some(envelope),
     });
     request.set_timeout(DELIVERY_TIMEOUT);
-    match client.deliver(request).await {
+    // A bound on the whole call, whatever state the connection is in.
+    let answer = match tokio::time::timeout(DELIVERY_TIMEOUT, client.deliver(request)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "no answer within {DELIVERY_TIMEOUT:?}"
+        ))),
+    };
+    match answer {
         Ok(response) => {
             let receipt = response.into_inner().receipt.unwrap_or_default();
             let checkpoint = receipt.checkpoint.clone();
@@ -193,6 +216,7 @@ async fn attempt(state: &NodeState, id: &str, mut record: OutboxRecord) {
                     return finish(state, id, &record, Some(entry)).await;
                 }
                 Err(e) => retry(
+                    id,
                     &mut record,
                     format!("the receipt from {recipient} does not verify: {e}"),
                 ),
@@ -200,6 +224,7 @@ async fn attempt(state: &NodeState, id: &str, mut record: OutboxRecord) {
         }
         Err(status) if is_transient(&status) => {
             retry(
+                id,
                 &mut record,
                 format!("{:?}: {}", status.code(), status.message()),
             );
@@ -258,10 +283,10 @@ async fn witness(
     }
 }
 
-fn retry(record: &mut OutboxRecord, error: String) {
+fn retry(id: &str, record: &mut OutboxRecord, error: String) {
     let delay = backoff(record.attempts.saturating_sub(1));
     record.next_attempt_at_ms = UnixMillis::now().plus_ms(delay.as_millis() as i64).0;
-    tracing::warn!(attempts = record.attempts, retry_in_ms = delay.as_millis() as u64, error = %error, "delivery failed; will retry");
+    tracing::warn!(message_id = id, attempts = record.attempts, retry_in_ms = delay.as_millis() as u64, error = %error, "delivery failed; will retry");
     record.last_error = error;
 }
 
@@ -290,6 +315,7 @@ async fn finish(state: &NodeState, id: &str, record: &OutboxRecord, entry: Optio
         again.state = pb::DeliveryState::Queued as i32;
         again.receipt = None;
         retry(
+            id,
             &mut again,
             "the audit log could not record the outcome".into(),
         );
@@ -299,8 +325,15 @@ async fn finish(state: &NodeState, id: &str, record: &OutboxRecord, entry: Optio
 }
 
 async fn save(state: &NodeState, id: &str, record: &OutboxRecord) {
-    if let Err(e) = state.store.outbox_update(id, record).await {
-        tracing::error!(message_id = id, error = %e, "cannot record the delivery outcome; it will be retried");
+    match state.store.outbox_update(id, record).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            message_id = id,
+            "the message had already reached a final state; outcome not stored"
+        ),
+        Err(e) => {
+            tracing::error!(message_id = id, error = %e, "cannot record the delivery outcome; it will be retried")
+        }
     }
 }
 

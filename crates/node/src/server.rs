@@ -312,7 +312,7 @@ impl PreparedNode {
                 })
             },
         );
-        tracing::debug!(local_roots = self.local_verifier_roots, "listeners ready");
+        tracing::info!(node = %state.node_id, local_roots = self.local_verifier_roots, "node started");
         let (stop_tx, stop_rx) = watch::channel(false);
         let worker = tokio::spawn(delivery::run(Arc::clone(&state), stop_rx.clone()));
         // A first checkpoint before serving, so receipts always carry one.

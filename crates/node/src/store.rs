@@ -151,27 +151,38 @@ impl Store {
     }
 
     /// Replaces the outbox record of `message_id`, durably. A record that left the queued state
-    /// leaves the pending queue in the same transaction.
+    /// leaves the pending queue in the same transaction. A record already in a final state
+    /// (delivered, refused, expired) is never changed: returns `false` then.
     pub async fn outbox_update(
         &self,
         message_id: &str,
         record: &OutboxRecord,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let bytes = record.encode_to_vec();
-        let still_queued = record.state == kinbridge_proto::v1::DeliveryState::Queued as i32;
+        let queued = kinbridge_proto::v1::DeliveryState::Queued as i32;
+        let still_queued = record.state == queued;
         let sequence = record.queue_sequence.to_be_bytes();
-        (&self.outbox, &self.outbox_pending)
+        let updated = (&self.outbox, &self.outbox_pending)
             .transaction(|(outbox, pending)| {
+                if let Some(current) = outbox.get(message_id.as_bytes())? {
+                    let final_state =
+                        OutboxRecord::decode(current.as_ref()).is_ok_and(|c| c.state != queued);
+                    if final_state {
+                        return Ok(false);
+                    }
+                }
                 outbox.insert(message_id.as_bytes(), bytes.as_slice())?;
                 if !still_queued {
                     pending.remove(&sequence)?;
                 }
-                Ok::<_, ConflictableTransactionError<()>>(())
+                Ok::<_, ConflictableTransactionError<()>>(true)
             })
             .map_err(tx_error)?;
         self.commit().await?;
-        self.outbox_version.send_modify(|v| *v += 1);
-        Ok(())
+        if updated {
+            self.outbox_version.send_modify(|v| *v += 1);
+        }
+        Ok(updated)
     }
 
     /// Watches outbox changes.

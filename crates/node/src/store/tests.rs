@@ -93,3 +93,26 @@ async fn first_receipts_get_distinct_sequences() {
     }
     assert_eq!(store.inbox_page(0, 10, false).expect("page").len(), 2);
 }
+
+#[tokio::test]
+async fn a_final_outbox_state_is_never_overwritten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let queued = OutboxRecord {
+        state: kinbridge_proto::v1::DeliveryState::Queued as i32,
+        ..Default::default()
+    };
+    store.enqueue("a", queued).await.expect("enqueue");
+    let stale = store.pending(10).expect("pending")[0].1.clone();
+    let mut delivered = stale.clone();
+    delivered.state = kinbridge_proto::v1::DeliveryState::Delivered as i32;
+    assert!(store.outbox_update("a", &delivered).await.expect("update"));
+    // A late attempt working from the stale queued snapshot must not undo the delivery.
+    let mut late = stale;
+    late.last_error = "tcp connect error".into();
+    assert!(!store.outbox_update("a", &late).await.expect("update"));
+    assert_eq!(
+        store.outbox_get("a").expect("get").map(|r| r.state),
+        Some(delivered.state)
+    );
+}
