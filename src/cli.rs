@@ -69,7 +69,19 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match e.downcast_ref::<tonic::Status>() {
+                Some(status) => {
+                    let reason = kinbridge_node::status::refusal_code(status)
+                        .map(|r| format!(" [{r}]"))
+                        .unwrap_or_default();
+                    eprintln!(
+                        "error: the node answered {:?}{reason}: {}",
+                        status.code(),
+                        status.message()
+                    );
+                }
+                None => eprintln!("error: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }
