@@ -25,18 +25,11 @@ fn run_cli(args: &[&std::ffi::OsStr]) -> (bool, String) {
 async fn a_real_exchange_leaves_logs_that_verify_and_reconcile() {
     let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
     let mut zambia = fed.local("ZM-DSW", "caseworker");
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let id = zambia
-            .submit_referral(submit_request("MW-DSW"))
-            .await
-            .expect("submit")
-            .into_inner()
-            .message_id;
-        let d = wait_delivery(&mut zambia, &id).await;
-        assert_eq!(d.state, pb::DeliveryState::Delivered as i32);
-        ids.push(id);
-    }
+    let ids: Vec<String> = deliver_referrals(&mut zambia, "MW-DSW", 3)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     // A refusal, and an acknowledgement.
     let forged = seal_envelope(
         &draft("ZM-DSW", "MW-DSW"),
@@ -194,15 +187,7 @@ async fn a_real_exchange_leaves_logs_that_verify_and_reconcile() {
 async fn proofs_served_by_a_node_check_against_its_checkpoint() {
     let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
     let mut zambia = fed.local("ZM-DSW", "caseworker");
-    for _ in 0..5 {
-        let id = zambia
-            .submit_referral(submit_request("MW-DSW"))
-            .await
-            .expect("submit")
-            .into_inner()
-            .message_id;
-        wait_delivery(&mut zambia, &id).await;
-    }
+    deliver_referrals(&mut zambia, "MW-DSW", 5).await;
     let files = fed.files("MW-DSW");
     let mut auditor = kinbridge_node::client::audit_client(
         &fed.node("MW-DSW").local_addr.to_string(),
@@ -352,54 +337,18 @@ async fn proofs_served_by_a_node_check_against_its_checkpoint() {
 #[tokio::test]
 async fn check_peers_passes_and_then_exposes_a_rewritten_log() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pki = dir.path().join("certs-dev");
-    kinbridge_node::devpki::ensure(&pki, &[node_id("ZM-DSW"), node_id("MW-DSW")]).expect("pki");
-    let mw_toml = dev_config_toml(&pki, "MW-DSW", &dir.path().join("mw"), &[("ZM-DSW", None)]);
-    let mw_config = dir.path().join("malawi.toml");
-    std::fs::write(&mw_config, &mw_toml).expect("write");
-    let malawi = NodeProcess::start(&mw_config);
-    let (peer_port, local_port) = (malawi.peer_addr.port(), malawi.local_addr.port());
-    std::fs::write(&mw_config, with_ports(&mw_toml, peer_port, local_port)).expect("pin ports");
-    let zm_config = dir.path().join("zambia.toml");
-    let endpoint = format!("https://{}", malawi.peer_addr);
-    std::fs::write(
-        &zm_config,
-        dev_config_toml(
-            &pki,
-            "ZM-DSW",
-            &dir.path().join("zm"),
-            &[("MW-DSW", Some(endpoint))],
-        ),
-    )
-    .expect("write");
-    let zambia = NodeProcess::start(&zm_config);
-
+    let mut nodes = TwoNodes::start(dir.path());
+    let pki = nodes.pki.clone();
     let zm_files = kinbridge_node::devpki::DevNodeFiles::new(&pki, &node_id("ZM-DSW"));
-    let mut client = kinbridge_node::client::local_client(
-        &zambia.local_addr.to_string(),
-        &zm_files.ca_cert(),
-        &zm_files.client_cert("caseworker"),
-        &zm_files.client_key("caseworker"),
-    )
-    .expect("client");
-    for _ in 0..4 {
-        let id = client
-            .submit_referral(submit_request("MW-DSW"))
-            .await
-            .expect("submit")
-            .into_inner()
-            .message_id;
-        assert_eq!(
-            wait_delivery(&mut client, &id).await.state,
-            pb::DeliveryState::Delivered as i32
-        );
-    }
+    let mut client = nodes.client("ZM-DSW", "caseworker");
+    deliver_referrals(&mut client, "MW-DSW", 4).await;
+    let (zm_config, zm_local) = (nodes.zm_config.clone(), nodes.zambia.local_addr);
     let check = |expect_ok: bool| {
         let out = kinbridge()
             .args(["audit", "check-peers", "--config"])
             .arg(&zm_config)
             .arg("--node")
-            .arg(zambia.local_addr.to_string())
+            .arg(zm_local.to_string())
             .arg("--cert")
             .arg(zm_files.client_cert("auditor"))
             .arg("--key")
@@ -417,7 +366,7 @@ async fn check_peers_passes_and_then_exposes_a_rewritten_log() {
     // Wait until Malawi has signed a checkpoint covering the four receipts.
     let mw_files = kinbridge_node::devpki::DevNodeFiles::new(&pki, &node_id("MW-DSW"));
     let mut mw_auditor = kinbridge_node::client::audit_client(
-        &malawi.local_addr.to_string(),
+        &nodes.malawi.local_addr.to_string(),
         &mw_files.ca_cert(),
         &mw_files.client_cert("auditor"),
         &mw_files.client_key("auditor"),
@@ -438,7 +387,8 @@ async fn check_peers_passes_and_then_exposes_a_rewritten_log() {
     assert!(check(true).contains("OK   MW-DSW: consistent from size 4 to 4"));
 
     // Malawi's operator rewrites an old entry and discards the signed checkpoints.
-    malawi.kill();
+    let peer_port = nodes.malawi.peer_addr.port();
+    nodes.kill_malawi();
     let audit_dir = dir.path().join("mw/audit");
     let entries_path = audit_dir.join("entries.log");
     let mut records: Vec<Vec<u8>> =
@@ -457,11 +407,9 @@ async fn check_peers_passes_and_then_exposes_a_rewritten_log() {
         .journal;
     journal.append(&records).expect("rewrite");
     drop(journal);
-    let malawi = NodeProcess::start(&mw_config);
-    assert_eq!(malawi.peer_addr.port(), peer_port);
+    nodes.start_malawi();
+    assert_eq!(nodes.malawi.peer_addr.port(), peer_port);
 
     let text = check(false);
     assert!(text.contains("FAIL MW-DSW: inconsistent"), "{text}");
-    zambia.kill();
-    malawi.kill();
 }

@@ -106,28 +106,9 @@ fn dev_certs_is_idempotent_and_example_configs_load() {
 #[tokio::test]
 async fn send_and_inbox_against_node_processes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pki = dir.path().join("certs-dev");
-    kinbridge_node::devpki::ensure(&pki, &[node_id("ZM-DSW"), node_id("MW-DSW")]).expect("pki");
-    let mw_config = dir.path().join("malawi.toml");
-    std::fs::write(
-        &mw_config,
-        dev_config_toml(&pki, "MW-DSW", &dir.path().join("mw"), &[("ZM-DSW", None)]),
-    )
-    .expect("write");
-    let malawi = NodeProcess::start(&mw_config);
-    let zm_config = dir.path().join("zambia.toml");
-    let endpoint = format!("https://{}", malawi.peer_addr);
-    std::fs::write(
-        &zm_config,
-        dev_config_toml(
-            &pki,
-            "ZM-DSW",
-            &dir.path().join("zm"),
-            &[("MW-DSW", Some(endpoint))],
-        ),
-    )
-    .expect("write");
-    let zambia = NodeProcess::start(&zm_config);
+    let nodes = TwoNodes::start(dir.path());
+    let (zm_config, mw_config) = (&nodes.zm_config, &nodes.mw_config);
+    let (zambia, malawi) = (&nodes.zambia, &nodes.malawi);
 
     let mut send = kinbridge();
     send.args([
@@ -142,7 +123,7 @@ async fn send_and_inbox_against_node_processes() {
         "separated",
     ])
     .arg("--config")
-    .arg(&zm_config)
+    .arg(zm_config)
     .arg("--node")
     .arg(zambia.local_addr.to_string());
     let out = run_bounded(send);
@@ -155,7 +136,7 @@ async fn send_and_inbox_against_node_processes() {
         let mut cmd = kinbridge();
         cmd.arg("inbox")
             .arg("--config")
-            .arg(&mw_config)
+            .arg(mw_config)
             .arg("--node")
             .arg(malawi.local_addr.to_string())
             .args(extra);
@@ -177,8 +158,6 @@ async fn send_and_inbox_against_node_processes() {
     assert!(inbox(&["--ack", &sequence]).contains("acknowledged"));
     assert!(inbox(&[]).contains("is empty"));
     assert!(inbox(&["--all"]).contains("(acknowledged)"));
-    zambia.kill();
-    malawi.kill();
 }
 
 #[test]

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::*;
 use kinbridge_audit::reconcile::{Mismatch, reconcile};
-use kinbridge_node::devpki::DevNodeFiles;
 use kinbridge_proto::v1 as pb;
 use rand::{Rng, SeedableRng};
 
@@ -31,44 +30,10 @@ async fn sigkill_at_random_instants_loses_no_acknowledged_event() {
     let root = std::env::var_os("KINBRIDGE_TEST_DIR")
         .map_or_else(|| tmp.path().to_path_buf(), std::path::PathBuf::from);
     std::fs::create_dir_all(&root).expect("test dir");
-    let pki = root.join("certs-dev");
-    kinbridge_node::devpki::ensure(&pki, &[node_id("ZM-DSW"), node_id("MW-DSW")]).expect("pki");
-
-    let mw_toml = dev_config_toml(&pki, "MW-DSW", &root.join("mw"), &[("ZM-DSW", None)]);
-    let mw_config = root.join("malawi.toml");
-    std::fs::write(&mw_config, &mw_toml).expect("write");
-    let mut malawi = NodeProcess::start(&mw_config);
-    std::fs::write(
-        &mw_config,
-        with_ports(&mw_toml, malawi.peer_addr.port(), malawi.local_addr.port()),
-    )
-    .expect("pin");
-    let endpoint = format!("https://{}", malawi.peer_addr);
-    let zm_toml = dev_config_toml(
-        &pki,
-        "ZM-DSW",
-        &root.join("zm"),
-        &[("MW-DSW", Some(endpoint))],
-    );
-    let zm_config = root.join("zambia.toml");
-    std::fs::write(&zm_config, &zm_toml).expect("write");
-    let mut zambia = NodeProcess::start(&zm_config);
-    std::fs::write(
-        &zm_config,
-        with_ports(&zm_toml, zambia.peer_addr.port(), zambia.local_addr.port()),
-    )
-    .expect("pin");
-    let (zm_local, mw_local) = (zambia.local_addr, malawi.local_addr);
-    let zm_files = DevNodeFiles::new(&pki, &node_id("ZM-DSW"));
-    let client = || {
-        kinbridge_node::client::local_client(
-            &zm_local.to_string(),
-            &zm_files.ca_cert(),
-            &zm_files.client_cert("caseworker"),
-            &zm_files.client_key("caseworker"),
-        )
-        .expect("client")
-    };
+    let mut nodes = TwoNodes::start(&root);
+    let pki = nodes.pki.clone();
+    let (zm_local, mw_local) = (nodes.zambia.local_addr, nodes.malawi.local_addr);
+    let client = || client_for(&pki, "ZM-DSW", "caseworker", zm_local);
 
     let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
     for round in 0..ROUNDS {
@@ -99,11 +64,9 @@ async fn sigkill_at_random_instants_loses_no_acknowledged_event() {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(20..300))).await;
         let victim_is_receiver = round % 2 == 0;
         if victim_is_receiver {
-            malawi.kill();
-            malawi = NodeProcess::start(&mw_config);
+            nodes.restart_malawi();
         } else {
-            zambia.kill();
-            zambia = NodeProcess::start(&zm_config);
+            nodes.restart_zambia();
         }
         let _ = stop_tx.send(true);
         tokio::time::timeout(WAIT, submitter)
@@ -168,14 +131,7 @@ async fn sigkill_at_random_instants_loses_no_acknowledged_event() {
             d.last_error
         );
     }
-    let mw_files = DevNodeFiles::new(&pki, &node_id("MW-DSW"));
-    let mut mw = kinbridge_node::client::local_client(
-        &mw_local.to_string(),
-        &mw_files.ca_cert(),
-        &mw_files.client_cert("caseworker"),
-        &mw_files.client_key("caseworker"),
-    )
-    .expect("client");
+    let mut mw = client_for(&pki, "MW-DSW", "caseworker", mw_local);
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut after = 0;
     loop {
@@ -219,6 +175,4 @@ async fn sigkill_at_random_instants_loses_no_acknowledged_event() {
         }
     }
     assert!(report.matched >= ids.len());
-    zambia.kill();
-    malawi.kill();
 }

@@ -228,12 +228,7 @@ async fn redelivery_gets_the_original_receipt_and_a_reused_id_is_a_replay() {
 
     // The inbox holds the message once (plus the good one sent after the refusal).
     let mut malawi = fed.local("MW-DSW", "caseworker");
-    let items = malawi
-        .list_inbox(pb::ListInboxRequest::default())
-        .await
-        .expect("list")
-        .into_inner()
-        .items;
+    let items = open_inbox(&mut malawi).await;
     let id = d.message_id.to_string();
     assert_eq!(items.iter().filter(|i| i.message_id == id).count(), 1);
     assert_eq!(items.len(), 2);

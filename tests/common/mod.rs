@@ -226,12 +226,22 @@ pub fn kinbridge() -> Command {
 
 /// A `kinbridge node` process, killed when dropped.
 pub struct NodeProcess {
-    pub child: Child,
+    pub child: Option<Child>,
     pub peer_addr: SocketAddr,
     pub local_addr: SocketAddr,
 }
 
 impl NodeProcess {
+    /// Stands for no process, while one is being replaced.
+    fn placeholder() -> Self {
+        let none: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        Self {
+            child: None,
+            peer_addr: none,
+            local_addr: none,
+        }
+    }
+
     /// Starts `kinbridge node --config config` and waits (bounded) for its ready line. The
     /// node's log is appended to the config's path with the extension `log`.
     pub fn start(config: &Path) -> Self {
@@ -269,7 +279,7 @@ impl NodeProcess {
         };
         let (peer_addr, local_addr) = (addr("peer="), addr("local="));
         Self {
-            child,
+            child: Some(child),
             peer_addr,
             local_addr,
         }
@@ -277,15 +287,19 @@ impl NodeProcess {
 
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(mut self) {
-        self.child.kill().expect("kill");
-        self.child.wait().expect("wait");
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill");
+            child.wait().expect("wait");
+        }
     }
 }
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -388,4 +402,142 @@ pub fn entries(export: &kinbridge_audit::export::VerifiedExport) -> Vec<pb::Audi
 /// How many entries have `event`.
 pub fn count(entries: &[pb::AuditEntry], event: pb::AuditEvent) -> usize {
     entries.iter().filter(|e| e.event == event as i32).count()
+}
+
+/// A local-service client of the node `node` at `addr`, with the development certificate of
+/// `role` from the PKI at `pki`.
+pub fn client_for(
+    pki: &Path,
+    node: &str,
+    role: &str,
+    addr: SocketAddr,
+) -> LocalServiceClient<Channel> {
+    let files = DevNodeFiles::new(pki, &node_id(node));
+    kinbridge_node::client::local_client(
+        &addr.to_string(),
+        &files.ca_cert(),
+        &files.client_cert(role),
+        &files.client_key(role),
+    )
+    .expect("local client")
+}
+
+/// Zambia sending to Malawi, both as real `kinbridge node` processes with a fresh development
+/// PKI under `root`. Ports are chosen by the OS at first start and then pinned in the configs,
+/// so either node can be killed and restarted where the other expects it.
+pub struct TwoNodes {
+    pub pki: PathBuf,
+    pub zm_config: PathBuf,
+    pub mw_config: PathBuf,
+    pub zambia: NodeProcess,
+    pub malawi: NodeProcess,
+}
+
+impl TwoNodes {
+    pub fn start(root: &Path) -> Self {
+        let pki = root.join("certs-dev");
+        devpki::ensure(&pki, &[node_id("ZM-DSW"), node_id("MW-DSW")]).expect("pki");
+        // Malawi only receives here, so Zambia needs no endpoint in its registry.
+        let mw_toml = dev_config_toml(&pki, "MW-DSW", &root.join("mw"), &[("ZM-DSW", None)]);
+        let mw_config = root.join("malawi.toml");
+        std::fs::write(&mw_config, &mw_toml).expect("write");
+        let malawi = NodeProcess::start(&mw_config);
+        std::fs::write(
+            &mw_config,
+            with_ports(&mw_toml, malawi.peer_addr.port(), malawi.local_addr.port()),
+        )
+        .expect("pin");
+        let endpoint = format!("https://{}", malawi.peer_addr);
+        let zm_toml = dev_config_toml(
+            &pki,
+            "ZM-DSW",
+            &root.join("zm"),
+            &[("MW-DSW", Some(endpoint))],
+        );
+        let zm_config = root.join("zambia.toml");
+        std::fs::write(&zm_config, &zm_toml).expect("write");
+        let zambia = NodeProcess::start(&zm_config);
+        std::fs::write(
+            &zm_config,
+            with_ports(&zm_toml, zambia.peer_addr.port(), zambia.local_addr.port()),
+        )
+        .expect("pin");
+        Self {
+            pki,
+            zm_config,
+            mw_config,
+            zambia,
+            malawi,
+        }
+    }
+
+    /// SIGKILLs Malawi and starts it again on the same store and ports.
+    pub fn restart_malawi(&mut self) {
+        self.kill_malawi();
+        self.start_malawi();
+    }
+
+    /// SIGKILLs Malawi and waits for it to be gone.
+    pub fn kill_malawi(&mut self) {
+        std::mem::replace(&mut self.malawi, NodeProcess::placeholder()).kill();
+    }
+
+    /// Starts Malawi on its pinned ports.
+    pub fn start_malawi(&mut self) {
+        self.malawi = NodeProcess::start(&self.mw_config);
+    }
+
+    /// SIGKILLs Zambia and starts it again on the same store and ports.
+    pub fn restart_zambia(&mut self) {
+        let old = std::mem::replace(&mut self.zambia, NodeProcess::placeholder());
+        old.kill();
+        self.zambia = NodeProcess::start(&self.zm_config);
+    }
+
+    /// A local-service client of `node` (`ZM-DSW` or `MW-DSW`) as `role`.
+    pub fn client(&self, node: &str, role: &str) -> LocalServiceClient<Channel> {
+        let addr = if node == "ZM-DSW" {
+            self.zambia.local_addr
+        } else {
+            self.malawi.local_addr
+        };
+        client_for(&self.pki, node, role, addr)
+    }
+}
+
+/// Submits `n` referrals for `to` one after the other, waiting for each to be delivered.
+/// Returns each message id with its delivery (holding the recipient's receipt).
+pub async fn deliver_referrals(
+    client: &mut LocalServiceClient<Channel>,
+    to: &str,
+    n: usize,
+) -> Vec<(String, pb::GetDeliveryResponse)> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = client
+            .submit_referral(submit_request(to))
+            .await
+            .expect("submit")
+            .into_inner()
+            .message_id;
+        let d = wait_delivery(client, &id).await;
+        assert_eq!(
+            d.state,
+            pb::DeliveryState::Delivered as i32,
+            "{id}: {}",
+            d.last_error
+        );
+        out.push((id, d));
+    }
+    out
+}
+
+/// The unacknowledged items of an inbox (first page).
+pub async fn open_inbox(client: &mut LocalServiceClient<Channel>) -> Vec<pb::InboxItem> {
+    client
+        .list_inbox(pb::ListInboxRequest::default())
+        .await
+        .expect("list inbox")
+        .into_inner()
+        .items
 }
