@@ -7,7 +7,8 @@ mod common;
 
 use common::*;
 use kinbridge_audit::merkle::{leaf_hash, verify_consistency, verify_inclusion};
-use kinbridge_core::{NodeSigningKey, seal_envelope};
+use kinbridge_core::NodeSigningKey;
+use kinbridge_core::envelope::danger::seal_unchecked as seal_envelope;
 use kinbridge_proto::v1 as pb;
 use kinbridge_proto::v1::audit_service_client::AuditServiceClient;
 

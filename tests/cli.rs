@@ -117,6 +117,8 @@ async fn send_and_inbox_against_node_processes() {
         "MW-DSW",
         "--consent",
         "C-77",
+        "--given-by",
+        "guardian",
         "--case-ref",
         "ZM-77",
         "--migratory-status",

@@ -121,10 +121,10 @@ async fn local_requests_are_checked() {
         ),
         (
             pb::SubmitReferralRequest {
-                consent_id: String::new(),
+                consent: None,
                 ..submit_request("MW-DSW")
             },
-            "bad-consent-id",
+            "consent-missing",
         ),
         (
             pb::SubmitReferralRequest {

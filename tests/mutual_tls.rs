@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kinbridge_core::seal_envelope;
+use kinbridge_core::envelope::danger::seal_unchecked as seal_envelope;
 use kinbridge_proto::v1 as pb;
 use kinbridge_proto::v1::local_service_client::LocalServiceClient;
 use kinbridge_proto::v1::peer_service_client::PeerServiceClient;

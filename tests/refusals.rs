@@ -4,7 +4,8 @@
 mod common;
 
 use common::*;
-use kinbridge_core::{NodeSigningKey, SealedEnvelope, UnixMillis, seal_envelope};
+use kinbridge_core::envelope::danger::seal_unchecked as seal_envelope;
+use kinbridge_core::{NodeSigningKey, SealedEnvelope, UnixMillis};
 use kinbridge_proto::v1 as pb;
 use kinbridge_proto::v1::peer_service_client::PeerServiceClient;
 use tonic::Code;

@@ -121,11 +121,27 @@ async fn exchange(certs: &Path, data: &Path, running: &[RunningNode]) -> anyhow:
         }),
         ..Default::default()
     };
+    // The guardian consented, the child's views recorded, to a service referral to Malawi only.
+    let now = kinbridge_core::UnixMillis::now();
+    let consent = pb::ConsentScope {
+        consent_id: "ZM-CONSENT-2026-0042".into(),
+        given_by: pb::ConsentGiver::Guardian as i32,
+        child_views_recorded: true,
+        purposes: vec![pb::Purpose::ServiceReferral as i32],
+        categories: vec![
+            pb::DataCategory::Identity as i32,
+            pb::DataCategory::ProtectionConcerns as i32,
+        ],
+        recipients: vec![mw.node_id.to_string()],
+        valid_from_ms: now.0,
+        expires_at_ms: now.plus_ms(90 * 86_400_000).0,
+        ..Default::default()
+    };
     let submitted = zambia
         .submit_referral(pb::SubmitReferralRequest {
             recipient: mw.node_id.to_string(),
             purpose: pb::Purpose::ServiceReferral as i32,
-            consent_id: "ZM-CONSENT-2026-0042".into(),
+            consent: Some(consent.clone()),
             correlation_id: "ZM-CHP-2026-0042".into(),
             ttl_seconds: 3600,
             referral: Some(referral),

@@ -36,6 +36,33 @@ impl From<PurposeArg> for pb::Purpose {
     }
 }
 
+/// Who gave the consent.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum GiverArg {
+    /// The child.
+    Child,
+    /// A parent.
+    Parent,
+    /// A guardian.
+    Guardian,
+    /// A legal representative.
+    LegalRepresentative,
+    /// No consent could be obtained: a best-interests determination decided.
+    BestInterests,
+}
+
+impl From<GiverArg> for pb::ConsentGiver {
+    fn from(g: GiverArg) -> Self {
+        match g {
+            GiverArg::Child => pb::ConsentGiver::Child,
+            GiverArg::Parent => pb::ConsentGiver::Parent,
+            GiverArg::Guardian => pb::ConsentGiver::Guardian,
+            GiverArg::LegalRepresentative => pb::ConsentGiver::LegalRepresentative,
+            GiverArg::BestInterests => pb::ConsentGiver::BestInterestsDetermination,
+        }
+    }
+}
+
 /// Whether the child travels with caregivers.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum MigratoryArg {
@@ -75,9 +102,27 @@ pub struct Args {
     /// Why the referral is sent.
     #[arg(long, value_enum, default_value = "service-referral")]
     purpose: PurposeArg,
-    /// The consent (or best-interests decision) the transfer relies on.
+    /// The consent (or best-interests decision) the transfer relies on: its reference.
     #[arg(long)]
     consent: String,
+    /// Who gave the consent. With `best-interests`, also give --bid-authority and --legal-basis.
+    #[arg(long, value_enum)]
+    given_by: GiverArg,
+    /// The authority that made the best-interests determination.
+    #[arg(long)]
+    bid_authority: Option<String>,
+    /// The legal basis of the best-interests determination.
+    #[arg(long)]
+    legal_basis: Option<String>,
+    /// The child's views were heard and recorded.
+    #[arg(long)]
+    child_views_recorded: bool,
+    /// How many days the consent is valid from now.
+    #[arg(long, default_value_t = 90)]
+    consent_days: u32,
+    /// A node the recipient may pass the referral on to (repeatable).
+    #[arg(long)]
+    onward: Vec<String>,
     /// Your own case reference.
     #[arg(long, default_value = "")]
     case_ref: String,
@@ -136,11 +181,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         protection_concerns,
         ..Default::default()
     };
+    let categories = kinbridge_core::referral::categories_present(&referral);
+    let now = kinbridge_core::UnixMillis::now();
+    let consent = pb::ConsentScope {
+        consent_id: args.consent.clone(),
+        given_by: pb::ConsentGiver::from(args.given_by) as i32,
+        determining_authority: args.bid_authority.clone().unwrap_or_default(),
+        legal_basis: args.legal_basis.clone().unwrap_or_default(),
+        child_views_recorded: args.child_views_recorded,
+        purposes: vec![pb::Purpose::from(args.purpose) as i32],
+        categories: categories.iter().map(|c| *c as i32).collect(),
+        recipients: vec![args.to.clone()],
+        onward_recipients: args.onward.clone(),
+        valid_from_ms: now.0,
+        expires_at_ms: now.plus_ms(i64::from(args.consent_days) * 86_400_000).0,
+    };
     let submitted = client
         .submit_referral(pb::SubmitReferralRequest {
             recipient: args.to.clone(),
             purpose: pb::Purpose::from(args.purpose) as i32,
-            consent_id: args.consent.clone(),
+            consent: Some(consent),
             correlation_id: args.correlation.clone(),
             ttl_seconds: 0,
             referral: Some(referral),

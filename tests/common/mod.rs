@@ -155,11 +155,32 @@ pub fn sample_referral() -> pb::ReferralPayload {
     }
 }
 
+/// A guardian's consent to a service referral to `to` (and onward to `onward`), of the
+/// identity and protection-concerns categories, valid for a day either side of now.
+pub fn consent_scope(to: &str, onward: &[&str]) -> pb::ConsentScope {
+    let now = UnixMillis::now();
+    pb::ConsentScope {
+        consent_id: "CONSENT-1".into(),
+        given_by: pb::ConsentGiver::Guardian as i32,
+        child_views_recorded: true,
+        purposes: vec![pb::Purpose::ServiceReferral as i32],
+        categories: vec![
+            pb::DataCategory::Identity as i32,
+            pb::DataCategory::ProtectionConcerns as i32,
+        ],
+        recipients: vec![to.into()],
+        onward_recipients: onward.iter().map(|n| (*n).to_owned()).collect(),
+        valid_from_ms: now.plus_ms(-86_400_000).0,
+        expires_at_ms: now.plus_ms(86_400_000).0,
+        ..Default::default()
+    }
+}
+
 pub fn submit_request(to: &str) -> pb::SubmitReferralRequest {
     pb::SubmitReferralRequest {
         recipient: to.into(),
         purpose: pb::Purpose::ServiceReferral as i32,
-        consent_id: "CONSENT-1".into(),
+        consent: Some(consent_scope(to, &[])),
         correlation_id: "TEST-CASE-1".into(),
         ttl_seconds: 3600,
         referral: Some(sample_referral()),
@@ -183,6 +204,8 @@ pub fn draft(from: &str, to: &str) -> EnvelopeDraft {
             pb::DataCategory::Identity,
             pb::DataCategory::ProtectionConcerns,
         ],
+        consent: Some(consent_scope(to, &[])),
+        custody: vec![],
     }
 }
 

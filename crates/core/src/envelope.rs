@@ -4,6 +4,7 @@
 use kinbridge_proto::v1 as pb;
 use prost::Message;
 
+use crate::consent::PermittedTransfer;
 use crate::digest::{EnvelopeDigest, PayloadCommitment, PayloadSalt};
 use crate::ids::{MessageId, NodeId};
 use crate::keys::NodeSigningKey;
@@ -36,6 +37,10 @@ pub struct EnvelopeDraft {
     pub correlation_id: String,
     /// Categories present in the payload, sorted ascending.
     pub data_categories: Vec<pb::DataCategory>,
+    /// The consent scope the transfer relies on.
+    pub consent: Option<pb::ConsentScope>,
+    /// The nodes that held the data before the sender, originator first.
+    pub custody: Vec<NodeId>,
 }
 
 /// An envelope as it crosses the wire: signed header bytes, signature, payload and salt.
@@ -80,13 +85,32 @@ impl From<SealedEnvelope> for pb::Envelope {
     }
 }
 
-/// Seals `payload` under `draft`: commits to the payload with a fresh salt, serializes the
-/// header once, and signs its pre-authentication encoding with `key`.
+/// Seals `payload` under a transfer its consent covers: commits to the payload with a fresh
+/// salt, serializes the header once, and signs its pre-authentication encoding with `key`.
 pub fn seal_envelope(
-    draft: &EnvelopeDraft,
+    permit: &PermittedTransfer,
     payload: Vec<u8>,
     key: &NodeSigningKey,
 ) -> SealedEnvelope {
+    seal(permit.draft(), payload, key)
+}
+
+/// Sealing without the consent check, for tests that play a misbehaving peer.
+pub mod danger {
+    use super::*;
+
+    /// Seals `draft` whether or not its consent covers it. A node never calls this: receivers
+    /// must see what a peer that skips the sender's checks would send.
+    pub fn seal_unchecked(
+        draft: &EnvelopeDraft,
+        payload: Vec<u8>,
+        key: &NodeSigningKey,
+    ) -> SealedEnvelope {
+        seal(draft, payload, key)
+    }
+}
+
+fn seal(draft: &EnvelopeDraft, payload: Vec<u8>, key: &NodeSigningKey) -> SealedEnvelope {
     let salt = PayloadSalt::random();
     let commitment = PayloadCommitment::compute(&salt, &payload);
     let header = pb::EnvelopeHeader {
@@ -103,6 +127,8 @@ pub fn seal_envelope(
         signing_key_id: key.id().to_string(),
         correlation_id: draft.correlation_id.clone(),
         data_categories: draft.data_categories.iter().map(|c| *c as i32).collect(),
+        consent: draft.consent.clone(),
+        custody: draft.custody.iter().map(ToString::to_string).collect(),
     }
     .encode_to_vec();
     let signature = key

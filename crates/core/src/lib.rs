@@ -7,8 +7,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod consent;
 pub mod digest;
 pub mod envelope;
+pub mod firewall;
 pub mod ids;
 pub mod keys;
 pub mod limits;
@@ -18,10 +20,14 @@ pub mod referral;
 pub mod time;
 pub mod verify;
 
+pub use consent::{ConsentViolation, PermittedTransfer, TransferContext, check_transfer};
 pub use digest::{EnvelopeDigest, PayloadCommitment, PayloadSalt, ReceiptDigest};
 pub use envelope::{EnvelopeDraft, SealedEnvelope, seal_envelope};
 pub use ids::{IdError, KeyId, MessageId, NodeId};
 pub use keys::{KeyError, Keyring, NodeSigningKey, PeerKey};
-pub use receipt::{ReceiptError, SignedReceipt, VerifiedReceipt, issue_receipt, verify_receipt};
+pub use receipt::{
+    ReceiptError, SignedReceipt, VerifiedReceipt, issue_receipt, issue_refusal_receipt,
+    verify_receipt,
+};
 pub use time::UnixMillis;
 pub use verify::{Refusal, VerificationPolicy, VerifiedEnvelope, verify_envelope};

@@ -83,6 +83,10 @@ pub struct VerifiedReceipt {
     pub received_at: UnixMillis,
     /// What the receiver states.
     pub status: pb::ReceiptStatus,
+    /// For a refusal: the receiver's reason code.
+    pub refusal_reason: String,
+    /// For a refusal: what exactly was missing.
+    pub refusal_detail: String,
     /// The receipt as received.
     pub signed: SignedReceipt,
 }
@@ -94,6 +98,47 @@ pub fn issue_receipt(
     received_at: UnixMillis,
     key: &NodeSigningKey,
 ) -> SignedReceipt {
+    sign_receipt(
+        envelope,
+        receiver,
+        received_at,
+        key,
+        pb::ReceiptStatus::Accepted,
+        "",
+        "",
+    )
+}
+
+/// Signs a negative receipt: `receiver` verified `envelope` but refused it for `reason`
+/// (a reason code) because of `detail`, and keeps none of its payload.
+pub fn issue_refusal_receipt(
+    envelope: &VerifiedEnvelope,
+    receiver: &NodeId,
+    at: UnixMillis,
+    key: &NodeSigningKey,
+    reason: &str,
+    detail: &str,
+) -> SignedReceipt {
+    sign_receipt(
+        envelope,
+        receiver,
+        at,
+        key,
+        pb::ReceiptStatus::Refused,
+        reason,
+        detail,
+    )
+}
+
+fn sign_receipt(
+    envelope: &VerifiedEnvelope,
+    receiver: &NodeId,
+    received_at: UnixMillis,
+    key: &NodeSigningKey,
+    status: pb::ReceiptStatus,
+    reason: &str,
+    detail: &str,
+) -> SignedReceipt {
     let header = envelope.header();
     let body = pb::ReceiptBody {
         version: RECEIPT_VERSION,
@@ -103,7 +148,9 @@ pub fn issue_receipt(
         envelope_digest: envelope.digest().0.to_vec(),
         received_at_ms: received_at.0,
         signing_key_id: key.id().to_string(),
-        status: pb::ReceiptStatus::Accepted as i32,
+        status: status as i32,
+        refusal_reason: reason.to_owned(),
+        refusal_detail: detail.to_owned(),
     }
     .encode_to_vec();
     let signature = key.sign(&pae(RECEIPT_BODY_TYPE, &body)).to_bytes().to_vec();
@@ -171,6 +218,8 @@ pub fn verify_receipt(
         receiver: receiver.clone(),
         received_at,
         status,
+        refusal_reason: body.refusal_reason.chars().take(64).collect(),
+        refusal_detail: body.refusal_detail.chars().take(512).collect(),
         signed: receipt.clone(),
     })
 }

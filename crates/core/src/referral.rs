@@ -27,6 +27,36 @@ pub fn categories_present(payload: &ReferralPayload) -> Vec<DataCategory> {
     out
 }
 
+/// Data minimisation: clears every category of `payload` that `allowed` (a consent scope's
+/// categories) does not name, so a reader gets only what the consent covers.
+pub fn minimise(payload: &mut ReferralPayload, allowed: &[i32]) {
+    let keep = |c: DataCategory| allowed.contains(&(c as i32));
+    if !keep(DataCategory::Identity) {
+        payload.identity = None;
+    }
+    if !keep(DataCategory::Contact) {
+        payload.contact = None;
+    }
+    if !keep(DataCategory::Family) {
+        payload.family = None;
+    }
+    if !keep(DataCategory::Location) {
+        payload.location = None;
+    }
+    if !keep(DataCategory::ProtectionConcerns) {
+        payload.protection_concerns = None;
+    }
+    if !keep(DataCategory::Health) {
+        payload.health = None;
+    }
+    if !keep(DataCategory::Education) {
+        payload.education = None;
+    }
+    if !keep(DataCategory::LegalStatus) {
+        payload.legal_status = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +74,16 @@ mod tests {
             vec![DataCategory::Identity, DataCategory::Health]
         );
         assert!(categories_present(&ReferralPayload::default()).is_empty());
+    }
+
+    #[test]
+    fn minimise_keeps_only_allowed_categories() {
+        let mut payload = ReferralPayload {
+            health: Some(HealthData::default()),
+            identity: Some(IdentityData::default()),
+            ..Default::default()
+        };
+        minimise(&mut payload, &[DataCategory::Identity as i32]);
+        assert_eq!(categories_present(&payload), vec![DataCategory::Identity]);
     }
 }

@@ -183,6 +183,10 @@ pub struct EnvelopeHeader {
     pub correlation_id: String,
     /// Categories present in the payload.
     pub data_categories: Vec<pb::DataCategory>,
+    /// The consent scope the sender relied on.
+    pub consent: Option<pb::ConsentScope>,
+    /// The nodes that held the data before the sender, originator first.
+    pub custody: Vec<NodeId>,
 }
 
 /// An envelope whose sender binding, signature, payload commitment and time window have all
@@ -334,6 +338,16 @@ fn parse_header(raw: pb::EnvelopeHeader) -> Result<EnvelopeHeader, Refusal> {
     let payload_digest = <[u8; 32]>::try_from(raw.payload_digest.as_slice())
         .map(PayloadCommitment)
         .map_err(|_| malformed("payload digest must be 32 bytes".into()))?;
+    if raw.custody.len() > crate::consent::MAX_SCOPE_NODES {
+        return Err(malformed(format!(
+            "the chain of custody names more than {} nodes",
+            crate::consent::MAX_SCOPE_NODES
+        )));
+    }
+    let mut custody = Vec::with_capacity(raw.custody.len());
+    for node in &raw.custody {
+        custody.push(NodeId::new(node).map_err(|e| malformed(format!("chain of custody: {e}")))?);
+    }
     for (what, value) in [
         ("consent id", &raw.consent_id),
         ("correlation id", &raw.correlation_id),
@@ -359,6 +373,8 @@ fn parse_header(raw: pb::EnvelopeHeader) -> Result<EnvelopeHeader, Refusal> {
         signing_key_id: KeyId::new(&raw.signing_key_id).map_err(|e| malformed(e.to_string()))?,
         correlation_id: raw.correlation_id,
         data_categories,
+        consent: raw.consent,
+        custody,
     })
 }
 

@@ -165,6 +165,7 @@ pub fn with_header(
         entry.consent_id = h.consent_id;
         entry.payload_digest = h.payload_digest;
         entry.data_categories = h.data_categories;
+        entry.custody = h.custody;
     }
     entry.envelope_digest = envelope_digest.to_vec();
     entry

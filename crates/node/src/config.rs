@@ -65,6 +65,11 @@ pub struct NodeConfig {
     pub cli_client: Option<ClientIdentity>,
     /// How often the node signs a checkpoint of its audit log while the log grows.
     pub checkpoint_interval_ms: u64,
+    /// This node's own tags (e.g. `child-protection`, or `immigration-enforcement` for an
+    /// enforcement authority's node, which then receives no child-protection data).
+    pub tags: Vec<String>,
+    /// Purposes this node accepts messages for; `None` accepts every purpose.
+    pub accepted_purposes: Option<Vec<kinbridge_proto::v1::Purpose>>,
 }
 
 /// One peer of the registry.
@@ -122,6 +127,10 @@ struct RawConfig {
     #[serde(default)]
     audit: RawAudit,
     #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
     peers: Vec<RawPeer>,
 }
 
@@ -129,6 +138,19 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawAudit {
     checkpoint_interval_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    accepted_purposes: Option<Vec<String>>,
+}
+
+/// Parses a purpose as written in config and on the command line (`service-referral`).
+pub fn parse_purpose(name: &str) -> Option<kinbridge_proto::v1::Purpose> {
+    let upper = format!("PURPOSE_{}", name.replace('-', "_").to_uppercase());
+    kinbridge_proto::v1::Purpose::from_str_name(&upper)
+        .filter(|p| *p != kinbridge_proto::v1::Purpose::Unspecified)
 }
 
 #[derive(Deserialize)]
@@ -395,6 +417,23 @@ impl Checker<'_> {
                         "a number of milliseconds from 10 to 60000",
                     ));
                 }
+            },
+            tags: raw.tags,
+            accepted_purposes: match raw.policy.accepted_purposes {
+                None => None,
+                Some(names) => Some(
+                    names
+                        .iter()
+                        .map(|n| {
+                            parse_purpose(n).ok_or_else(|| {
+                                self.err(
+                                    "policy.accepted_purposes",
+                                    format!("purposes such as \"service-referral\", \"family-tracing\"; '{n}' is not one"),
+                                )
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
             },
         })
     }

@@ -203,6 +203,23 @@ async fn attempt(state: &NodeState, id: &str) {
                     .map_err(|e| e.to_string())
                 });
             match checked {
+                Ok(verified) if verified.status == pb::ReceiptStatus::Refused => {
+                    // A signed negative receipt: the recipient refused it under its consent
+                    // checks or policy. Final; the submitter sees why.
+                    let mut entry = outbox_entry(state, pb::AuditEvent::DeliveryFailed, &record);
+                    entry.reason = verified.refusal_reason.clone();
+                    entry.receipt_digest = verified.signed.digest().0.to_vec();
+                    entry.peer_checkpoint =
+                        witness(state, &recipient, &peer.keyring, &checkpoint).await;
+                    record.state = pb::DeliveryState::Refused as i32;
+                    record.last_error = format!(
+                        "{recipient} refused it with a signed receipt: {}: {}",
+                        verified.refusal_reason, verified.refusal_detail
+                    );
+                    record.receipt = Some(verified.signed.into());
+                    tracing::warn!(message_id = id, %recipient, reason = %entry.reason, "refused by the recipient's consent checks or policy");
+                    return finish(state, id, &record, Some(entry)).await;
+                }
                 Ok(verified) => {
                     let mut entry = outbox_entry(state, pb::AuditEvent::Delivered, &record);
                     entry.receipt_digest = verified.signed.digest().0.to_vec();

@@ -19,7 +19,9 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
-use crate::identity::{CLIENT_URI_PREFIX, DEV_MARKER, NODE_URI_PREFIX, ROLE_URI_PREFIX};
+use crate::identity::{
+    CLIENT_URI_PREFIX, DEV_MARKER, NODE_URI_PREFIX, ROLE_URI_PREFIX, TAG_URI_PREFIX,
+};
 
 /// Roles that get a development client certificate.
 pub const DEV_ROLES: [&str; 4] = ["caseworker", "system", "auditor", "admin"];
@@ -367,6 +369,8 @@ pub fn node_config(
             private_key: own.client_key("caseworker"),
         }),
         checkpoint_interval_ms: crate::config::DEFAULT_CHECKPOINT_INTERVAL_MS,
+        tags: vec!["child-protection".into()],
+        accepted_purposes: None,
     }
 }
 
@@ -375,6 +379,40 @@ pub fn dev_key_id(node: &NodeId) -> KeyId {
     // A node id followed by "-dev1" is always a valid key id.
     KeyId::new(&format!("{node}-dev1"))
         .unwrap_or_else(|_| unreachable!("node ids make valid key ids"))
+}
+
+/// Issues, from the local CA of `node` under `root`, a local-client certificate for `name`
+/// with `role` and `tags` (e.g. `immigration-enforcement`), written to `cert_path` and
+/// `key_path`. Tests use it for clients the standard development set does not have.
+pub fn issue_local_client(
+    root: &Path,
+    node: &NodeId,
+    name: &str,
+    role: &str,
+    tags: &[&str],
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(), DevPkiError> {
+    let files = DevNodeFiles::new(root, node);
+    let mut created = Vec::new();
+    let (ca, _) = ensure_ca(
+        &files.dir,
+        "local-ca",
+        &format!("{node} local clients CA"),
+        &mut created,
+    )?;
+    let mut params = leaf_params(&format!("{node} {name}"))?;
+    params.subject_alt_names = vec![
+        san_uri(&format!("{CLIENT_URI_PREFIX}{name}"))?,
+        san_uri(&format!("{ROLE_URI_PREFIX}{role}"))?,
+    ];
+    for tag in tags {
+        params
+            .subject_alt_names
+            .push(san_uri(&format!("{TAG_URI_PREFIX}{tag}"))?);
+    }
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    issue(&params, &ca, cert_path, key_path, &mut created)
 }
 
 /// Issues, from the node CA of `issuer_node` under `root`, a node certificate naming `named`,

@@ -16,6 +16,9 @@ pub const NODE_URI_PREFIX: &str = "urn:kinbridge:node:";
 pub const CLIENT_URI_PREFIX: &str = "urn:kinbridge:client:";
 /// URI prefix naming a local client's role in a certificate.
 pub const ROLE_URI_PREFIX: &str = "urn:kinbridge:role:";
+/// URI prefix naming a tag of a local client in a certificate (e.g.
+/// `urn:kinbridge:tag:immigration-enforcement`).
+pub const TAG_URI_PREFIX: &str = "urn:kinbridge:tag:";
 /// Organisation name of every certificate the development PKI issues. A node refuses
 /// material carrying it unless its config says `development = true`.
 pub const DEV_MARKER: &str = "kinbridge DEVELOPMENT PKI - not for production";
@@ -63,6 +66,8 @@ pub struct LocalClient {
     pub name: String,
     /// Its role.
     pub role: Role,
+    /// Its tags; the firewall reads them.
+    pub tags: Vec<String>,
 }
 
 /// Why a certificate does not name a valid identity.
@@ -126,9 +131,15 @@ pub fn local_client_of(cert: &CertificateDer<'_>) -> Result<LocalClient, Identit
         what: "role",
         value: role_name.chars().take(32).collect(),
     })?;
+    let tags = uris
+        .iter()
+        .filter_map(|u| u.strip_prefix(TAG_URI_PREFIX))
+        .map(|t| t.chars().take(64).collect())
+        .collect();
     Ok(LocalClient {
         name: name.chars().take(64).collect(),
         role,
+        tags,
     })
 }
 

@@ -8,8 +8,10 @@ use std::time::Duration;
 use futures::Stream;
 use kinbridge_core::envelope::EnvelopeDraft;
 use kinbridge_core::limits::{MAX_MESSAGE_LIFETIME_MS, MAX_PAYLOAD_BYTES, MAX_REFERENCE_BYTES};
-use kinbridge_core::referral::categories_present;
-use kinbridge_core::{MessageId, NodeId, UnixMillis, seal_envelope};
+use kinbridge_core::referral::{categories_present, minimise};
+use kinbridge_core::{
+    MessageId, NodeId, TransferContext, UnixMillis, check_transfer, firewall, seal_envelope,
+};
 use kinbridge_proto::v1 as pb;
 use kinbridge_proto::v1::local_service_server::LocalService;
 use prost::Message;
@@ -18,7 +20,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::identity::{LocalClient, Role};
 use crate::server::NodeState;
-use crate::status::{refused, store_status};
+use crate::status::{consent_status, refused, store_status};
 use crate::store::{InboxRecord, OutboxRecord};
 use crate::tls::ConnInfo;
 
@@ -136,34 +138,7 @@ impl LocalService for LocalApi {
             Ok(sealed) => sealed,
             Err(status) => return Err(self.refuse(&client.name, status).await),
         };
-        let state = &self.state;
-        let envelope = record.envelope.as_ref().map(|e| {
-            (
-                e.header.clone(),
-                kinbridge_core::EnvelopeDigest::compute(&e.header, &e.signature),
-            )
-        });
-        if let Some((header, digest)) = envelope {
-            let mut entry = crate::audit::with_header(
-                state.auditor.entry(pb::AuditEvent::Submitted),
-                &header,
-                &digest.0,
-            );
-            entry.actor = client.name.clone();
-            state.auditor.record(&entry).await?;
-        }
-        let recipient = record.recipient.clone();
-        state
-            .store
-            .enqueue(&message_id, record)
-            .await
-            .map_err(|e| store_status(&e))?;
-        state.delivery_wake.notify_one();
-        tracing::info!(%message_id, %recipient, "referral queued");
-        Ok(Response::new(pb::SubmitReferralResponse {
-            message_id,
-            state: pb::DeliveryState::Queued as i32,
-        }))
+        self.queue(&client, message_id, record).await
     }
 
     async fn get_delivery(
@@ -195,6 +170,13 @@ impl LocalService for LocalApi {
     ) -> Result<Response<pb::AcknowledgeInboxItemResponse>, Status> {
         self.acknowledge_inner(request).await
     }
+
+    async fn forward_referral(
+        &self,
+        request: Request<pb::ForwardReferralRequest>,
+    ) -> Result<Response<pb::SubmitReferralResponse>, Status> {
+        self.forward_inner(request).await
+    }
 }
 
 impl LocalApi {
@@ -204,9 +186,69 @@ impl LocalApi {
         &self,
         req: pb::SubmitReferralRequest,
     ) -> Result<(String, OutboxRecord), Status> {
-        let state = &self.state;
         let recipient =
             NodeId::new(&req.recipient).map_err(|e| invalid("bad-recipient", e.to_string()))?;
+        let purpose = pb::Purpose::try_from(req.purpose)
+            .ok()
+            .filter(|p| *p != pb::Purpose::Unspecified)
+            .ok_or_else(|| {
+                invalid(
+                    "bad-purpose",
+                    "purpose is required: one of the Purpose values other than UNSPECIFIED",
+                )
+            })?;
+        let consent = req.consent.ok_or_else(|| {
+            refused(
+                Code::FailedPrecondition,
+                "consent-missing",
+                "consent is required: the scope the child, guardian or a best-interests determination allowed",
+            )
+        })?;
+        if consent.consent_id.is_empty() || consent.consent_id.len() > MAX_REFERENCE_BYTES {
+            return Err(invalid(
+                "bad-consent-id",
+                format!("consent.consent_id is required, at most {MAX_REFERENCE_BYTES} bytes"),
+            ));
+        }
+        if req.correlation_id.len() > MAX_REFERENCE_BYTES {
+            return Err(invalid(
+                "bad-correlation-id",
+                format!("correlation_id is at most {MAX_REFERENCE_BYTES} bytes"),
+            ));
+        }
+        let referral = req
+            .referral
+            .ok_or_else(|| invalid("no-referral", "referral is required"))?;
+        let payload = referral.encode_to_vec();
+        let now = UnixMillis::now();
+        let draft = EnvelopeDraft {
+            message_id: MessageId::random(),
+            kind: pb::MessageKind::Referral,
+            sender: self.state.node_id.clone(),
+            recipient,
+            created_at: now,
+            expires_at: now,
+            purpose,
+            consent_id: consent.consent_id.clone(),
+            correlation_id: req.correlation_id,
+            data_categories: categories_present(&referral),
+            consent: Some(consent),
+            custody: Vec::new(),
+        };
+        self.seal_checked(draft, payload, req.ttl_seconds)
+    }
+
+    /// Checks `draft` against the registry, its consent scope and the firewall, and seals it
+    /// with `payload`. The message lives `ttl_seconds` (0: the node's default), never past its
+    /// consent's expiry.
+    fn seal_checked(
+        &self,
+        mut draft: EnvelopeDraft,
+        payload: Vec<u8>,
+        ttl_seconds: u32,
+    ) -> Result<(String, OutboxRecord), Status> {
+        let state = &self.state;
+        let recipient = draft.recipient.clone();
         let peer = state.registry.get(&recipient).ok_or_else(|| {
             refused(
                 Code::FailedPrecondition,
@@ -223,31 +265,7 @@ impl LocalApi {
                 ),
             ));
         }
-        let purpose = pb::Purpose::try_from(req.purpose)
-            .ok()
-            .filter(|p| *p != pb::Purpose::Unspecified)
-            .ok_or_else(|| {
-                invalid(
-                    "bad-purpose",
-                    "purpose is required: one of the Purpose values other than UNSPECIFIED",
-                )
-            })?;
-        if req.consent_id.is_empty() || req.consent_id.len() > MAX_REFERENCE_BYTES {
-            return Err(invalid(
-                "bad-consent-id",
-                format!("consent_id is required, at most {MAX_REFERENCE_BYTES} bytes"),
-            ));
-        }
-        if req.correlation_id.len() > MAX_REFERENCE_BYTES {
-            return Err(invalid(
-                "bad-correlation-id",
-                format!("correlation_id is at most {MAX_REFERENCE_BYTES} bytes"),
-            ));
-        }
-        let referral = req
-            .referral
-            .ok_or_else(|| invalid("no-referral", "referral is required"))?;
-        let ttl_ms = match req.ttl_seconds {
+        let ttl_ms = match ttl_seconds {
             0 => state.message_ttl_ms,
             s => i64::from(s) * 1000,
         };
@@ -257,7 +275,6 @@ impl LocalApi {
                 format!("ttl_seconds is at most {}", MAX_MESSAGE_LIFETIME_MS / 1000),
             ));
         }
-        let payload = referral.encode_to_vec();
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(invalid(
                 "oversized",
@@ -268,20 +285,17 @@ impl LocalApi {
             ));
         }
         let now = UnixMillis::now();
-        let draft = EnvelopeDraft {
-            message_id: MessageId::random(),
-            kind: pb::MessageKind::Referral,
-            sender: state.node_id.clone(),
-            recipient: recipient.clone(),
-            created_at: now,
-            expires_at: now.plus_ms(ttl_ms),
-            purpose,
-            consent_id: req.consent_id,
-            correlation_id: req.correlation_id,
-            data_categories: categories_present(&referral),
+        let consent_expiry = draft.consent.as_ref().map_or(i64::MAX, |c| c.expires_at_ms);
+        draft.created_at = now;
+        draft.expires_at = UnixMillis(now.plus_ms(ttl_ms).0.min(consent_expiry));
+        let ctx = TransferContext {
+            recipient_tags: &peer.tags,
+            accepted_purposes: None,
+            now,
         };
-        let sealed = seal_envelope(&draft, payload, &state.signing_key);
-        let message_id = draft.message_id.to_string();
+        let permit = check_transfer(draft, &ctx).map_err(|v| consent_status(&v))?;
+        let sealed = seal_envelope(&permit, payload, &state.signing_key);
+        let draft = permit.draft();
         let record = OutboxRecord {
             envelope: Some(sealed.into()),
             recipient: recipient.to_string(),
@@ -291,15 +305,136 @@ impl LocalApi {
             expires_at_ms: draft.expires_at.0,
             ..Default::default()
         };
-        Ok((message_id, record))
+        Ok((draft.message_id.to_string(), record))
+    }
+
+    /// Logs a sealed message as submitted by `client`, puts it in the outbox, and answers.
+    async fn queue(
+        &self,
+        client: &LocalClient,
+        message_id: String,
+        record: OutboxRecord,
+    ) -> Result<Response<pb::SubmitReferralResponse>, Status> {
+        let state = &self.state;
+        if let Some(e) = record.envelope.as_ref() {
+            let digest = kinbridge_core::EnvelopeDigest::compute(&e.header, &e.signature);
+            let mut entry = crate::audit::with_header(
+                state.auditor.entry(pb::AuditEvent::Submitted),
+                &e.header,
+                &digest.0,
+            );
+            entry.actor = client.name.clone();
+            state.auditor.record(&entry).await?;
+        }
+        let recipient = record.recipient.clone();
+        state
+            .store
+            .enqueue(&message_id, record)
+            .await
+            .map_err(|e| store_status(&e))?;
+        state.delivery_wake.notify_one();
+        tracing::info!(%message_id, %recipient, "referral queued");
+        Ok(Response::new(pb::SubmitReferralResponse {
+            message_id,
+            state: pb::DeliveryState::Queued as i32,
+        }))
+    }
+
+    /// Refuses a client the firewall keeps from reading child-protection data.
+    async fn readable_by(&self, client: &LocalClient) -> Result<(), Status> {
+        if firewall::reader_allowed(&client.tags) {
+            return Ok(());
+        }
+        let status = refused(
+            Code::PermissionDenied,
+            "firewall",
+            "firewall: this client is tagged immigration-enforcement; it may refer children to child protection but never read child-protection data",
+        );
+        Err(self.refuse(&client.name, status).await)
+    }
+
+    async fn forward_inner(
+        &self,
+        request: Request<pb::ForwardReferralRequest>,
+    ) -> Result<Response<pb::SubmitReferralResponse>, Status> {
+        let client = self
+            .authorized(&request, "forward referrals", &CASE_ROLES)
+            .await?;
+        self.readable_by(&client).await?;
+        let req = request.into_inner();
+        let state = &self.state;
+        let Some(item) = state
+            .store
+            .inbox_get(req.sequence)
+            .map_err(|e| store_status(&e))?
+        else {
+            let status = refused(
+                Code::NotFound,
+                "unknown-inbox-item",
+                format!("no inbox item with sequence {}", req.sequence),
+            );
+            return Err(self.refuse(&client.name, status).await);
+        };
+        let envelope = item.envelope.unwrap_or_default();
+        let sealed = match self.seal_forward(&envelope, &req) {
+            Ok(sealed) => sealed,
+            Err(status) => return Err(self.refuse(&client.name, status).await),
+        };
+        self.queue(&client, sealed.0, sealed.1).await
+    }
+
+    /// A new envelope carrying a received referral on to `req.recipient`: same payload (fresh
+    /// salt), purpose and consent scope, with the previous sender added to the chain of custody.
+    fn seal_forward(
+        &self,
+        received: &pb::Envelope,
+        req: &pb::ForwardReferralRequest,
+    ) -> Result<(String, OutboxRecord), Status> {
+        // The stored envelope was verified on arrival: its header decodes.
+        let header = pb::EnvelopeHeader::decode(received.header.as_slice()).map_err(|e| {
+            Status::internal(format!("a stored envelope header does not decode: {e}"))
+        })?;
+        let recipient =
+            NodeId::new(&req.recipient).map_err(|e| invalid("bad-recipient", e.to_string()))?;
+        let malformed = |e: kinbridge_core::IdError| {
+            Status::internal(format!("a stored envelope holds a bad node id: {e}"))
+        };
+        let mut custody: Vec<NodeId> = header
+            .custody
+            .iter()
+            .map(|n| NodeId::new(n))
+            .collect::<Result<_, _>>()
+            .map_err(malformed)?;
+        custody.push(NodeId::new(&header.sender).map_err(malformed)?);
+        let draft = EnvelopeDraft {
+            message_id: MessageId::random(),
+            kind: pb::MessageKind::Referral,
+            sender: self.state.node_id.clone(),
+            recipient,
+            created_at: UnixMillis::now(),
+            expires_at: UnixMillis::now(),
+            purpose: pb::Purpose::try_from(header.purpose).unwrap_or(pb::Purpose::Unspecified),
+            consent_id: header.consent_id,
+            correlation_id: header.correlation_id,
+            data_categories: header
+                .data_categories
+                .iter()
+                .filter_map(|c| pb::DataCategory::try_from(*c).ok())
+                .collect(),
+            consent: header.consent,
+            custody,
+        };
+        self.seal_checked(draft, received.payload.clone(), req.ttl_seconds)
     }
 
     async fn get_delivery_inner(
         &self,
         request: Request<pb::GetDeliveryRequest>,
     ) -> Result<Response<pb::GetDeliveryResponse>, Status> {
-        self.authorized(&request, "read deliveries", &CASE_ROLES)
+        let client = self
+            .authorized(&request, "read deliveries", &CASE_ROLES)
             .await?;
+        self.readable_by(&client).await?;
         let req = request.into_inner();
         let id = MessageId::new(&req.message_id)
             .map_err(|e| invalid("bad-message-id", e.to_string()))?
@@ -337,8 +472,10 @@ impl LocalApi {
         &self,
         request: Request<pb::ListInboxRequest>,
     ) -> Result<Response<pb::ListInboxResponse>, Status> {
-        self.authorized(&request, "read the inbox", &CASE_ROLES)
+        let client = self
+            .authorized(&request, "read the inbox", &CASE_ROLES)
             .await?;
+        self.readable_by(&client).await?;
         let req = request.into_inner();
         let limit = match req.limit as usize {
             0 => INBOX_PAGE,
@@ -360,8 +497,10 @@ impl LocalApi {
         &self,
         request: Request<pb::WatchInboxRequest>,
     ) -> Result<Response<InboxStream>, Status> {
-        self.authorized(&request, "read the inbox", &CASE_ROLES)
+        let client = self
+            .authorized(&request, "read the inbox", &CASE_ROLES)
             .await?;
+        self.readable_by(&client).await?;
         let mut cursor = request.into_inner().after_sequence;
         let state = Arc::clone(&self.state);
         let (tx, rx) = mpsc::channel(INBOX_PAGE);
@@ -456,7 +595,18 @@ fn delivery_response(message_id: String, r: OutboxRecord) -> pb::GetDeliveryResp
 fn inbox_item(sequence: u64, r: InboxRecord) -> pb::InboxItem {
     let envelope = r.envelope.unwrap_or_default();
     let header = pb::EnvelopeHeader::decode(envelope.header.as_slice()).unwrap_or_default();
-    let referral = pb::ReferralPayload::decode(envelope.payload.as_slice()).ok();
+    // Minimisation: the reader gets only the categories the consent covers.
+    let allowed = header
+        .consent
+        .as_ref()
+        .map(|c| c.categories.clone())
+        .unwrap_or_default();
+    let referral = pb::ReferralPayload::decode(envelope.payload.as_slice())
+        .ok()
+        .map(|mut p| {
+            minimise(&mut p, &allowed);
+            p
+        });
     pb::InboxItem {
         sequence,
         message_id: r.message_id,
@@ -472,5 +622,7 @@ fn inbox_item(sequence: u64, r: InboxRecord) -> pb::InboxItem {
         acknowledged: r.acknowledged,
         envelope: Some(envelope),
         receipt: r.receipt,
+        consent: header.consent,
+        custody: header.custody,
     }
 }

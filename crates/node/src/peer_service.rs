@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use kinbridge_core::consent::{self, TransferContext};
 use kinbridge_core::{
     EnvelopeDigest, Refusal, SealedEnvelope, SignedReceipt, UnixMillis, issue_receipt,
-    verify_envelope,
+    issue_refusal_receipt, verify_envelope,
 };
 use kinbridge_proto::v1 as pb;
 use kinbridge_proto::v1::peer_service_server::PeerService;
@@ -150,6 +151,43 @@ impl PeerService for PeerApi {
                     )
                     .await)
             };
+        }
+
+        // The consent checks again at this end, the firewall, and this node's own policy. A
+        // refusal is answered with a signed negative receipt; nothing of the payload is kept.
+        let ctx = TransferContext {
+            recipient_tags: &state.tags,
+            accepted_purposes: state.accepted_purposes.as_deref(),
+            now,
+        };
+        if let Err(violation) = consent::check_parts(
+            header.consent.as_ref(),
+            &header.consent_id,
+            header.purpose,
+            &header.sender,
+            &header.recipient,
+            &header.data_categories,
+            &header.custody,
+            &ctx,
+        ) {
+            let detail = violation.to_string();
+            let negative = issue_refusal_receipt(
+                &verified,
+                &state.node_id,
+                now,
+                &state.signing_key,
+                violation.code(),
+                &detail,
+            );
+            let mut entry = logged(pb::AuditEvent::Refused);
+            entry.peer = sender.clone();
+            entry.reason = violation.code().to_owned();
+            entry.receipt_digest = negative.digest().0.to_vec();
+            state.auditor.record(&entry).await?;
+            tracing::warn!(%message_id, reason = violation.code(), error = %detail, "envelope refused under consent or policy; negative receipt returned");
+            return Ok(Response::new(pb::DeliverResponse {
+                receipt: self.receipt_with_checkpoint(Some(negative.into())),
+            }));
         }
 
         let receipt = issue_receipt(&verified, &state.node_id, now, &state.signing_key);

@@ -109,6 +109,10 @@ pub struct NodeState {
     pub checkpoint_interval: Duration,
     /// Channels to peers, made on first use; they reconnect by themselves.
     peer_channels: Mutex<HashMap<NodeId, Channel>>,
+    /// This node's own tags (the firewall reads them for what it receives).
+    pub tags: Vec<String>,
+    /// Purposes this node accepts; `None` for all.
+    pub accepted_purposes: Option<Vec<kinbridge_proto::v1::Purpose>>,
 }
 
 impl NodeState {
@@ -261,6 +265,8 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         auditor,
         checkpoint_interval: Duration::from_millis(config.checkpoint_interval_ms),
         peer_channels: Mutex::new(HashMap::new()),
+        tags: config.tags.clone(),
+        accepted_purposes: config.accepted_purposes.clone(),
     });
     let peer_tls = match peer_tls {
         Some(c) => c,

@@ -48,6 +48,17 @@ pub fn refusal_status(refusal: &Refusal) -> Status {
     refused(code, refusal.code(), refusal.to_string())
 }
 
+/// The status for a transfer its consent, the firewall or the receiver's policy does not cover.
+pub fn consent_status(violation: &kinbridge_core::ConsentViolation) -> Status {
+    use kinbridge_core::ConsentViolation as V;
+    let code = match violation {
+        V::Firewall(_) => Code::PermissionDenied,
+        V::Malformed(_) => Code::InvalidArgument,
+        _ => Code::FailedPrecondition,
+    };
+    refused(code, violation.code(), violation.to_string())
+}
+
 /// The status for a peer whose certificate proves no registered node.
 pub fn peer_auth_status(error: &PeerAuthError) -> Status {
     refused(Code::PermissionDenied, error.code(), error.to_string())

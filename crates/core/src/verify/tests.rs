@@ -1,7 +1,8 @@
 //! Unit tests of envelope verification: one test per refusal class, plus receipts.
 
 use super::*;
-use crate::envelope::{EnvelopeDraft, seal_envelope};
+use crate::envelope::EnvelopeDraft;
+use crate::envelope::danger::seal_unchecked as seal_envelope;
 use crate::keys::{NodeSigningKey, PeerKey};
 use crate::receipt::{ReceiptError, issue_receipt, verify_receipt};
 
@@ -52,6 +53,8 @@ fn draft() -> EnvelopeDraft {
         consent_id: "consent-1".into(),
         correlation_id: "corr-1".into(),
         data_categories: vec![pb::DataCategory::ProtectionConcerns],
+        consent: None,
+        custody: vec![],
     }
 }
 
