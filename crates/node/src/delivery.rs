@@ -131,15 +131,22 @@ async fn attempt(state: &NodeState, id: &str) {
         entry.reason = "expired".into();
         return finish(state, id, &record, Some(entry)).await;
     }
-    let Some(envelope) = record.envelope.clone() else {
-        return refuse(
-            state,
-            id,
-            record,
-            "no-envelope",
-            "outbox record holds no envelope".into(),
-        )
-        .await;
+    let stored = match record
+        .envelope
+        .clone()
+        .map(|e| state.store.with_payload(e))
+        .transpose()
+    {
+        Ok(envelope) => envelope.flatten(),
+        Err(e) => {
+            tracing::error!(message_id = id, error = %e, "cannot read the payload; will retry");
+            retry(id, &mut record, format!("cannot read the payload: {e}"));
+            return save(state, id, &record).await;
+        }
+    };
+    let Some(envelope) = stored else {
+        let why = "its payload was purged before delivery (consent withdrawn or retention passed)";
+        return refuse(state, id, record, "payload-purged", why.into()).await;
     };
     let recipient = match NodeId::new(&record.recipient) {
         Ok(node) => node,

@@ -375,7 +375,25 @@ impl LocalApi {
             );
             return Err(self.refuse(&client.name, status).await);
         };
-        let envelope = item.envelope.unwrap_or_default();
+        let full = if item.purged_at_ms == 0 {
+            state
+                .store
+                .with_payload(item.envelope.unwrap_or_default())
+                .map_err(|e| store_status(&e))?
+        } else {
+            None
+        };
+        let Some(envelope) = full else {
+            let status = refused(
+                Code::FailedPrecondition,
+                "payload-purged",
+                format!(
+                    "inbox item {} holds no payload any more (consent withdrawn or retention passed)",
+                    req.sequence
+                ),
+            );
+            return Err(self.refuse(&client.name, status).await);
+        };
         let sealed = match self.seal_forward(&envelope, &req) {
             Ok(sealed) => sealed,
             Err(status) => return Err(self.refuse(&client.name, status).await),
@@ -488,7 +506,7 @@ impl LocalApi {
             .map_err(|e| store_status(&e))?;
         let items = page
             .into_iter()
-            .map(|(seq, r)| inbox_item(seq, r))
+            .map(|(seq, r)| inbox_item(&self.state.store, seq, r))
             .collect();
         Ok(Response::new(pb::ListInboxResponse { items }))
     }
@@ -518,7 +536,11 @@ impl LocalApi {
                 let empty = page.is_empty();
                 for (seq, record) in page {
                     cursor = seq;
-                    if tx.send(Ok(inbox_item(seq, record))).await.is_err() {
+                    if tx
+                        .send(Ok(inbox_item(&state.store, seq, record)))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -592,21 +614,33 @@ fn delivery_response(message_id: String, r: OutboxRecord) -> pb::GetDeliveryResp
 
 /// An inbox item for a local client. The stored envelope was verified when it arrived, so its
 /// header and payload decode; a record that does not is shown with what can be read.
-fn inbox_item(sequence: u64, r: InboxRecord) -> pb::InboxItem {
-    let envelope = r.envelope.unwrap_or_default();
-    let header = pb::EnvelopeHeader::decode(envelope.header.as_slice()).unwrap_or_default();
+fn inbox_item(store: &crate::store::Store, sequence: u64, r: InboxRecord) -> pb::InboxItem {
+    let stored = r.envelope.unwrap_or_default();
+    let header = pb::EnvelopeHeader::decode(stored.header.as_slice()).unwrap_or_default();
+    let full = if r.purged_at_ms == 0 {
+        store.with_payload(stored.clone()).ok().flatten()
+    } else {
+        None
+    };
+    let purged = full.is_none();
+    let envelope = full.unwrap_or(stored);
     // Minimisation: the reader gets only the categories the consent covers.
     let allowed = header
         .consent
         .as_ref()
         .map(|c| c.categories.clone())
         .unwrap_or_default();
-    let referral = pb::ReferralPayload::decode(envelope.payload.as_slice())
-        .ok()
-        .map(|mut p| {
-            minimise(&mut p, &allowed);
-            p
-        });
+    let referral = match pb::MessageKind::try_from(header.kind) {
+        Ok(pb::MessageKind::Referral) if !purged => {
+            pb::ReferralPayload::decode(envelope.payload.as_slice())
+                .ok()
+                .map(|mut p| {
+                    minimise(&mut p, &allowed);
+                    p
+                })
+        }
+        _ => None,
+    };
     pb::InboxItem {
         sequence,
         message_id: r.message_id,
@@ -624,5 +658,6 @@ fn inbox_item(sequence: u64, r: InboxRecord) -> pb::InboxItem {
         receipt: r.receipt,
         consent: header.consent,
         custody: header.custody,
+        purged: purged && r.purged_at_ms != 0,
     }
 }

@@ -206,6 +206,7 @@ impl PeerService for PeerApi {
             receipt: Some(receipt.into()),
             acknowledged: false,
             envelope_digest: digest.0.to_vec(),
+            purged_at_ms: 0,
         };
         let receipt = match state
             .store

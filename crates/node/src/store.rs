@@ -7,10 +7,13 @@
 //! (peer node id → the signed checkpoint of its audit log this node holds).
 
 pub mod committer;
+pub mod payloads;
 pub mod records;
 
 use std::path::Path;
 
+use kinbridge_core::EnvelopeDigest;
+use kinbridge_proto::v1 as pb;
 use prost::Message;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -46,6 +49,15 @@ pub enum StoreError {
     },
 }
 
+/// Where a message considered for a purge is, and when it got there.
+#[derive(Debug, Clone, Copy)]
+pub enum PurgeSide {
+    /// Received, at this instant (ms).
+    Inbox(i64),
+    /// Submitted or forwarded by this node, at this instant (ms).
+    Outbox(i64),
+}
+
 /// What happened to a received envelope.
 #[derive(Debug)]
 pub enum ReceiveOutcome {
@@ -65,6 +77,8 @@ pub struct Store {
     inbox: sled::Tree,
     inbox_index: sled::Tree,
     peer_checkpoints: sled::Tree,
+    /// Payloads and salts, out of sled so they can truly be purged.
+    payloads: std::sync::Arc<payloads::PayloadStore>,
     committer: Committer,
     /// Highest inbox sequence stored; watchers of the inbox wake on a change.
     inbox_tip: watch::Sender<u64>,
@@ -85,6 +99,8 @@ impl Store {
             .open()
             .map_err(|e| open_err(e.to_string()))?;
         let committer = Committer::start(db.clone(), dir).map_err(|e| open_err(e.to_string()))?;
+        let payloads = payloads::PayloadStore::open(&dir.join("payloads"))
+            .map_err(|e| open_err(e.to_string()))?;
         let inbox = db.open_tree("inbox")?;
         let tip = match inbox.last()? {
             Some((k, _)) => decode_seq(&k),
@@ -95,6 +111,7 @@ impl Store {
             outbox_pending: db.open_tree("outbox_pending")?,
             inbox_index: db.open_tree("inbox_index")?,
             peer_checkpoints: db.open_tree("peer_checkpoints")?,
+            payloads: std::sync::Arc::new(payloads),
             inbox,
             db,
             committer,
@@ -114,6 +131,9 @@ impl Store {
         message_id: &str,
         mut record: OutboxRecord,
     ) -> Result<(), StoreError> {
+        if let Some(envelope) = record.envelope.take() {
+            record.envelope = Some(self.store_payload(envelope).await?);
+        }
         let sequence = self.db.generate_id()? + 1;
         record.queue_sequence = sequence;
         let bytes = record.encode_to_vec();
@@ -194,6 +214,10 @@ impl Store {
     /// there, durably. Deduplication and insertion are one transaction, so two concurrent
     /// deliveries of one envelope store it once.
     pub async fn receive(&self, record: &InboxRecord) -> Result<ReceiveOutcome, StoreError> {
+        let mut record = record.clone();
+        if let Some(envelope) = record.envelope.take() {
+            record.envelope = Some(self.store_payload(envelope).await?);
+        }
         let index_key = index_key(&record.sender, &record.message_id);
         // Sequences start at 1: 0 is the cursor before the first item.
         let sequence = self.db.generate_id()? + 1;
@@ -232,6 +256,96 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Writes an envelope's payload and salt to the payload store, durably, and returns the
+    /// envelope without them, for sled.
+    async fn store_payload(&self, mut envelope: pb::Envelope) -> Result<pb::Envelope, StoreError> {
+        let digest = EnvelopeDigest::compute(&envelope.header, &envelope.signature).0;
+        let payload = std::mem::take(&mut envelope.payload);
+        let salt = std::mem::take(&mut envelope.payload_salt);
+        let payloads = std::sync::Arc::clone(&self.payloads);
+        tokio::task::spawn_blocking(move || payloads.put(&digest, &payload, &salt))
+            .await
+            .map_err(|e| StoreError::Commit(format!("payload write task failed: {e}")))?
+            .map_err(|e| StoreError::Commit(format!("cannot write a payload: {e}")))?;
+        Ok(envelope)
+    }
+
+    /// `envelope` (as stored, without payload) with its payload and salt restored, or `None`
+    /// if the payload was purged.
+    pub fn with_payload(
+        &self,
+        mut envelope: pb::Envelope,
+    ) -> Result<Option<pb::Envelope>, StoreError> {
+        let digest = EnvelopeDigest::compute(&envelope.header, &envelope.signature).0;
+        match self.payloads.get(&digest) {
+            Ok(Some((payload, salt))) => {
+                envelope.payload = payload;
+                envelope.payload_salt = salt;
+                Ok(Some(envelope))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(StoreError::Corrupt {
+                key: format!("payload {}", hex::encode(digest)),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Purges the payloads of every inbox and outbox message that `accept` picks by its header,
+    /// durably, marking each record purged. Returns the purged envelopes (without payload).
+    pub async fn purge_where(
+        &self,
+        accept: impl Fn(&pb::EnvelopeHeader, PurgeSide) -> bool,
+    ) -> Result<Vec<pb::Envelope>, StoreError> {
+        let now = kinbridge_core::UnixMillis::now().0;
+        let mut purged = Vec::new();
+        for entry in self.inbox.iter() {
+            let (key, value) = entry?;
+            let mut record = decode::<InboxRecord>("inbox", &value)?;
+            let Some(envelope) = record.envelope.clone() else {
+                continue;
+            };
+            let header = pb::EnvelopeHeader::decode(envelope.header.as_slice()).unwrap_or_default();
+            if record.purged_at_ms != 0 || !accept(&header, PurgeSide::Inbox(record.received_at_ms))
+            {
+                continue;
+            }
+            self.purge_payload(&envelope).await?;
+            record.purged_at_ms = now;
+            self.inbox.insert(key, record.encode_to_vec())?;
+            purged.push(envelope);
+        }
+        for entry in self.outbox.iter() {
+            let (key, value) = entry?;
+            let mut record = decode::<OutboxRecord>("outbox", &value)?;
+            let Some(envelope) = record.envelope.clone() else {
+                continue;
+            };
+            let header = pb::EnvelopeHeader::decode(envelope.header.as_slice()).unwrap_or_default();
+            if record.purged_at_ms != 0
+                || !accept(&header, PurgeSide::Outbox(record.submitted_at_ms))
+            {
+                continue;
+            }
+            self.purge_payload(&envelope).await?;
+            record.purged_at_ms = now;
+            self.outbox.insert(key, record.encode_to_vec())?;
+            purged.push(envelope);
+        }
+        self.commit().await?;
+        Ok(purged)
+    }
+
+    async fn purge_payload(&self, envelope: &pb::Envelope) -> Result<(), StoreError> {
+        let digest = EnvelopeDigest::compute(&envelope.header, &envelope.signature).0;
+        let payloads = std::sync::Arc::clone(&self.payloads);
+        tokio::task::spawn_blocking(move || payloads.purge(&digest))
+            .await
+            .map_err(|e| StoreError::Commit(format!("payload purge task failed: {e}")))?
+            .map_err(|e| StoreError::Commit(format!("cannot purge a payload: {e}")))?;
+        Ok(())
     }
 
     /// The inbox record of `sender`'s message `message_id`, if stored.

@@ -1,5 +1,6 @@
 //! What the store keeps, as protobuf records (prost derives, no .proto file: they never cross
-//! the wire). Every record holds the signed envelope exactly as it was sealed or received.
+//! the wire). Every record holds the signed envelope exactly as it was sealed or received,
+//! but without its payload and salt, which live in the payload store.
 
 use kinbridge_proto::v1 as pb;
 
@@ -39,6 +40,9 @@ pub struct OutboxRecord {
     /// Key of this message in the pending queue while it is queued.
     #[prost(uint64, tag = "11")]
     pub queue_sequence: u64,
+    /// When its payload was purged (consent withdrawn, retention); 0 if it was not.
+    #[prost(int64, tag = "12")]
+    pub purged_at_ms: i64,
 }
 
 /// One envelope this node received and verified.
@@ -65,4 +69,7 @@ pub struct InboxRecord {
     /// Digest of the envelope, to tell a re-delivery from a replayed id.
     #[prost(bytes = "vec", tag = "7")]
     pub envelope_digest: Vec<u8>,
+    /// When its payload was purged (consent withdrawn, retention); 0 if it was not.
+    #[prost(int64, tag = "8")]
+    pub purged_at_ms: i64,
 }
