@@ -37,6 +37,14 @@ pub struct Federation {
 
 impl Federation {
     pub async fn start(names: &[&str]) -> Self {
+        Self::start_with(names, |_| {}).await
+    }
+
+    /// A federation whose node configs `tweak` adjusts before the nodes start (tags, policy).
+    pub async fn start_with(
+        names: &[&str],
+        tweak: impl Fn(&mut kinbridge_node::NodeConfig),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = dir.path().join("certs-dev");
         let ids: Vec<NodeId> = names.iter().map(|n| node_id(n)).collect();
@@ -66,6 +74,8 @@ impl Federation {
                 peer.local_addr().expect("addr"),
                 local.local_addr().expect("addr"),
             );
+            let mut config = config;
+            tweak(&mut config);
             nodes.push(spawn(&config, Listeners { peer, local }).expect("node starts"));
         }
         Self { dir, pki, nodes }
@@ -563,4 +573,26 @@ pub async fn open_inbox(client: &mut LocalServiceClient<Channel>) -> Vec<pb::Inb
         .expect("list inbox")
         .into_inner()
         .items
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path)
+                .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
 }

@@ -178,6 +178,17 @@ pub fn check_transfer(
     Ok(PermittedTransfer { draft })
 }
 
+/// A permit for a consent withdrawal: it holds no personal data, so no scope covers it; it
+/// goes to every node the withdrawn scope named. Refuses any other kind of draft.
+pub fn permit_withdrawal(draft: EnvelopeDraft) -> Result<PermittedTransfer, ConsentViolation> {
+    if draft.kind != pb::MessageKind::ConsentWithdrawal || !draft.data_categories.is_empty() {
+        return Err(ConsentViolation::Malformed(
+            "only a consent withdrawal without data categories is permitted without a scope".into(),
+        ));
+    }
+    Ok(PermittedTransfer { draft })
+}
+
 /// Checks a transfer given by its parts; [`check_transfer`] and receivers use it.
 #[allow(clippy::too_many_arguments)]
 pub fn check_parts(

@@ -196,7 +196,16 @@ pub struct VerifiedEnvelope {
     header: EnvelopeHeader,
     sealed: SealedEnvelope,
     digest: EnvelopeDigest,
-    referral: pb::ReferralPayload,
+    payload: VerifiedPayload,
+}
+
+/// The decoded payload of a verified envelope, by kind.
+#[derive(Debug, Clone)]
+pub enum VerifiedPayload {
+    /// A referral.
+    Referral(Box<pb::ReferralPayload>),
+    /// A consent withdrawal (no personal data).
+    Withdrawal(pb::ConsentWithdrawal),
 }
 
 impl VerifiedEnvelope {
@@ -212,9 +221,16 @@ impl VerifiedEnvelope {
     pub fn digest(&self) -> EnvelopeDigest {
         self.digest
     }
-    /// The decoded referral payload.
-    pub fn referral(&self) -> &pb::ReferralPayload {
-        &self.referral
+    /// The decoded payload.
+    pub fn payload(&self) -> &VerifiedPayload {
+        &self.payload
+    }
+    /// The decoded referral payload, if this is a referral.
+    pub fn referral(&self) -> Option<&pb::ReferralPayload> {
+        match &self.payload {
+            VerifiedPayload::Referral(r) => Some(r),
+            VerifiedPayload::Withdrawal(_) => None,
+        }
     }
 }
 
@@ -266,14 +282,28 @@ pub fn verify_envelope(
     if PayloadCommitment::compute(&salt, &sealed.payload) != header.payload_digest {
         return Err(Refusal::PayloadDigestMismatch);
     }
-    let referral = match header.kind {
-        pb::MessageKind::Referral => pb::ReferralPayload::decode(sealed.payload.as_slice())
-            .map_err(|e| {
+    let (payload, present) = match header.kind {
+        pb::MessageKind::Referral => {
+            let referral = pb::ReferralPayload::decode(sealed.payload.as_slice()).map_err(|e| {
                 Refusal::Malformed(format!("payload is not a valid ReferralPayload: {e}"))
-            })?,
+            })?;
+            let present = categories_present(&referral);
+            (VerifiedPayload::Referral(Box::new(referral)), present)
+        }
+        pb::MessageKind::ConsentWithdrawal => {
+            let withdrawal =
+                pb::ConsentWithdrawal::decode(sealed.payload.as_slice()).map_err(|e| {
+                    Refusal::Malformed(format!("payload is not a valid ConsentWithdrawal: {e}"))
+                })?;
+            if withdrawal.consent_id != header.consent_id {
+                return Err(Refusal::Malformed(
+                    "the withdrawal names another consent than its header".into(),
+                ));
+            }
+            (VerifiedPayload::Withdrawal(withdrawal), Vec::new())
+        }
         other => return Err(Refusal::UnsupportedKind(other.as_str_name().to_owned())),
     };
-    let present = categories_present(&referral);
     if present != header.data_categories {
         return Err(Refusal::CategoryMismatch {
             declared: header
@@ -289,7 +319,7 @@ pub fn verify_envelope(
         header,
         sealed,
         digest,
-        referral,
+        payload,
     })
 }
 

@@ -70,6 +70,9 @@ pub struct NodeConfig {
     pub tags: Vec<String>,
     /// Purposes this node accepts messages for; `None` accepts every purpose.
     pub accepted_purposes: Option<Vec<kinbridge_proto::v1::Purpose>>,
+    /// How long payloads are kept after they were received or sent; `None` keeps them until
+    /// their consent is withdrawn.
+    pub payload_retention: Option<std::time::Duration>,
 }
 
 /// One peer of the registry.
@@ -131,6 +134,8 @@ struct RawConfig {
     #[serde(default)]
     policy: RawPolicy,
     #[serde(default)]
+    retention: RawRetention,
+    #[serde(default)]
     peers: Vec<RawPeer>,
 }
 
@@ -138,6 +143,12 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawAudit {
     checkpoint_interval_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    payload_days: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -419,6 +430,11 @@ impl Checker<'_> {
                 }
             },
             tags: raw.tags,
+            payload_retention: match raw.retention.payload_days {
+                None => None,
+                Some(0) => return Err(self.err("retention.payload_days", "a number of days of at least 1")),
+                Some(days) => Some(std::time::Duration::from_secs(u64::from(days) * 86_400)),
+            },
             accepted_purposes: match raw.policy.accepted_purposes {
                 None => None,
                 Some(names) => Some(

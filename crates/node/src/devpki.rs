@@ -371,6 +371,7 @@ pub fn node_config(
         checkpoint_interval_ms: crate::config::DEFAULT_CHECKPOINT_INTERVAL_MS,
         tags: vec!["child-protection".into()],
         accepted_purposes: None,
+        payload_retention: None,
     }
 }
 

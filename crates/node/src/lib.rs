@@ -15,6 +15,7 @@ pub mod devpki;
 pub mod identity;
 pub mod local_service;
 pub mod peer_service;
+pub mod purge;
 pub mod registry;
 pub mod server;
 pub mod status;

@@ -177,6 +177,13 @@ impl LocalService for LocalApi {
     ) -> Result<Response<pb::SubmitReferralResponse>, Status> {
         self.forward_inner(request).await
     }
+
+    async fn withdraw_consent(
+        &self,
+        request: Request<pb::WithdrawConsentRequest>,
+    ) -> Result<Response<pb::WithdrawConsentResponse>, Status> {
+        self.withdraw_inner(request).await
+    }
 }
 
 impl LocalApi {
@@ -243,9 +250,27 @@ impl LocalApi {
     /// consent's expiry.
     fn seal_checked(
         &self,
+        draft: EnvelopeDraft,
+        payload: Vec<u8>,
+        ttl_seconds: u32,
+    ) -> Result<(String, OutboxRecord), Status> {
+        self.seal_with(draft, payload, ttl_seconds, check_transfer)
+    }
+
+    /// [`Self::seal_checked`] with the permit made by `permit` (the consent check, or the
+    /// withdrawal permit).
+    fn seal_with(
+        &self,
         mut draft: EnvelopeDraft,
         payload: Vec<u8>,
         ttl_seconds: u32,
+        permit: impl FnOnce(
+            EnvelopeDraft,
+            &TransferContext<'_>,
+        ) -> Result<
+            kinbridge_core::PermittedTransfer,
+            kinbridge_core::ConsentViolation,
+        >,
     ) -> Result<(String, OutboxRecord), Status> {
         let state = &self.state;
         let recipient = draft.recipient.clone();
@@ -293,7 +318,7 @@ impl LocalApi {
             accepted_purposes: None,
             now,
         };
-        let permit = check_transfer(draft, &ctx).map_err(|v| consent_status(&v))?;
+        let permit = permit(draft, &ctx).map_err(|v| consent_status(&v))?;
         let sealed = seal_envelope(&permit, payload, &state.signing_key);
         let draft = permit.draft();
         let record = OutboxRecord {
@@ -351,6 +376,95 @@ impl LocalApi {
             "firewall: this client is tagged immigration-enforcement; it may refer children to child protection but never read child-protection data",
         );
         Err(self.refuse(&client.name, status).await)
+    }
+
+    async fn withdraw_inner(
+        &self,
+        request: Request<pb::WithdrawConsentRequest>,
+    ) -> Result<Response<pb::WithdrawConsentResponse>, Status> {
+        let client = self
+            .authorized(&request, "withdraw consent", &CASE_ROLES)
+            .await?;
+        let consent_id = request.into_inner().consent_id;
+        let state = &self.state;
+        let me = state.node_id.to_string();
+        // The scope, from a message this node originated under the consent.
+        let header = state
+            .store
+            .find_outbox_header(|h| {
+                h.kind == pb::MessageKind::Referral as i32
+                    && h.consent_id == consent_id
+                    && h.custody.is_empty()
+                    && h.sender == me
+            })
+            .map_err(|e| store_status(&e))?;
+        let Some(scope) = header.and_then(|h| h.consent) else {
+            let status = refused(
+                Code::NotFound,
+                "unknown-consent",
+                format!(
+                    "this node sent no data under consent '{}'; only the node that originated it can withdraw it",
+                    consent_id.chars().take(64).collect::<String>()
+                ),
+            );
+            return Err(self.refuse(&client.name, status).await);
+        };
+        let mut entry = state.auditor.entry(pb::AuditEvent::ConsentWithdrawn);
+        entry.consent_id = consent_id.clone();
+        entry.actor = client.name.clone();
+        state.auditor.record(&entry).await?;
+        let purged_here =
+            crate::purge::purge_consent(state, &consent_id, &me, "consent-withdrawn").await?;
+        let mut targets: Vec<&String> = scope
+            .recipients
+            .iter()
+            .chain(&scope.onward_recipients)
+            .filter(|n| **n != me)
+            .collect();
+        targets.sort();
+        targets.dedup();
+        let purpose = scope
+            .purposes
+            .first()
+            .and_then(|p| pb::Purpose::try_from(*p).ok())
+            .unwrap_or(pb::Purpose::ServiceReferral);
+        let payload = pb::ConsentWithdrawal {
+            consent_id: consent_id.clone(),
+            withdrawn_at_ms: UnixMillis::now().0,
+        }
+        .encode_to_vec();
+        let mut notices = Vec::with_capacity(targets.len());
+        for target in targets {
+            let recipient =
+                NodeId::new(target).map_err(|e| invalid("bad-recipient", e.to_string()))?;
+            let draft = EnvelopeDraft {
+                message_id: MessageId::random(),
+                kind: pb::MessageKind::ConsentWithdrawal,
+                sender: state.node_id.clone(),
+                recipient: recipient.clone(),
+                created_at: UnixMillis::now(),
+                expires_at: UnixMillis::now(),
+                purpose,
+                consent_id: consent_id.clone(),
+                correlation_id: String::new(),
+                data_categories: Vec::new(),
+                consent: None,
+                custody: Vec::new(),
+            };
+            let (message_id, record) = self.seal_with(draft, payload.clone(), 0, |d, _| {
+                kinbridge_core::consent::permit_withdrawal(d)
+            })?;
+            self.queue(&client, message_id.clone(), record).await?;
+            notices.push(pb::WithdrawalNotice {
+                recipient: recipient.to_string(),
+                message_id,
+            });
+        }
+        tracing::info!(purged_here, notices = notices.len(), "consent withdrawn");
+        Ok(Response::new(pb::WithdrawConsentResponse {
+            notices,
+            purged_here,
+        }))
     }
 
     async fn forward_inner(

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use kinbridge_core::consent::{self, TransferContext};
+use kinbridge_core::verify::VerifiedPayload;
 use kinbridge_core::{
     EnvelopeDigest, Refusal, SealedEnvelope, SignedReceipt, UnixMillis, issue_receipt,
     issue_refusal_receipt, verify_envelope,
@@ -160,6 +161,7 @@ impl PeerService for PeerApi {
             accepted_purposes: state.accepted_purposes.as_deref(),
             now,
         };
+        let is_referral = header.kind == pb::MessageKind::Referral;
         if let Err(violation) = consent::check_parts(
             header.consent.as_ref(),
             &header.consent_id,
@@ -169,7 +171,9 @@ impl PeerService for PeerApi {
             &header.data_categories,
             &header.custody,
             &ctx,
-        ) {
+        )
+        .or_else(|v| if is_referral { Err(v) } else { Ok(()) })
+        {
             let detail = violation.to_string();
             let negative = issue_refusal_receipt(
                 &verified,
@@ -188,6 +192,22 @@ impl PeerService for PeerApi {
             return Ok(Response::new(pb::DeliverResponse {
                 receipt: self.receipt_with_checkpoint(Some(negative.into())),
             }));
+        }
+
+        // A consent withdrawal: delete what its sender originated under that consent before
+        // the receipt says so. Only the originator's own data is touched.
+        if let Some(withdrawal) = match verified.payload() {
+            VerifiedPayload::Withdrawal(w) => Some(w),
+            VerifiedPayload::Referral(_) => None,
+        } {
+            let purged = crate::purge::purge_consent(
+                state,
+                &withdrawal.consent_id,
+                &sender,
+                "consent-withdrawn",
+            )
+            .await?;
+            tracing::info!(%message_id, purged, "consent withdrawn by its originator; payloads deleted");
         }
 
         let receipt = issue_receipt(&verified, &state.node_id, now, &state.signing_key);

@@ -113,6 +113,8 @@ pub struct NodeState {
     pub tags: Vec<String>,
     /// Purposes this node accepts; `None` for all.
     pub accepted_purposes: Option<Vec<kinbridge_proto::v1::Purpose>>,
+    /// How long payloads are kept; `None` until withdrawal.
+    pub payload_retention: Option<Duration>,
 }
 
 impl NodeState {
@@ -267,6 +269,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         peer_channels: Mutex::new(HashMap::new()),
         tags: config.tags.clone(),
         accepted_purposes: config.accepted_purposes.clone(),
+        payload_retention: config.payload_retention,
     });
     let peer_tls = match peer_tls {
         Some(c) => c,
@@ -354,7 +357,17 @@ impl PreparedNode {
             let _ = stop_tx.send(true);
             Ok::<(), tonic::transport::Error>(())
         };
+        let retention = state.payload_retention.map(|keep| {
+            tokio::spawn(crate::purge::run_retention(
+                Arc::clone(&state),
+                keep,
+                stop_rx.clone(),
+            ))
+        });
         let result = tokio::try_join!(peer_server, local_server, trigger);
+        if let Some(task) = retention {
+            let _ = task.await;
+        }
         let _ = worker.await;
         let _ = checkpointer.await;
         // Everything acknowledged was committed already; this makes the rest durable too.

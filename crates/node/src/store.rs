@@ -348,6 +348,26 @@ impl Store {
         Ok(())
     }
 
+    /// The header of the first outbox message `accept` picks.
+    pub fn find_outbox_header(
+        &self,
+        accept: impl Fn(&pb::EnvelopeHeader) -> bool,
+    ) -> Result<Option<pb::EnvelopeHeader>, StoreError> {
+        for entry in self.outbox.iter() {
+            let (_, value) = entry?;
+            let record = decode::<OutboxRecord>("outbox", &value)?;
+            let Some(envelope) = record.envelope else {
+                continue;
+            };
+            if let Ok(header) = pb::EnvelopeHeader::decode(envelope.header.as_slice())
+                && accept(&header)
+            {
+                return Ok(Some(header));
+            }
+        }
+        Ok(None)
+    }
+
     /// The inbox record of `sender`'s message `message_id`, if stored.
     pub fn inbox_lookup(
         &self,
