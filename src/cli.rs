@@ -1,6 +1,7 @@
 //! Command-line parsing, logging setup and dispatch to one module per command.
 
 mod audit;
+mod consent;
 mod demo;
 mod dev_certs;
 mod inbox;
@@ -38,6 +39,10 @@ enum Command {
     Inbox(inbox::Args),
     /// The auditor's tools: export, verify, reconcile, check-peers, checkpoint.
     Audit(audit::Args),
+    /// Pass a received referral on to the next node of a route, as its consent allows.
+    Forward(consent::ForwardArgs),
+    /// Withdraw a consent: delete its data here and on every node it names, with receipts.
+    Withdraw(consent::WithdrawArgs),
 }
 
 /// Parses the command line, runs the command, and turns an error into exit code 1.
@@ -45,6 +50,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Node(_) => "info",
+        // The demo tells its own story; the refusal it shows on purpose is not a warning.
+        Command::Demo(_) => "error",
         _ => "warn",
     };
     init_tracing(cli.log_json, default_level);
@@ -66,6 +73,8 @@ pub fn main() -> ExitCode {
             Command::Send(args) => send::run(args).await,
             Command::Inbox(args) => inbox::run(args).await,
             Command::Audit(args) => audit::run(args).await,
+            Command::Forward(args) => consent::forward(args).await,
+            Command::Withdraw(args) => consent::withdraw(args).await,
         }
     });
     match result {

@@ -160,6 +160,21 @@ async fn send_and_inbox_against_node_processes() {
     assert!(inbox(&["--ack", &sequence]).contains("acknowledged"));
     assert!(inbox(&[]).contains("is empty"));
     assert!(inbox(&["--all"]).contains("(acknowledged)"));
+
+    // The guardian withdraws the consent: Malawi deletes the referral and signs for it.
+    let mut withdraw = kinbridge();
+    withdraw
+        .args(["withdraw", "--consent", "C-77", "--config"])
+        .arg(zm_config)
+        .arg("--node")
+        .arg(zambia.local_addr.to_string());
+    let out = run_bounded(withdraw);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("MW-DSW: deleted; signed receipt held"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -144,7 +144,7 @@ async fn exchange(certs: &Path, data: &Path, running: &[RunningNode]) -> anyhow:
             consent: Some(consent.clone()),
             correlation_id: "ZM-CHP-2026-0042".into(),
             ttl_seconds: 3600,
-            referral: Some(referral),
+            referral: Some(referral.clone()),
         })
         .await
         .context("submit at ZM-DSW")?
@@ -153,6 +153,24 @@ async fn exchange(certs: &Path, data: &Path, running: &[RunningNode]) -> anyhow:
         "3. ZM-DSW caseworker submitted referral {} for MW-DSW (categories: IDENTITY, PROTECTION_CONCERNS); it is durably queued",
         submitted.message_id
     );
+    // The consent names Malawi only: the same referral for Zimbabwe is refused before it leaves.
+    let refused = zambia
+        .submit_referral(pb::SubmitReferralRequest {
+            recipient: "ZW-DSD".into(),
+            purpose: pb::Purpose::ServiceReferral as i32,
+            consent: Some(consent.clone()),
+            correlation_id: String::new(),
+            ttl_seconds: 3600,
+            referral: Some(referral.clone()),
+        })
+        .await;
+    match refused {
+        Err(status) => println!(
+            "   (the same child's referral for ZW-DSD is refused at ZM-DSW: {})",
+            status.message()
+        ),
+        Ok(_) => bail!("a referral the consent does not cover was accepted"),
+    }
     let delivery = zambia
         .get_delivery(pb::GetDeliveryRequest {
             message_id: submitted.message_id.clone(),

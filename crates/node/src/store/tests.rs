@@ -116,3 +116,81 @@ async fn a_final_outbox_state_is_never_overwritten() {
         Some(delivered.state)
     );
 }
+
+#[tokio::test]
+async fn a_purge_deletes_the_payload_file_and_marks_the_record() {
+    use kinbridge_proto::v1 as pb;
+    use prost::Message;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let header = pb::EnvelopeHeader {
+        consent_id: "C-9".into(),
+        sender: "ZM-DSW".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let envelope = pb::Envelope {
+        header,
+        signature: vec![1; 64],
+        payload: b"PERSONAL-DATA-42".to_vec(),
+        payload_salt: vec![2; 32],
+    };
+    let record = InboxRecord {
+        envelope: Some(envelope),
+        sender: "ZM-DSW".into(),
+        message_id: "m".into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.receive(&record).await.expect("receive"),
+        ReceiveOutcome::Stored(_)
+    ));
+    let on_disk = |needle: &[u8]| {
+        walk(dir.path())
+            .into_iter()
+            .any(|p| std::fs::read(p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
+    };
+    assert!(on_disk(b"PERSONAL-DATA-42"), "stored in the payload store");
+    let (seq, stored) = store.inbox_page(0, 10, true).expect("page").remove(0);
+    let full = store
+        .with_payload(stored.envelope.clone().expect("envelope"))
+        .expect("read")
+        .expect("payload");
+    assert_eq!(full.payload, b"PERSONAL-DATA-42");
+
+    let purged = store
+        .purge_where(|h, _| h.consent_id == "C-9")
+        .await
+        .expect("purge");
+    assert_eq!(purged.len(), 1);
+    assert!(!on_disk(b"PERSONAL-DATA-42"), "the bytes are gone");
+    let after = store.inbox_get(seq).expect("get").expect("record kept");
+    assert!(after.purged_at_ms > 0);
+    assert_eq!(
+        store
+            .with_payload(after.envelope.expect("envelope"))
+            .expect("read"),
+        None
+    );
+    // A second purge finds nothing more.
+    assert!(
+        store
+            .purge_where(|h, _| h.consent_id == "C-9")
+            .await
+            .expect("purge")
+            .is_empty()
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -1,0 +1,99 @@
+//! `kinbridge forward` and `kinbridge withdraw`: pass a received referral on along a route, and
+//! withdraw a consent this node originated data under.
+
+use std::path::PathBuf;
+
+use kinbridge_node::NodeConfig;
+use kinbridge_proto::v1 as pb;
+
+/// Arguments of `kinbridge forward`.
+#[derive(clap::Args)]
+pub struct ForwardArgs {
+    /// Config of the node holding the referral.
+    #[arg(long)]
+    config: PathBuf,
+    /// Address of the node's local port (default: `listen.local` of the config).
+    #[arg(long)]
+    node: Option<std::net::SocketAddr>,
+    /// Sequence number of the inbox item to pass on.
+    #[arg(long)]
+    seq: u64,
+    /// The next node of the route; the consent must name it for onward transfer.
+    #[arg(long)]
+    to: String,
+}
+
+/// Arguments of `kinbridge withdraw`.
+#[derive(clap::Args)]
+pub struct WithdrawArgs {
+    /// Config of the node that originated the data.
+    #[arg(long)]
+    config: PathBuf,
+    /// Address of the node's local port (default: `listen.local` of the config).
+    #[arg(long)]
+    node: Option<std::net::SocketAddr>,
+    /// The consent being withdrawn.
+    #[arg(long)]
+    consent: String,
+    /// Seconds to wait for every node's signed receipt.
+    #[arg(long, default_value_t = 30)]
+    wait: u32,
+}
+
+/// Forwards and reports the new message id.
+pub async fn forward(args: ForwardArgs) -> anyhow::Result<()> {
+    let config = NodeConfig::load(&args.config)?;
+    let mut client = super::local_client_for(&config, args.node)?;
+    let r = client
+        .forward_referral(pb::ForwardReferralRequest {
+            sequence: args.seq,
+            recipient: args.to.clone(),
+            ttl_seconds: 0,
+        })
+        .await?
+        .into_inner();
+    println!(
+        "queued {} for {} (inbox item #{} passed on; chain of custody recorded)",
+        r.message_id, args.to, args.seq
+    );
+    Ok(())
+}
+
+/// Withdraws, then waits for each node's signed receipt.
+pub async fn withdraw(args: WithdrawArgs) -> anyhow::Result<()> {
+    let config = NodeConfig::load(&args.config)?;
+    let mut client = super::local_client_for(&config, args.node)?;
+    let r = client
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            consent_id: args.consent.clone(),
+        })
+        .await?
+        .into_inner();
+    println!(
+        "consent {} withdrawn at {}: {} payload(s) deleted here",
+        args.consent, config.node_id, r.purged_here
+    );
+    let mut missing = 0;
+    for notice in &r.notices {
+        let d = client
+            .get_delivery(pb::GetDeliveryRequest {
+                message_id: notice.message_id.clone(),
+                wait_ms: args.wait.saturating_mul(1000),
+            })
+            .await?
+            .into_inner();
+        if d.state == pb::DeliveryState::Delivered as i32 {
+            println!("  {}: deleted; signed receipt held", notice.recipient);
+        } else {
+            missing += 1;
+            println!(
+                "  {}: not confirmed yet ({}); the node keeps retrying",
+                notice.recipient, d.last_error
+            );
+        }
+    }
+    if missing > 0 {
+        anyhow::bail!("{missing} node(s) have not confirmed the deletion yet");
+    }
+    Ok(())
+}
