@@ -161,19 +161,21 @@ impl PeerService for PeerApi {
             accepted_purposes: state.accepted_purposes.as_deref(),
             now,
         };
-        let is_referral = header.kind == pb::MessageKind::Referral;
-        if let Err(violation) = consent::check_parts(
-            header.consent.as_ref(),
-            &header.consent_id,
-            header.purpose,
-            &header.sender,
-            &header.recipient,
-            &header.data_categories,
-            &header.custody,
-            &ctx,
-        )
-        .or_else(|v| if is_referral { Err(v) } else { Ok(()) })
-        {
+        // A withdrawal holds no personal data: no consent scope covers it.
+        let checked = match verified.payload() {
+            VerifiedPayload::Referral(_) => consent::check_parts(
+                header.consent.as_ref(),
+                &header.consent_id,
+                header.purpose,
+                &header.sender,
+                &header.recipient,
+                &header.data_categories,
+                &header.custody,
+                &ctx,
+            ),
+            VerifiedPayload::Withdrawal(_) => Ok(()),
+        };
+        if let Err(violation) = checked {
             let detail = violation.to_string();
             let negative = issue_refusal_receipt(
                 &verified,
