@@ -181,7 +181,19 @@ pub fn check_transfer(
 /// A permit for a consent withdrawal: it holds no personal data, so no scope covers it; it
 /// goes to every node the withdrawn scope named. Refuses any other kind of draft.
 pub fn permit_withdrawal(draft: EnvelopeDraft) -> Result<PermittedTransfer, ConsentViolation> {
-    if draft.kind != pb::MessageKind::ConsentWithdrawal || !draft.data_categories.is_empty() {
+    permit_without_personal_data(draft)
+}
+
+/// A permit for a message that holds no personal data (a consent withdrawal, a referral status
+/// update: ids and codes only), which no consent scope needs to cover. Refuses any other kind.
+pub fn permit_without_personal_data(
+    draft: EnvelopeDraft,
+) -> Result<PermittedTransfer, ConsentViolation> {
+    let kind_ok = matches!(
+        draft.kind,
+        pb::MessageKind::ConsentWithdrawal | pb::MessageKind::StatusUpdate
+    );
+    if !kind_ok || !draft.data_categories.is_empty() {
         return Err(ConsentViolation::Malformed(
             "only a consent withdrawal without data categories is permitted without a scope".into(),
         ));

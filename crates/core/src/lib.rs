@@ -19,6 +19,7 @@ pub mod receipt;
 pub mod referral;
 pub mod time;
 pub mod verify;
+pub mod workflow;
 
 pub use consent::{ConsentViolation, PermittedTransfer, TransferContext, check_transfer};
 pub use digest::{EnvelopeDigest, PayloadCommitment, PayloadSalt, ReceiptDigest};

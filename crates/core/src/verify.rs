@@ -206,6 +206,8 @@ pub enum VerifiedPayload {
     Referral(Box<pb::ReferralPayload>),
     /// A consent withdrawal (no personal data).
     Withdrawal(pb::ConsentWithdrawal),
+    /// A referral status update (no personal data).
+    Status(pb::StatusUpdate),
 }
 
 impl VerifiedEnvelope {
@@ -229,7 +231,7 @@ impl VerifiedEnvelope {
     pub fn referral(&self) -> Option<&pb::ReferralPayload> {
         match &self.payload {
             VerifiedPayload::Referral(r) => Some(r),
-            VerifiedPayload::Withdrawal(_) => None,
+            VerifiedPayload::Withdrawal(_) | VerifiedPayload::Status(_) => None,
         }
     }
 }
@@ -301,6 +303,14 @@ pub fn verify_envelope(
                 ));
             }
             (VerifiedPayload::Withdrawal(withdrawal), Vec::new())
+        }
+        pb::MessageKind::StatusUpdate => {
+            let update = pb::StatusUpdate::decode(sealed.payload.as_slice()).map_err(|e| {
+                Refusal::Malformed(format!("payload is not a valid StatusUpdate: {e}"))
+            })?;
+            MessageId::new(&update.referral_id)
+                .map_err(|e| Refusal::Malformed(format!("status update: {e}")))?;
+            (VerifiedPayload::Status(update), Vec::new())
         }
         other => return Err(Refusal::UnsupportedKind(other.as_str_name().to_owned())),
     };

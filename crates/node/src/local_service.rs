@@ -24,6 +24,8 @@ use crate::status::{consent_status, refused, store_status};
 use crate::store::{InboxRecord, OutboxRecord};
 use crate::tls::ConnInfo;
 
+mod workflow;
+
 /// The result of authenticating a local client's certificate.
 pub type LocalAuth = Result<LocalClient, String>;
 
@@ -183,6 +185,20 @@ impl LocalService for LocalApi {
         request: Request<pb::WithdrawConsentRequest>,
     ) -> Result<Response<pb::WithdrawConsentResponse>, Status> {
         self.withdraw_inner(request).await
+    }
+
+    async fn update_referral_status(
+        &self,
+        request: Request<pb::UpdateReferralStatusRequest>,
+    ) -> Result<Response<pb::SubmitReferralResponse>, Status> {
+        self.update_status_inner(request).await
+    }
+
+    async fn get_referral_status(
+        &self,
+        request: Request<pb::GetReferralStatusRequest>,
+    ) -> Result<Response<pb::GetReferralStatusResponse>, Status> {
+        self.get_status_inner(request).await
     }
 }
 

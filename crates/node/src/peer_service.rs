@@ -59,6 +59,35 @@ impl PeerApi {
         }
     }
 
+    /// Answers an authentic envelope this node will not take with a signed negative receipt,
+    /// logging `entry` (a `refused` entry about it) with the reason and the receipt's digest.
+    async fn refuse_signed(
+        &self,
+        verified: &kinbridge_core::VerifiedEnvelope,
+        reason: &str,
+        detail: &str,
+        mut entry: pb::AuditEntry,
+        sender: &str,
+    ) -> Result<Response<pb::DeliverResponse>, Status> {
+        let state = &self.state;
+        let negative = issue_refusal_receipt(
+            verified,
+            &state.node_id,
+            UnixMillis::now(),
+            &state.signing_key,
+            reason,
+            detail,
+        );
+        entry.peer = sender.to_owned();
+        entry.reason = reason.to_owned();
+        entry.receipt_digest = negative.digest().0.to_vec();
+        state.auditor.record(&entry).await?;
+        tracing::warn!(message_id = %entry.message_id, reason, error = %detail, "envelope refused; negative receipt returned");
+        Ok(Response::new(pb::DeliverResponse {
+            receipt: self.receipt_with_checkpoint(Some(negative.into())),
+        }))
+    }
+
     /// The original receipt with this node's latest checkpoint attached.
     fn receipt_with_checkpoint(&self, receipt: Option<pb::Receipt>) -> Option<pb::Receipt> {
         receipt.map(|mut r| {
@@ -173,43 +202,76 @@ impl PeerService for PeerApi {
                 &header.custody,
                 &ctx,
             ),
-            VerifiedPayload::Withdrawal(_) => Ok(()),
+            VerifiedPayload::Withdrawal(_) | VerifiedPayload::Status(_) => Ok(()),
         };
         if let Err(violation) = checked {
             let detail = violation.to_string();
-            let negative = issue_refusal_receipt(
-                &verified,
-                &state.node_id,
-                now,
-                &state.signing_key,
-                violation.code(),
-                &detail,
-            );
-            let mut entry = logged(pb::AuditEvent::Refused);
-            entry.peer = sender.clone();
-            entry.reason = violation.code().to_owned();
-            entry.receipt_digest = negative.digest().0.to_vec();
-            state.auditor.record(&entry).await?;
-            tracing::warn!(%message_id, reason = violation.code(), error = %detail, "envelope refused under consent or policy; negative receipt returned");
-            return Ok(Response::new(pb::DeliverResponse {
-                receipt: self.receipt_with_checkpoint(Some(negative.into())),
-            }));
+            return self
+                .refuse_signed(
+                    &verified,
+                    violation.code(),
+                    &detail,
+                    logged(pb::AuditEvent::Refused),
+                    &sender,
+                )
+                .await;
         }
 
-        // A consent withdrawal: delete what its sender originated under that consent before
-        // the receipt says so. Only the originator's own data is touched.
-        if let Some(withdrawal) = match verified.payload() {
-            VerifiedPayload::Withdrawal(w) => Some(w),
-            VerifiedPayload::Referral(_) => None,
-        } {
-            let purged = crate::purge::purge_consent(
-                state,
-                &withdrawal.consent_id,
-                &sender,
-                "consent-withdrawn",
-            )
-            .await?;
-            tracing::info!(%message_id, purged, "consent withdrawn by its originator; payloads deleted");
+        match verified.payload() {
+            // A consent withdrawal: delete what its sender originated under that consent
+            // before the receipt says so. Only the originator's own data is touched.
+            VerifiedPayload::Withdrawal(withdrawal) => {
+                let purged = crate::purge::purge_consent(
+                    state,
+                    &withdrawal.consent_id,
+                    &sender,
+                    "consent-withdrawn",
+                )
+                .await?;
+                tracing::info!(%message_id, purged, "consent withdrawn by its originator; payloads deleted");
+            }
+            // A status update about a referral this node sent to the update's sender.
+            VerifiedPayload::Status(update) => {
+                let ours = state
+                    .store
+                    .outbox_get(&update.referral_id)
+                    .map_err(|e| store_status(&e))?
+                    .is_some_and(|r| r.recipient == sender);
+                if !ours {
+                    let detail = format!(
+                        "this node sent no referral {} to {sender}",
+                        update.referral_id
+                    );
+                    return self
+                        .refuse_signed(
+                            &verified,
+                            "unknown-referral",
+                            &detail,
+                            logged(pb::AuditEvent::Refused),
+                            &sender,
+                        )
+                        .await;
+                }
+                let change = pb::StatusChange {
+                    state: update.state,
+                    code: update.code.clone(),
+                    at_ms: update.at_ms,
+                    by: sender.clone(),
+                };
+                let mut entry = state.auditor.entry(pb::AuditEvent::ReferralStatus);
+                entry.message_id = update.referral_id.clone();
+                entry.consent_id = header.consent_id.clone();
+                entry.peer = sender.clone();
+                entry.reason = status_reason(&change);
+                state.auditor.record(&entry).await?;
+                let me = state.node_id.to_string();
+                state
+                    .store
+                    .record_workflow(&me, &update.referral_id, change)
+                    .await
+                    .map_err(|e| store_status(&e))?;
+            }
+            VerifiedPayload::Referral(_) => {}
         }
 
         let receipt = issue_receipt(&verified, &state.node_id, now, &state.signing_key);
@@ -273,4 +335,20 @@ fn receipt_digest(receipt: Option<&pb::Receipt>) -> Vec<u8> {
             .to_vec()
         })
         .unwrap_or_default()
+}
+
+/// How a workflow change is written in the audit log: the state, and its code if any.
+pub fn status_reason(change: &pb::StatusChange) -> String {
+    let state = pb::ReferralState::try_from(change.state)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("REFERRAL_STATE_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| "unknown".into());
+    if change.code.is_empty() {
+        state
+    } else {
+        format!("{state}:{}", change.code)
+    }
 }

@@ -77,6 +77,8 @@ pub struct Store {
     inbox: sled::Tree,
     inbox_index: sled::Tree,
     peer_checkpoints: sled::Tree,
+    /// Referral workflow histories: `referral sender 0x00 referral id` → [`records::WorkflowRecord`].
+    workflow: sled::Tree,
     /// Payloads and salts, out of sled so they can truly be purged.
     payloads: std::sync::Arc<payloads::PayloadStore>,
     committer: Committer,
@@ -111,6 +113,7 @@ impl Store {
             outbox_pending: db.open_tree("outbox_pending")?,
             inbox_index: db.open_tree("inbox_index")?,
             peer_checkpoints: db.open_tree("peer_checkpoints")?,
+            workflow: db.open_tree("workflow")?,
             payloads: std::sync::Arc::new(payloads),
             inbox,
             db,
@@ -346,6 +349,52 @@ impl Store {
             .map_err(|e| StoreError::Commit(format!("payload purge task failed: {e}")))?
             .map_err(|e| StoreError::Commit(format!("cannot purge a payload: {e}")))?;
         Ok(())
+    }
+
+    /// The workflow history of the referral `referral_id` sent by `sender`.
+    pub fn workflow(
+        &self,
+        sender: &str,
+        referral_id: &str,
+    ) -> Result<Vec<pb::StatusChange>, StoreError> {
+        Ok(match self.workflow.get(index_key(sender, referral_id))? {
+            Some(v) => decode::<records::WorkflowRecord>("workflow", &v)?.history,
+            None => Vec::new(),
+        })
+    }
+
+    /// Appends `change` to the workflow history of `sender`'s referral `referral_id`, durably.
+    pub async fn record_workflow(
+        &self,
+        sender: &str,
+        referral_id: &str,
+        change: pb::StatusChange,
+    ) -> Result<(), StoreError> {
+        let key = index_key(sender, referral_id);
+        self.workflow.fetch_and_update(key, |old| {
+            let mut record = old
+                .and_then(|v| records::WorkflowRecord::decode(v).ok())
+                .unwrap_or_default();
+            record.history.push(change.clone());
+            Some(record.encode_to_vec())
+        })?;
+        self.commit().await
+    }
+
+    /// The inbox record of the message `message_id`, whoever sent it.
+    pub fn inbox_find(&self, message_id: &str) -> Result<Option<(u64, InboxRecord)>, StoreError> {
+        for entry in self.inbox_index.iter() {
+            let (key, seq) = entry?;
+            let separator = key
+                .len()
+                .checked_sub(message_id.len() + 1)
+                .and_then(|at| key.get(at));
+            if key.ends_with(message_id.as_bytes()) && separator == Some(&0) {
+                let seq = decode_seq(&seq);
+                return Ok(self.inbox_get(seq)?.map(|r| (seq, r)));
+            }
+        }
+        Ok(None)
     }
 
     /// The header of the first outbox message `accept` picks.

@@ -73,3 +73,11 @@ pub struct InboxRecord {
     #[prost(int64, tag = "8")]
     pub purged_at_ms: i64,
 }
+
+/// The workflow history of one referral, at either end.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WorkflowRecord {
+    /// Every change, in the order recorded.
+    #[prost(message, repeated, tag = "1")]
+    pub history: Vec<pb::StatusChange>,
+}
