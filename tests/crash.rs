@@ -1,5 +1,5 @@
 //! Crash safety: while referrals flow, a bounded loop SIGKILLs the receiving or the sending
-//! node process at random instants and restarts it. After each restart the victim's audit log
+//! node process at random instants and restarts it, twenty times. After each restart the victim's audit log
 //! verifies and holds every event it acknowledged; at the end every acknowledged submission
 //! is delivered, in the recipient's inbox exactly once, and the two logs reconcile.
 
@@ -15,7 +15,7 @@ use kinbridge_proto::v1 as pb;
 use rand::{Rng, SeedableRng};
 
 /// Kill-and-restart rounds, alternating the receiver and the sender.
-const ROUNDS: usize = 12;
+const ROUNDS: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_instants_loses_no_acknowledged_event() {
@@ -133,6 +133,7 @@ async fn sigkill_at_random_instants_loses_no_acknowledged_event() {
     }
     let mut mw = client_for(&pki, "MW-DSW", "caseworker", mw_local);
     let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
     let mut after = 0;
     loop {
         let page = mw
@@ -148,6 +149,7 @@ async fn sigkill_at_random_instants_loses_no_acknowledged_event() {
         let Some(last) = page.last() else { break };
         after = last.sequence;
         for item in page {
+            order.push(item.message_id.clone());
             *seen.entry(item.message_id).or_default() += 1;
         }
     }
@@ -158,6 +160,15 @@ async fn sigkill_at_random_instants_loses_no_acknowledged_event() {
             "{id} must be in Malawi's inbox exactly once"
         );
     }
+    // In the order Zambia acknowledged them.
+    let positions: Vec<usize> = ids
+        .iter()
+        .filter_map(|id| order.iter().position(|o| o == id))
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "Malawi's inbox is not in submission order"
+    );
     assert!(
         seen.values().all(|n| *n == 1),
         "no message is in the inbox twice"

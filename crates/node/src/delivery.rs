@@ -22,10 +22,10 @@ use crate::store::OutboxRecord;
 pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// Longest retry delay: a border post's link may be down for hours, but it should be tried
 /// again soon after it is back.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Bound on one delivery call.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Deliveries in flight at once.
+/// Recipients delivered to at once (one message each).
 pub const MAX_IN_FLIGHT: usize = 64;
 /// How many queued entries one scan looks at.
 const SCAN_LIMIT: usize = 1024;
@@ -41,24 +41,35 @@ pub fn backoff(attempts: u32) -> Duration {
 }
 
 /// Sends the outbox to the peers until `shutdown` turns true.
+///
+/// Messages to one recipient go one at a time, in the order they were queued: the recipient's
+/// inbox receives them in submission order, and a message waiting for its retry holds back the
+/// ones queued after it for the same recipient. Different recipients proceed independently.
 pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
+    // Recipients with a delivery in flight.
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     loop {
         let now = UnixMillis::now();
         let mut next_due: Option<i64> = None;
         match state.store.pending(SCAN_LIMIT) {
             Ok(pending) => {
+                // Only the head of each recipient's queue is considered.
+                let mut heads_seen: HashSet<String> = HashSet::new();
                 for (id, record) in pending {
-                    // `record` is a snapshot: the attempt re-reads it once it holds the id.
+                    if !heads_seen.insert(record.recipient.clone()) {
+                        continue;
+                    }
+                    // `record` is a snapshot: the attempt re-reads it once it holds the recipient.
                     if record.next_attempt_at_ms > now.0 {
                         next_due = Some(next_due.map_or(record.next_attempt_at_ms, |d| {
                             d.min(record.next_attempt_at_ms)
                         }));
                         continue;
                     }
+                    let recipient = record.recipient;
                     {
                         let mut flying = lock(&in_flight);
-                        if flying.len() >= MAX_IN_FLIGHT || !flying.insert(id.clone()) {
+                        if flying.len() >= MAX_IN_FLIGHT || !flying.insert(recipient.clone()) {
                             continue;
                         }
                     }
@@ -66,7 +77,7 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
                     let in_flight = Arc::clone(&in_flight);
                     tokio::spawn(async move {
                         attempt(&state, &id).await;
-                        lock(&in_flight).remove(&id);
+                        lock(&in_flight).remove(&recipient);
                         state.delivery_wake.notify_one();
                     });
                 }
