@@ -73,6 +73,13 @@ pub struct NodeConfig {
     /// How long payloads are kept after they were received or sent; `None` keeps them until
     /// their consent is withdrawn.
     pub payload_retention: Option<std::time::Duration>,
+    /// Requests per second (and burst) each peer may make.
+    pub peer_rate: crate::ratelimit::Rate,
+    /// Requests per second (and burst) each local client may make.
+    pub client_rate: crate::ratelimit::Rate,
+    /// Most messages the outbox holds queued; submissions beyond are refused with
+    /// RESOURCE_EXHAUSTED until deliveries drain it.
+    pub max_queued: u64,
 }
 
 /// One peer of the registry.
@@ -136,6 +143,8 @@ struct RawConfig {
     #[serde(default)]
     retention: RawRetention,
     #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
     peers: Vec<RawPeer>,
 }
 
@@ -144,6 +153,30 @@ struct RawConfig {
 struct RawAudit {
     checkpoint_interval_ms: Option<u64>,
 }
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    peer_requests_per_second: Option<f64>,
+    peer_burst: Option<f64>,
+    client_requests_per_second: Option<f64>,
+    client_burst: Option<f64>,
+    max_queued: Option<u64>,
+}
+
+/// Default per-peer and per-client rates: far above what one authority's traffic needs, low
+/// enough that one misbehaving caller cannot take the node.
+pub const DEFAULT_PEER_RATE: crate::ratelimit::Rate = crate::ratelimit::Rate {
+    per_second: 2000.0,
+    burst: 4000.0,
+};
+/// Default per-client rate.
+pub const DEFAULT_CLIENT_RATE: crate::ratelimit::Rate = crate::ratelimit::Rate {
+    per_second: 2000.0,
+    burst: 4000.0,
+};
+/// Default bound on queued messages.
+pub const DEFAULT_MAX_QUEUED: u64 = 100_000;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -323,6 +356,24 @@ impl Checker<'_> {
         Ok(ms)
     }
 
+    fn rate(
+        &self,
+        key: &str,
+        per_second: Option<f64>,
+        burst: Option<f64>,
+        default: crate::ratelimit::Rate,
+    ) -> Result<crate::ratelimit::Rate, ConfigError> {
+        let per_second = per_second.unwrap_or(default.per_second);
+        let burst = burst.unwrap_or(per_second.max(default.burst.min(per_second * 2.0)));
+        if !(per_second.is_finite() && per_second > 0.0 && burst.is_finite() && burst >= 1.0) {
+            return Err(self.err(
+                key,
+                "a positive number of requests per second, and a burst of at least 1",
+            ));
+        }
+        Ok(crate::ratelimit::Rate { per_second, burst })
+    }
+
     fn instant(&self, key: &str, value: Option<&str>) -> Result<Option<UnixMillis>, ConfigError> {
         let Some(value) = value else { return Ok(None) };
         let parsed =
@@ -430,6 +481,18 @@ impl Checker<'_> {
                 }
             },
             tags: raw.tags,
+            peer_rate: self.rate("limits.peer_requests_per_second", raw.limits.peer_requests_per_second, raw.limits.peer_burst, DEFAULT_PEER_RATE)?,
+            client_rate: self.rate(
+                "limits.client_requests_per_second",
+                raw.limits.client_requests_per_second,
+                raw.limits.client_burst,
+                DEFAULT_CLIENT_RATE,
+            )?,
+            max_queued: match raw.limits.max_queued {
+                None => DEFAULT_MAX_QUEUED,
+                Some(0) => return Err(self.err("limits.max_queued", "a number of messages of at least 1")),
+                Some(n) => n,
+            },
             payload_retention: match raw.retention.payload_days {
                 None => None,
                 Some(0) => return Err(self.err("retention.payload_days", "a number of days of at least 1")),

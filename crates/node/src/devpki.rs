@@ -372,6 +372,9 @@ pub fn node_config(
         tags: vec!["child-protection".into()],
         accepted_purposes: None,
         payload_retention: None,
+        peer_rate: crate::config::DEFAULT_PEER_RATE,
+        client_rate: crate::config::DEFAULT_CLIENT_RATE,
+        max_queued: crate::config::DEFAULT_MAX_QUEUED,
     }
 }
 

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod local_service;
 pub mod peer_service;
 pub mod purge;
+pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod status;

@@ -70,7 +70,10 @@ impl LocalApi {
         allowed: &[Role],
     ) -> Result<LocalClient, Status> {
         match authorize(request, action, allowed) {
-            Ok(client) => Ok(client),
+            Ok(client) => match self.state.client_limiter.check(&client.name) {
+                Ok(()) => Ok(client),
+                Err(wait) => Err(crate::ratelimit::overloaded(&client.name, wait)),
+            },
             Err((actor, status)) => Err(self.refuse(&actor, status).await),
         }
     }
@@ -350,6 +353,7 @@ impl LocalApi {
     }
 
     /// Logs a sealed message as submitted by `client`, puts it in the outbox, and answers.
+    /// A full outbox refuses with RESOURCE_EXHAUSTED and a retry hint.
     async fn queue(
         &self,
         client: &LocalClient,
@@ -357,6 +361,22 @@ impl LocalApi {
         record: OutboxRecord,
     ) -> Result<Response<pb::SubmitReferralResponse>, Status> {
         let state = &self.state;
+        if state.store.queued() >= state.max_queued {
+            let mut status = refused(
+                Code::ResourceExhausted,
+                "outbox-full",
+                format!(
+                    "{} messages are waiting for delivery, the most this node holds; retry later",
+                    state.max_queued
+                ),
+            );
+            if let Ok(value) = "1000".parse() {
+                status
+                    .metadata_mut()
+                    .insert(crate::ratelimit::RETRY_AFTER_METADATA, value);
+            }
+            return Err(status);
+        }
         if let Some(e) = record.envelope.as_ref() {
             let digest = kinbridge_core::EnvelopeDigest::compute(&e.header, &e.signature);
             let mut entry = crate::audit::with_header(

@@ -125,6 +125,12 @@ impl PeerService for PeerApi {
             }
         };
         tracing::Span::current().record("peer", tls_node.as_str());
+        // Overload is not a refusal of content: answered with a retry hint, not audited, so a
+        // flood cannot grow the log.
+        if let Err(wait) = self.state.peer_limiter.check(tls_node.as_str()) {
+            tracing::warn!(peer = %tls_node, retry_after_ms = wait.as_millis() as u64, "peer over its rate limit");
+            return Err(crate::ratelimit::overloaded(tls_node.as_str(), wait));
+        }
         let Some(envelope) = request.into_inner().envelope else {
             let status =
                 refusal_status(&Refusal::Malformed("the request holds no envelope".into()));

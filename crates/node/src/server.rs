@@ -115,6 +115,12 @@ pub struct NodeState {
     pub accepted_purposes: Option<Vec<kinbridge_proto::v1::Purpose>>,
     /// How long payloads are kept; `None` until withdrawal.
     pub payload_retention: Option<Duration>,
+    /// Rate limit per peer.
+    pub peer_limiter: crate::ratelimit::RateLimiter,
+    /// Rate limit per local client.
+    pub client_limiter: crate::ratelimit::RateLimiter,
+    /// Most messages queued in the outbox.
+    pub max_queued: u64,
 }
 
 impl NodeState {
@@ -270,6 +276,9 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         tags: config.tags.clone(),
         accepted_purposes: config.accepted_purposes.clone(),
         payload_retention: config.payload_retention,
+        peer_limiter: crate::ratelimit::RateLimiter::new(config.peer_rate),
+        client_limiter: crate::ratelimit::RateLimiter::new(config.client_rate),
+        max_queued: config.max_queued,
     });
     let peer_tls = match peer_tls {
         Some(c) => c,

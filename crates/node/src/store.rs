@@ -86,6 +86,8 @@ pub struct Store {
     inbox_tip: watch::Sender<u64>,
     /// Bumped on every outbox state change; waiters on a delivery wake on it.
     outbox_version: watch::Sender<u64>,
+    /// Messages in the pending queue.
+    queued: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -104,6 +106,7 @@ impl Store {
         let payloads = payloads::PayloadStore::open(&dir.join("payloads"))
             .map_err(|e| open_err(e.to_string()))?;
         let inbox = db.open_tree("inbox")?;
+        let queued = db.open_tree("outbox_pending")?.len() as u64;
         let tip = match inbox.last()? {
             Some((k, _)) => decode_seq(&k),
             None => 0,
@@ -120,6 +123,7 @@ impl Store {
             committer,
             inbox_tip: watch::Sender::new(tip),
             outbox_version: watch::Sender::new(0),
+            queued: std::sync::atomic::AtomicU64::new(queued),
         })
     }
 
@@ -147,9 +151,16 @@ impl Store {
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
+        self.queued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.commit().await?;
         self.outbox_version.send_modify(|v| *v += 1);
         Ok(())
+    }
+
+    /// Messages queued for delivery now.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The outbox record of `message_id`.
@@ -201,6 +212,10 @@ impl Store {
                 Ok::<_, ConflictableTransactionError<()>>(true)
             })
             .map_err(tx_error)?;
+        if updated && !still_queued {
+            self.queued
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.commit().await?;
         if updated {
             self.outbox_version.send_modify(|v| *v += 1);

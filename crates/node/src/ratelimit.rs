@@ -1,0 +1,108 @@
+//! Backpressure: token-bucket rate limits per peer and per local client, answered with
+//! RESOURCE_EXHAUSTED and a retry hint rather than falling over. A peer's delivery worker
+//! treats that status as transient and retries with backoff.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tonic::{Code, Status};
+
+use crate::status::refused;
+
+/// Metadata key carrying how long to wait before retrying, in milliseconds.
+pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
+
+/// Most distinct keys a limiter tracks; beyond it, idle buckets are forgotten.
+const MAX_KEYS: usize = 10_000;
+
+/// A rate and a burst.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Requests allowed at once after an idle period.
+    pub burst: f64,
+}
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Token buckets, one per key (a peer's node id, a local client's name).
+pub struct RateLimiter {
+    rate: Rate,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl RateLimiter {
+    /// A limiter allowing `rate` per key.
+    pub fn new(rate: Rate) -> Self {
+        Self {
+            rate,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `key`, or says how long until one is available.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
+            let burst = self.rate.burst;
+            buckets.retain(|_, b| b.tokens < burst);
+        }
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: self.rate.burst,
+            updated: now,
+        });
+        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.rate.per_second).min(self.rate.burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - bucket.tokens) / self.rate.per_second.max(f64::MIN_POSITIVE),
+            ))
+        }
+    }
+}
+
+/// The status for a caller over its rate: RESOURCE_EXHAUSTED with the wait in metadata.
+pub fn overloaded(who: &str, retry_after: Duration) -> Status {
+    let ms = retry_after.as_millis().max(1);
+    let mut status = refused(
+        Code::ResourceExhausted,
+        "rate-limited",
+        format!("{who} is sending faster than this node accepts; retry after {ms} ms"),
+    );
+    if let Ok(value) = ms.to_string().parse() {
+        status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_the_rate() {
+        let limiter = RateLimiter::new(Rate {
+            per_second: 1.0,
+            burst: 3.0,
+        });
+        for _ in 0..3 {
+            assert!(limiter.check("ZM-DSW").is_ok());
+        }
+        let wait = limiter.check("ZM-DSW").expect_err("over the burst");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
+        assert!(limiter.check("MW-DSW").is_ok(), "keys are independent");
+    }
+}
