@@ -96,8 +96,32 @@ async fn referral_crosses_the_border_with_a_verifiable_receipt() {
         .items;
     assert_eq!(all.len(), 1);
     assert!(all[0].acknowledged);
-    drop(watch);
-    fed.shutdown().await;
+    // A new stream from the start brings unacknowledged items again, never acknowledged ones.
+    let second = zambia
+        .submit_referral(submit_request("MW-DSW"))
+        .await
+        .expect("submit")
+        .into_inner();
+    wait_delivery(&mut zambia, &second.message_id).await;
+    let mut again = malawi
+        .watch_inbox(pb::WatchInboxRequest { after_sequence: 0 })
+        .await
+        .expect("watch")
+        .into_inner();
+    let next = tokio::time::timeout(WAIT, again.next())
+        .await
+        .expect("in time")
+        .expect("item")
+        .expect("ok");
+    assert_eq!(
+        next.message_id, second.message_id,
+        "the acknowledged item does not come again"
+    );
+    // Graceful shutdown ends the open inbox streams instead of waiting for their clients.
+    tokio::time::timeout(WAIT, fed.shutdown())
+        .await
+        .expect("shutdown is not held up by open inbox streams");
+    drop((watch, again));
 }
 
 #[tokio::test]

@@ -116,7 +116,11 @@ impl AuditService for AuditApi {
         let auditor = &self.state.auditor;
         let wait = Duration::from_millis(u64::from(req.wait_ms)).min(MAX_CHECKPOINT_WAIT);
         let mut sizes = auditor.subscribe_checkpoints();
-        let _ = tokio::time::timeout(wait, sizes.wait_for(|s| *s >= req.min_size)).await;
+        let mut stopping = self.state.stopping.subscribe();
+        tokio::select! {
+            _ = tokio::time::timeout(wait, sizes.wait_for(|s| *s >= req.min_size)) => {}
+            _ = stopping.wait_for(|s| *s) => {}
+        }
         Ok(Response::new(pb::GetCheckpointResponse {
             checkpoint: auditor.latest_note(),
         }))

@@ -608,6 +608,7 @@ impl LocalApi {
             .map_err(|e| invalid("bad-message-id", e.to_string()))?
             .to_string();
         let store = &self.state.store;
+        let state_stopping = &self.state.stopping;
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(u64::from(req.wait_ms)).min(MAX_DELIVERY_WAIT);
         let mut changes = store.subscribe_outbox();
@@ -627,10 +628,16 @@ impl LocalApi {
             if !queued || tokio::time::Instant::now() >= deadline {
                 return Ok(Response::new(delivery_response(id, record)));
             }
-            if tokio::time::timeout_at(deadline, changes.changed())
-                .await
-                .is_err()
-            {
+            let mut stopping = state_stopping.subscribe();
+            let changed = tokio::select! {
+                r = tokio::time::timeout_at(deadline, changes.changed()) => r.is_ok(),
+                _ = stopping.wait_for(|s| *s) => false,
+            };
+            if !changed || *state_stopping.borrow() {
+                let record = store.outbox_get(&id).map_err(|e| store_status(&e))?;
+                if let Some(record) = record {
+                    return Ok(Response::new(delivery_response(id, record)));
+                }
                 continue;
             }
         }
@@ -674,6 +681,7 @@ impl LocalApi {
         let (tx, rx) = mpsc::channel(INBOX_PAGE);
         tokio::spawn(async move {
             let mut tip = state.store.subscribe_inbox();
+            let mut stopping = state.stopping.subscribe();
             loop {
                 tip.borrow_and_update();
                 let page = match state.store.inbox_page(cursor, INBOX_PAGE, false) {
@@ -698,6 +706,7 @@ impl LocalApi {
                     tokio::select! {
                         changed = tip.changed() => if changed.is_err() { return },
                         () = tx.closed() => return,
+                        _ = stopping.wait_for(|s| *s) => return,
                     }
                 }
             }

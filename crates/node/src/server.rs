@@ -103,6 +103,9 @@ pub struct NodeState {
     pub message_ttl_ms: i64,
     /// Wakes the delivery worker when something is queued or finished.
     pub delivery_wake: Notify,
+    /// Turns true when the node starts shutting down: long polls and inbox streams end, so
+    /// the graceful shutdown is not held up by a client that keeps a stream open.
+    pub stopping: watch::Sender<bool>,
     /// The audit log.
     pub auditor: Arc<Auditor>,
     /// How often to sign audit checkpoints.
@@ -270,6 +273,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         },
         message_ttl_ms: config.message_ttl_ms,
         delivery_wake: Notify::new(),
+        stopping: watch::Sender::new(false),
         auditor,
         checkpoint_interval: Duration::from_millis(config.checkpoint_interval_ms),
         peer_channels: Mutex::new(HashMap::new()),
@@ -331,7 +335,8 @@ impl PreparedNode {
             },
         );
         tracing::info!(node = %state.node_id, local_roots = self.local_verifier_roots, "node started");
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_rx = state.stopping.subscribe();
+        let stop_state = Arc::clone(&state);
         let worker = tokio::spawn(delivery::run(Arc::clone(&state), stop_rx.clone()));
         // A first checkpoint before serving, so receipts always carry one.
         if let Err(e) = state.auditor.checkpoint(&state.signing_key).await {
@@ -363,7 +368,7 @@ impl PreparedNode {
         let trigger = async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections; finishing calls in flight");
-            let _ = stop_tx.send(true);
+            stop_state.stopping.send_replace(true);
             Ok::<(), tonic::transport::Error>(())
         };
         let retention = state.payload_retention.map(|keep| {
