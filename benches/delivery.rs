@@ -66,6 +66,7 @@ fn request(to: &str) -> pb::SubmitReferralRequest {
         ..Default::default()
     };
     pb::SubmitReferralRequest {
+        kind: pb::MessageKind::Referral as i32,
         recipient: to.into(),
         purpose: pb::Purpose::ServiceReferral as i32,
         consent: Some(consent),

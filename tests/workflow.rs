@@ -210,3 +210,42 @@ async fn a_status_update_about_someone_elses_referral_is_refused() {
     assert_eq!(body.refusal_reason, "unknown-referral");
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_case_transfer_for_return_rides_the_same_machinery() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let mut zambia = fed.local("ZM-DSW", "caseworker");
+    let mut request = submit_request("MW-DSW");
+    request.kind = pb::MessageKind::CaseTransfer as i32;
+    request.purpose = pb::Purpose::ReturnAndReintegration as i32;
+    if let Some(scope) = request.consent.as_mut() {
+        scope.purposes = vec![pb::Purpose::ReturnAndReintegration as i32];
+    }
+    let id = zambia
+        .submit_referral(request)
+        .await
+        .expect("submit")
+        .into_inner()
+        .message_id;
+    assert_eq!(
+        wait_delivery(&mut zambia, &id).await.state,
+        pb::DeliveryState::Delivered as i32
+    );
+    let mut malawi = fed.local("MW-DSW", "caseworker");
+    let item = open_inbox(&mut malawi).await.remove(0);
+    assert_eq!(item.kind, pb::MessageKind::CaseTransfer as i32);
+    assert_eq!(item.referral, Some(sample_referral()));
+    let accepted = malawi
+        .update_referral_status(update(item.sequence, pb::ReferralState::Accepted, ""))
+        .await
+        .expect("accept")
+        .into_inner();
+    wait_delivery(&mut malawi, &accepted.message_id).await;
+    let status = zambia
+        .get_referral_status(pb::GetReferralStatusRequest { referral_id: id })
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.state, pb::ReferralState::Accepted as i32);
+    fed.shutdown().await;
+}

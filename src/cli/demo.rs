@@ -139,6 +139,7 @@ async fn exchange(certs: &Path, data: &Path, running: &[RunningNode]) -> anyhow:
     };
     let submitted = zambia
         .submit_referral(pb::SubmitReferralRequest {
+            kind: pb::MessageKind::Referral as i32,
             recipient: mw.node_id.to_string(),
             purpose: pb::Purpose::ServiceReferral as i32,
             consent: Some(consent.clone()),
@@ -156,6 +157,7 @@ async fn exchange(certs: &Path, data: &Path, running: &[RunningNode]) -> anyhow:
     // The consent names Malawi only: the same referral for Zimbabwe is refused before it leaves.
     let refused = zambia
         .submit_referral(pb::SubmitReferralRequest {
+            kind: pb::MessageKind::Referral as i32,
             recipient: "ZW-DSD".into(),
             purpose: pb::Purpose::ServiceReferral as i32,
             consent: Some(consent.clone()),

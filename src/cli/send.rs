@@ -198,6 +198,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let submitted = client
         .submit_referral(pb::SubmitReferralRequest {
+            kind: pb::MessageKind::Referral as i32,
             recipient: args.to.clone(),
             purpose: pb::Purpose::from(args.purpose) as i32,
             consent: Some(consent),

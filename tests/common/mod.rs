@@ -188,6 +188,7 @@ pub fn consent_scope(to: &str, onward: &[&str]) -> pb::ConsentScope {
 
 pub fn submit_request(to: &str) -> pb::SubmitReferralRequest {
     pb::SubmitReferralRequest {
+        kind: pb::MessageKind::Referral as i32,
         recipient: to.into(),
         purpose: pb::Purpose::ServiceReferral as i32,
         consent: Some(consent_scope(to, &[])),

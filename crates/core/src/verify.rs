@@ -285,7 +285,8 @@ pub fn verify_envelope(
         return Err(Refusal::PayloadDigestMismatch);
     }
     let (payload, present) = match header.kind {
-        pb::MessageKind::Referral => {
+        // A case transfer (return and reintegration) carries the same structured payload.
+        pb::MessageKind::Referral | pb::MessageKind::CaseTransfer => {
             let referral = pb::ReferralPayload::decode(sealed.payload.as_slice()).map_err(|e| {
                 Refusal::Malformed(format!("payload is not a valid ReferralPayload: {e}"))
             })?;

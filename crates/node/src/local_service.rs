@@ -245,11 +245,18 @@ impl LocalApi {
         let referral = req
             .referral
             .ok_or_else(|| invalid("no-referral", "referral is required"))?;
+        let kind = match pb::MessageKind::try_from(req.kind) {
+            Ok(pb::MessageKind::Unspecified | pb::MessageKind::Referral) => {
+                pb::MessageKind::Referral
+            }
+            Ok(pb::MessageKind::CaseTransfer) => pb::MessageKind::CaseTransfer,
+            _ => return Err(invalid("bad-kind", "kind is a referral or a case transfer")),
+        };
         let payload = referral.encode_to_vec();
         let now = UnixMillis::now();
         let draft = EnvelopeDraft {
             message_id: MessageId::random(),
-            kind: pb::MessageKind::Referral,
+            kind,
             sender: self.state.node_id.clone(),
             recipient,
             created_at: now,
@@ -428,7 +435,7 @@ impl LocalApi {
         let header = state
             .store
             .find_outbox_header(|h| {
-                h.kind == pb::MessageKind::Referral as i32
+                carries_case_data(h.kind)
                     && h.consent_id == consent_id
                     && h.custody.is_empty()
                     && h.sender == me
@@ -576,7 +583,7 @@ impl LocalApi {
         custody.push(NodeId::new(&header.sender).map_err(malformed)?);
         let draft = EnvelopeDraft {
             message_id: MessageId::random(),
-            kind: pb::MessageKind::Referral,
+            kind: pb::MessageKind::try_from(header.kind).unwrap_or(pb::MessageKind::Referral),
             sender: self.state.node_id.clone(),
             recipient,
             created_at: UnixMillis::now(),
@@ -790,7 +797,7 @@ fn inbox_item(store: &crate::store::Store, sequence: u64, r: InboxRecord) -> pb:
         .map(|c| c.categories.clone())
         .unwrap_or_default();
     let referral = match pb::MessageKind::try_from(header.kind) {
-        Ok(pb::MessageKind::Referral) if !purged => {
+        Ok(pb::MessageKind::Referral | pb::MessageKind::CaseTransfer) if !purged => {
             pb::ReferralPayload::decode(envelope.payload.as_slice())
                 .ok()
                 .map(|mut p| {
@@ -819,4 +826,9 @@ fn inbox_item(store: &crate::store::Store, sequence: u64, r: InboxRecord) -> pb:
         custody: header.custody,
         purged: purged && r.purged_at_ms != 0,
     }
+}
+
+/// Whether a message of `kind` carries a child's case (a referral or a case transfer).
+pub(crate) fn carries_case_data(kind: i32) -> bool {
+    kind == pb::MessageKind::Referral as i32 || kind == pb::MessageKind::CaseTransfer as i32
 }

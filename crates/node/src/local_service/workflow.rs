@@ -31,7 +31,7 @@ impl LocalApi {
             .as_ref()
             .and_then(|i| i.envelope.as_ref())
             .and_then(|e| pb::EnvelopeHeader::decode(e.header.as_slice()).ok())
-            .filter(|h| h.kind == pb::MessageKind::Referral as i32);
+            .filter(|h| super::carries_case_data(h.kind));
         let Some(header) = header else {
             let status = refused(
                 Code::NotFound,
