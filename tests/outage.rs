@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use kinbridge_proto::v1 as pb;
 
-/// How long the receiving node stays down (KINBRIDGE_OUTAGE_SECS, default 120).
+/// How long the receiving node stays down (KINBRIDGE_OUTAGE_SECS, default 180).
 fn outage() -> Duration {
     Duration::from_secs(
         std::env::var("KINBRIDGE_OUTAGE_SECS")
