@@ -14,7 +14,7 @@ fn outage() -> Duration {
         std::env::var("KINBRIDGE_OUTAGE_SECS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(120),
+            .unwrap_or(180),
     )
 }
 
