@@ -85,15 +85,7 @@ async fn referral_crosses_the_border_with_a_verifiable_receipt() {
         .into_inner()
         .items;
     assert!(open.is_empty());
-    let all = malawi
-        .list_inbox(pb::ListInboxRequest {
-            include_acknowledged: true,
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .items;
+    let all = whole_inbox(&mut malawi).await;
     assert_eq!(all.len(), 1);
     assert!(all[0].acknowledged);
     // A new stream from the start brings unacknowledged items again, never acknowledged ones.

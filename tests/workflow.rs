@@ -221,16 +221,7 @@ async fn a_case_transfer_for_return_rides_the_same_machinery() {
     if let Some(scope) = request.consent.as_mut() {
         scope.purposes = vec![pb::Purpose::ReturnAndReintegration as i32];
     }
-    let id = zambia
-        .submit_referral(request)
-        .await
-        .expect("submit")
-        .into_inner()
-        .message_id;
-    assert_eq!(
-        wait_delivery(&mut zambia, &id).await.state,
-        pb::DeliveryState::Delivered as i32
-    );
+    let id = submit_delivered(&mut zambia, request).await;
     let mut malawi = fed.local("MW-DSW", "caseworker");
     let item = open_inbox(&mut malawi).await.remove(0);
     assert_eq!(item.kind, pb::MessageKind::CaseTransfer as i32);

@@ -597,3 +597,37 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     }
     found
 }
+
+/// Submits `request` and waits (bounded) until it is delivered; returns its message id.
+pub async fn submit_delivered(
+    client: &mut LocalServiceClient<Channel>,
+    request: pb::SubmitReferralRequest,
+) -> String {
+    let id = client
+        .submit_referral(request)
+        .await
+        .expect("submit")
+        .into_inner()
+        .message_id;
+    let d = wait_delivery(client, &id).await;
+    assert_eq!(
+        d.state,
+        pb::DeliveryState::Delivered as i32,
+        "{id}: {}",
+        d.last_error
+    );
+    id
+}
+
+/// Every item of an inbox, acknowledged or not (first page).
+pub async fn whole_inbox(client: &mut LocalServiceClient<Channel>) -> Vec<pb::InboxItem> {
+    client
+        .list_inbox(pb::ListInboxRequest {
+            include_acknowledged: true,
+            ..Default::default()
+        })
+        .await
+        .expect("list inbox")
+        .into_inner()
+        .items
+}
