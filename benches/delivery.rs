@@ -35,6 +35,7 @@ async fn start(
     let listeners = Listeners {
         peer: TcpListener::bind(addrs.0).await.expect("bind"),
         local: TcpListener::bind(addrs.1).await.expect("bind"),
+        metrics: None,
     };
     spawn(&config, listeners).expect("node")
 }
@@ -71,6 +72,7 @@ fn request(to: &str) -> pb::SubmitReferralRequest {
         purpose: pb::Purpose::ServiceReferral as i32,
         consent: Some(consent),
         correlation_id: String::new(),
+        recipient_unit: String::new(),
         ttl_seconds: 3600,
         referral: Some(pb::ReferralPayload {
             case_reference: "BENCH".into(),

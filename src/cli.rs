@@ -1,10 +1,12 @@
 //! Command-line parsing, logging setup and dispatch to one module per command.
 
 mod audit;
+mod config;
 mod consent;
 mod demo;
 mod dev_certs;
 mod inbox;
+mod keys;
 mod node;
 mod send;
 
@@ -43,6 +45,10 @@ enum Command {
     Forward(consent::ForwardArgs),
     /// Withdraw a consent: delete its data here and on every node it names, with receipts.
     Withdraw(consent::WithdrawArgs),
+    /// The node's signing keys: list, rotate, revoke (admin role).
+    Keys(keys::Args),
+    /// Check a node's config and every file it names, without starting the node.
+    Config(config::Args),
 }
 
 /// Parses the command line, runs the command, and turns an error into exit code 1.
@@ -75,6 +81,8 @@ pub fn main() -> ExitCode {
             Command::Audit(args) => audit::run(args).await,
             Command::Forward(args) => consent::forward(args).await,
             Command::Withdraw(args) => consent::withdraw(args).await,
+            Command::Keys(args) => keys::run(args).await,
+            Command::Config(args) => config::run(&args),
         }
     });
     match result {
@@ -110,6 +118,43 @@ fn init_tracing(json: bool, default_level: &str) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// How to reach a running node's local port with a given role's certificate.
+#[derive(clap::Args)]
+pub struct NodeAccess {
+    /// Config of the node.
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+    /// Address of the node's local port (default: `listen.local` of the config).
+    #[arg(long)]
+    pub node: Option<std::net::SocketAddr>,
+    /// Client certificate with the role the command needs: auditor for `audit`, admin for
+    /// `keys` (default: the config's [client]).
+    #[arg(long, requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Its private key.
+    #[arg(long, requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl NodeAccess {
+    /// A mutual-TLS channel to the node's local port as this certificate's client.
+    pub fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        let config = kinbridge_node::NodeConfig::load(&self.config)?;
+        let (addr, cert, key) = local_access(
+            &config,
+            self.node,
+            self.cert.as_deref(),
+            self.key.as_deref(),
+        )?;
+        Ok(kinbridge_node::client::local_channel(
+            &addr,
+            &config.tls_ca_certificate,
+            &cert,
+            &key,
+        )?)
     }
 }
 

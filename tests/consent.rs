@@ -346,6 +346,7 @@ async fn an_enforcement_client_may_refer_a_child_but_never_read() {
         &node_id("MW-DSW"),
         "border-police-1",
         "system",
+        None,
         &["immigration-enforcement"],
         &cert,
         &key,
@@ -410,6 +411,7 @@ async fn onward_transfer_and_withdrawal_along_a_three_node_route() {
             sequence: item.sequence,
             recipient: "ZM-DSW".into(),
             ttl_seconds: 0,
+            recipient_unit: String::new(),
         })
         .await
         .expect_err("not named for onward transfer");
@@ -419,6 +421,7 @@ async fn onward_transfer_and_withdrawal_along_a_three_node_route() {
             sequence: item.sequence,
             recipient: "ZW-DSD".into(),
             ttl_seconds: 0,
+            recipient_unit: String::new(),
         })
         .await
         .expect("onward transfer permitted")

@@ -12,11 +12,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "kinbridge/v1/peer.proto",
         "kinbridge/v1/local.proto",
         "kinbridge/v1/audit.proto",
+        "kinbridge/v1/admin.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={}", proto_root.join(file).display());
     }
     let descriptors = protox::compile(files, [&proto_root])?;
+    // The descriptor set itself, for gRPC server reflection.
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("kinbridge_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
     let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
         .build_client(grpc)

@@ -14,28 +14,13 @@ use kinbridge_core::{KeyId, PeerKey};
 use kinbridge_node::NodeConfig;
 use kinbridge_proto::v1 as pb;
 
+use super::NodeAccess;
+
 /// Arguments of `kinbridge audit`.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
     command: Command,
-}
-
-/// How to reach a running node's local port as an auditor.
-#[derive(clap::Args)]
-struct NodeAccess {
-    /// Config of the node.
-    #[arg(long)]
-    config: PathBuf,
-    /// Address of the node's local port (default: `listen.local` of the config).
-    #[arg(long)]
-    node: Option<std::net::SocketAddr>,
-    /// Client certificate with the auditor (or admin) role (default: the config's [client]).
-    #[arg(long, requires = "key")]
-    cert: Option<PathBuf>,
-    /// Its private key.
-    #[arg(long, requires = "cert")]
-    key: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -52,9 +37,10 @@ enum Command {
     Verify {
         /// The export file.
         file: PathBuf,
-        /// The node's Ed25519 public key (SPKI PEM), obtained from the node's authority.
-        #[arg(long)]
-        key: PathBuf,
+        /// The node's Ed25519 public key (SPKI PEM), obtained from the node's authority. After a
+        /// key rotation, give each key the log was signed with: `--key old.pub --key new.pub`.
+        #[arg(long, required = true)]
+        key: Vec<PathBuf>,
     },
     /// Check two nodes' verified exports against each other: every delivery on one side has its
     /// receipt on the other.
@@ -63,12 +49,12 @@ enum Command {
         a: PathBuf,
         /// The second export.
         b: PathBuf,
-        /// Public key of the first export's node.
-        #[arg(long)]
-        key_a: PathBuf,
-        /// Public key of the second export's node.
-        #[arg(long)]
-        key_b: PathBuf,
+        /// Public key(s) of the first export's node.
+        #[arg(long, required = true)]
+        key_a: Vec<PathBuf>,
+        /// Public key(s) of the second export's node.
+        #[arg(long, required = true)]
+        key_b: Vec<PathBuf>,
     },
     /// Have the node ask each peer for a consistency proof from the checkpoint it holds.
     CheckPeers {
@@ -153,19 +139,7 @@ fn audit_client(
 ) -> anyhow::Result<
     kinbridge_proto::v1::audit_service_client::AuditServiceClient<tonic::transport::Channel>,
 > {
-    let config = NodeConfig::load(&access.config)?;
-    let (addr, cert, key) = super::local_access(
-        &config,
-        access.node,
-        access.cert.as_deref(),
-        access.key.as_deref(),
-    )?;
-    Ok(kinbridge_node::client::audit_client(
-        &addr,
-        &config.tls_ca_certificate,
-        &cert,
-        &key,
-    )?)
+    Ok(kinbridge_proto::v1::audit_service_client::AuditServiceClient::new(access.channel()?))
 }
 
 async fn export(access: &NodeAccess, out: &Path) -> anyhow::Result<()> {
@@ -187,15 +161,21 @@ async fn export(access: &NodeAccess, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Verifies an export with the public key in `key_file`; the key name is the export's origin.
+/// Verifies an export with the public keys in `key_files` (each checkpoint must verify under
+/// one of them); the key name is the export's origin.
 pub fn verify_file(
     file: &Path,
-    key_file: &Path,
+    key_files: &[PathBuf],
     keep_entries: bool,
 ) -> anyhow::Result<VerifiedExport> {
-    let pem = std::fs::read_to_string(key_file)
-        .with_context(|| format!("cannot read {}", key_file.display()))?;
-    let key = PeerKey::from_public_key_pem(KeyId::new("auditor-supplied")?, &pem)?;
+    let mut keys = Vec::with_capacity(key_files.len());
+    for key_file in key_files {
+        let pem = std::fs::read_to_string(key_file)
+            .with_context(|| format!("cannot read {}", key_file.display()))?;
+        let key = PeerKey::from_public_key_pem(KeyId::new("auditor-supplied")?, &pem)
+            .with_context(|| format!("{}", key_file.display()))?;
+        keys.push(key);
+    }
     let open =
         || std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()));
     let origin = match BufReader::new(open()?).lines().next() {
@@ -208,10 +188,13 @@ pub fn verify_file(
         },
         _ => bail!("{}: empty or unreadable", file.display()),
     };
-    let note_key = NoteKey {
-        name: origin,
-        key: *key.verifying_key(),
-    };
-    verify_export(BufReader::new(open()?), &note_key, keep_entries)
+    let note_keys: Vec<NoteKey> = keys
+        .iter()
+        .map(|key| NoteKey {
+            name: origin.clone(),
+            key: *key.verifying_key(),
+        })
+        .collect();
+    verify_export(BufReader::new(open()?), &note_keys, keep_entries)
         .map_err(|e| anyhow::anyhow!("FAILED: {}: {e}", file.display()))
 }

@@ -21,6 +21,9 @@ pub struct ForwardArgs {
     /// The next node of the route; the consent must name it for onward transfer.
     #[arg(long)]
     to: String,
+    /// The next node's unit; the default is its intake.
+    #[arg(long, default_value = "")]
+    to_unit: String,
 }
 
 /// Arguments of `kinbridge withdraw`.
@@ -49,6 +52,7 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<()> {
             sequence: args.seq,
             recipient: args.to.clone(),
             ttl_seconds: 0,
+            recipient_unit: args.to_unit.clone(),
         })
         .await?
         .into_inner();

@@ -62,7 +62,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             peer_addr,
             local_addr,
         );
-        running.push(spawn(&config, Listeners { peer, local })?);
+        let listeners = Listeners {
+            peer,
+            local,
+            metrics: None,
+        };
+        running.push(spawn(&config, listeners)?);
     }
     println!("2. federation running on loopback over mutual TLS:");
     for n in &running {
@@ -146,6 +151,7 @@ async fn exchange(certs: &Path, data: &Path, running: &[RunningNode]) -> anyhow:
             correlation_id: "ZM-CHP-2026-0042".into(),
             ttl_seconds: 3600,
             referral: Some(referral.clone()),
+            recipient_unit: String::new(),
         })
         .await
         .context("submit at ZM-DSW")?
@@ -164,6 +170,7 @@ async fn exchange(certs: &Path, data: &Path, running: &[RunningNode]) -> anyhow:
             correlation_id: String::new(),
             ttl_seconds: 3600,
             referral: Some(referral.clone()),
+            recipient_unit: String::new(),
         })
         .await;
     match refused {
@@ -259,7 +266,7 @@ async fn audit_trail(
         let path = data.join(format!("{}-audit.jsonl", node.node_id));
         let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
         kinbridge_node::client::export_log(&mut client, node.node_id.as_str(), file).await?;
-        let verified = super::audit::verify_file(&path, &files.signing_pub(), true)?;
+        let verified = super::audit::verify_file(&path, &[files.signing_pub()], true)?;
         let events: Vec<String> = verified
             .entries
             .iter()

@@ -1,4 +1,6 @@
-//! `kinbridge node --config FILE`: run one node until SIGINT or SIGTERM.
+//! `kinbridge node --config FILE`: run one node until SIGINT or SIGTERM. On either it stops
+//! accepting, lets calls in flight finish, ends the delivery worker after its current
+//! attempt, makes the store durable and exits 0.
 
 use std::path::PathBuf;
 
@@ -27,9 +29,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .local
         .local_addr()
         .context("local listener address")?;
+    let metrics = match listeners.metrics.as_ref() {
+        Some(l) => format!(
+            " metrics=http://{}/metrics",
+            l.local_addr().context("metrics listener address")?
+        ),
+        None => String::new(),
+    };
     // Tests and scripts wait for this exact line.
     println!(
-        "kinbridge node {} ready: peer={peer} local={local}",
+        "kinbridge node {} ready: peer={peer} local={local}{metrics}",
         node.node_id()
     );
     node.serve(listeners, shutdown_signal()).await?;

@@ -99,6 +99,9 @@ pub struct Args {
     /// Recipient node id, e.g. MW-DSW.
     #[arg(long)]
     to: String,
+    /// The recipient's unit (e.g. chipata-district); the default is the recipient's intake.
+    #[arg(long, default_value = "")]
+    to_unit: String,
     /// Why the referral is sent.
     #[arg(long, value_enum, default_value = "service-referral")]
     purpose: PurposeArg,
@@ -205,6 +208,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             correlation_id: args.correlation.clone(),
             ttl_seconds: 0,
             referral: Some(referral),
+            recipient_unit: args.to_unit.clone(),
         })
         .await?
         .into_inner();

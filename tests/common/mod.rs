@@ -76,7 +76,17 @@ impl Federation {
             );
             let mut config = config;
             tweak(&mut config);
-            nodes.push(spawn(&config, Listeners { peer, local }).expect("node starts"));
+            let metrics = Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind metrics"),
+            );
+            let listeners = Listeners {
+                peer,
+                local,
+                metrics,
+            };
+            nodes.push(spawn(&config, listeners).expect("node starts"));
         }
         Self { dir, pki, nodes }
     }
@@ -195,6 +205,7 @@ pub fn submit_request(to: &str) -> pb::SubmitReferralRequest {
         correlation_id: "TEST-CASE-1".into(),
         ttl_seconds: 3600,
         referral: Some(sample_referral()),
+        recipient_unit: String::new(),
     }
 }
 
@@ -217,6 +228,7 @@ pub fn draft(from: &str, to: &str) -> EnvelopeDraft {
         ],
         consent: Some(consent_scope(to, &[])),
         custody: vec![],
+        recipient_unit: None,
     }
 }
 
@@ -263,6 +275,10 @@ pub struct NodeProcess {
     pub child: Option<Child>,
     pub peer_addr: SocketAddr,
     pub local_addr: SocketAddr,
+    /// `http://host:port/metrics`, if the config has a metrics listener.
+    pub metrics_url: Option<String>,
+    /// The rest of what the node printed on stdout after its ready line.
+    pub stdout: Option<mpsc::Receiver<String>>,
 }
 
 impl NodeProcess {
@@ -273,6 +289,8 @@ impl NodeProcess {
             child: None,
             peer_addr: none,
             local_addr: none,
+            metrics_url: None,
+            stdout: None,
         }
     }
 
@@ -312,10 +330,37 @@ impl NodeProcess {
                 .expect("address")
         };
         let (peer_addr, local_addr) = (addr("peer="), addr("local="));
+        let metrics_url = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("metrics="))
+            .map(str::to_owned);
         Self {
             child: Some(child),
             peer_addr,
             local_addr,
+            metrics_url,
+            stdout: Some(rx),
+        }
+    }
+
+    /// SIGTERM, and wait (bounded) for the process to exit; returns its exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("a running node");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("the node did not exit within {WAIT:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -347,7 +392,7 @@ pub fn dev_config_toml(
 ) -> String {
     let f = DevNodeFiles::new(pki, &node_id(me));
     let mut toml = format!(
-        "node_id = \"{me}\"\ndevelopment = true\ndata_dir = \"{}\"\n\n[listen]\npeer = \"127.0.0.1:0\"\nlocal = \"127.0.0.1:0\"\n\n\
+        "node_id = \"{me}\"\ndevelopment = true\ndata_dir = \"{}\"\n\n[listen]\npeer = \"127.0.0.1:0\"\nlocal = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n\n\
          [identity]\ncertificate = \"{}\"\nprivate_key = \"{}\"\nca_certificate = \"{}\"\nsigning_key = \"{}\"\nsigning_key_id = \"{}\"\n\n\
          [local_clients]\nca_certificate = \"{}\"\n\n[client]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
         data_dir.display(),
@@ -415,12 +460,24 @@ pub async fn export_and_verify(
     let pem = std::fs::read_to_string(files.signing_pub()).expect("pub");
     let key =
         kinbridge_core::PeerKey::from_public_key_pem(files.signing_key_id(), &pem).expect("key");
-    let note_key = kinbridge_audit::NoteKey {
-        name: kinbridge_audit::checkpoint::origin_of(&node_id(node)),
-        key: *key.verifying_key(),
-    };
+    verify_export_file(node, out, &[*key.verifying_key()])
+}
+
+/// Verifies the export of `node`'s log at `out` offline with `keys`.
+pub fn verify_export_file(
+    node: &str,
+    out: &Path,
+    keys: &[ed25519_dalek::VerifyingKey],
+) -> kinbridge_audit::export::VerifiedExport {
+    let note_keys: Vec<_> = keys
+        .iter()
+        .map(|key| kinbridge_audit::NoteKey {
+            name: kinbridge_audit::checkpoint::origin_of(&node_id(node)),
+            key: *key,
+        })
+        .collect();
     let reader = std::io::BufReader::new(std::fs::File::open(out).expect("open export"));
-    kinbridge_audit::export::verify_export(reader, &note_key, true)
+    kinbridge_audit::export::verify_export(reader, &note_keys, true)
         .unwrap_or_else(|e| panic!("{node}'s export does not verify: {e}"))
 }
 

@@ -79,7 +79,7 @@ fn main() {
     let start = Instant::now();
     let verified = verify_export(
         BufReader::new(std::fs::File::open(&path).expect("open")),
-        &note_key,
+        std::slice::from_ref(&note_key),
         false,
     )
     .expect("verifies");

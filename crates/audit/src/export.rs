@@ -126,11 +126,13 @@ pub struct VerifiedExport {
     pub entries: Vec<Vec<u8>>,
 }
 
-/// Verifies an export read from `input` against the log's public key `key` (whose name must
-/// be the export's origin). With `keep_entries`, the entries are returned for reconciliation.
+/// Verifies an export read from `input` against the log's public keys `keys` (whose name must
+/// be the export's origin; each checkpoint must verify under one of them: a node that rotated
+/// its key signed older checkpoints with the older key). With `keep_entries`, the entries are
+/// returned for reconciliation.
 pub fn verify_export<R: BufRead>(
     input: R,
-    key: &NoteKey,
+    keys: &[NoteKey],
     keep_entries: bool,
 ) -> Result<VerifiedExport, VerifyFailure> {
     let fail = |line: usize, index: Option<u64>, reason: String| VerifyFailure {
@@ -157,12 +159,19 @@ pub fn verify_export<R: BufRead>(
         },
         _ => return Err(fail(1, None, "empty or unreadable file".into())),
     };
-    if origin != key.name {
+    if keys.is_empty() {
+        return Err(fail(
+            1,
+            None,
+            "no public key was given to verify with".into(),
+        ));
+    }
+    if let Some(key) = keys.iter().find(|k| k.name != origin) {
         return Err(fail(
             1,
             None,
             format!(
-                "the export is of log '{origin}', but the key given is for '{}'",
+                "the export is of log '{origin}', but a key given is for '{}'",
                 key.name
             ),
         ));
@@ -248,8 +257,8 @@ pub fn verify_export<R: BufRead>(
     }
     let mut last_verified: Option<u64> = None;
     for (line, note) in &notes {
-        let cp =
-            verify_note(note, key).map_err(|e| fail(*line, None, format!("checkpoint: {e}")))?;
+        let cp = verify_note_any(note, keys)
+            .map_err(|e| fail(*line, None, format!("checkpoint: {e}")))?;
         if cp.size > tree.size() {
             return Err(fail(
                 *line,
@@ -307,3 +316,20 @@ pub fn verify_export<R: BufRead>(
 
 #[cfg(test)]
 mod tests;
+
+/// Verifies `note` under the first of `keys` that signed it.
+fn verify_note_any(
+    note: &str,
+    keys: &[NoteKey],
+) -> Result<crate::checkpoint::VerifiedCheckpoint, crate::checkpoint::CheckpointError> {
+    let mut last = None;
+    for key in keys {
+        match verify_note(note, key) {
+            Ok(cp) => return Ok(cp),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        crate::checkpoint::CheckpointError::NoSignature("no key to verify with".into())
+    }))
+}

@@ -185,17 +185,20 @@ pub fn permit_withdrawal(draft: EnvelopeDraft) -> Result<PermittedTransfer, Cons
 }
 
 /// A permit for a message that holds no personal data (a consent withdrawal, a referral status
-/// update: ids and codes only), which no consent scope needs to cover. Refuses any other kind.
+/// update, a key update: ids, codes and keys only), which no consent scope needs to cover.
+/// Refuses any other kind.
 pub fn permit_without_personal_data(
     draft: EnvelopeDraft,
 ) -> Result<PermittedTransfer, ConsentViolation> {
     let kind_ok = matches!(
         draft.kind,
-        pb::MessageKind::ConsentWithdrawal | pb::MessageKind::StatusUpdate
+        pb::MessageKind::ConsentWithdrawal
+            | pb::MessageKind::StatusUpdate
+            | pb::MessageKind::KeyUpdate
     );
     if !kind_ok || !draft.data_categories.is_empty() {
         return Err(ConsentViolation::Malformed(
-            "only a consent withdrawal without data categories is permitted without a scope".into(),
+            "only a withdrawal, status update or key update without data categories is permitted without a scope".into(),
         ));
     }
     Ok(PermittedTransfer { draft })

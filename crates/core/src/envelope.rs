@@ -41,6 +41,8 @@ pub struct EnvelopeDraft {
     pub consent: Option<pb::ConsentScope>,
     /// The nodes that held the data before the sender, originator first.
     pub custody: Vec<NodeId>,
+    /// The recipient's unit the data is addressed to; `None` for its intake.
+    pub recipient_unit: Option<crate::ids::UnitName>,
 }
 
 /// An envelope as it crosses the wire: signed header bytes, signature, payload and salt.
@@ -129,6 +131,11 @@ fn seal(draft: &EnvelopeDraft, payload: Vec<u8>, key: &NodeSigningKey) -> Sealed
         data_categories: draft.data_categories.iter().map(|c| *c as i32).collect(),
         consent: draft.consent.clone(),
         custody: draft.custody.iter().map(ToString::to_string).collect(),
+        recipient_unit: draft
+            .recipient_unit
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
     }
     .encode_to_vec();
     let signature = key

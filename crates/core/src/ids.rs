@@ -18,6 +18,11 @@ pub enum IdError {
     /// A key id must be 1 to 64 characters from `A-Z a-z 0-9 . _ -`.
     #[error("'{0}' is not a key id: expected 1-64 characters from A-Z a-z 0-9 . _ -")]
     KeyId(String),
+    /// A unit name must be 1 to 64 characters from `a-z 0-9 -`.
+    #[error(
+        "'{0}' is not a unit name: expected 1-64 characters from a-z 0-9 -, e.g. chipata-district"
+    )]
+    Unit(String),
 }
 
 /// Longest authority part of a node id.
@@ -123,6 +128,46 @@ impl fmt::Display for KeyId {
     }
 }
 
+/// A unit of an authority: an office or team whose caseworkers share cases, e.g.
+/// `chipata-district`. It names an organisation, never a person.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnitName(String);
+
+impl UnitName {
+    /// Parses and validates a unit name.
+    pub fn new(s: &str) -> Result<Self, IdError> {
+        let ok = !s.is_empty()
+            && s.len() <= MAX_KEY_ID_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::Unit(truncate_for_error(s)))
+        }
+    }
+
+    /// An optional unit: the empty string is none.
+    pub fn optional(s: &str) -> Result<Option<Self>, IdError> {
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            Self::new(s).map(Some)
+        }
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UnitName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Identifiers come from peers: quote at most a short, printable prefix in errors.
 fn truncate_for_error(s: &str) -> String {
     s.chars()
@@ -169,5 +214,14 @@ mod tests {
         assert!(KeyId::new("").is_err());
         assert!(KeyId::new("a b").is_err());
         assert!(KeyId::new(&"k".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn unit_names() {
+        assert!(UnitName::new("chipata-district").is_ok());
+        assert_eq!(UnitName::optional(""), Ok(None));
+        for bad in ["Chipata", "a b", "a_b", ""] {
+            assert!(UnitName::new(bad).is_err(), "{bad} accepted");
+        }
     }
 }

@@ -19,6 +19,19 @@ pub enum KeyError {
     /// The public key is of small order: any signature could verify under it.
     #[error("public key {0} is a weak (small-order) Ed25519 key and is refused")]
     WeakKey(KeyId),
+    /// The key was revoked before the instant it was used at.
+    #[error("signing key '{key}' was revoked at {revoked_at}; it was used at {at}")]
+    Revoked {
+        /// The key.
+        key: KeyId,
+        /// The instant it was used at.
+        at: UnixMillis,
+        /// When it was revoked.
+        revoked_at: UnixMillis,
+    },
+    /// A key id is already taken by another key of the same node.
+    #[error("key id '{0}' already names another key of this node")]
+    Conflict(KeyId),
     /// No key with this id is registered for the signer.
     #[error("no signing key '{0}' is registered for this node")]
     UnknownKey(KeyId),
@@ -114,8 +127,10 @@ pub struct PeerKey {
     key: VerifyingKey,
     /// Signatures made before this instant are refused.
     pub not_before: Option<UnixMillis>,
-    /// Signatures made at or after this instant are refused (expiry or revocation).
+    /// Signatures made at or after this instant are refused (expiry).
     pub not_after: Option<UnixMillis>,
+    /// Signatures made at or after this instant are refused (revocation).
+    pub revoked_at: Option<UnixMillis>,
 }
 
 impl PeerKey {
@@ -134,7 +149,28 @@ impl PeerKey {
             key,
             not_before,
             not_after,
+            revoked_at: None,
         })
+    }
+
+    /// A peer key from its 32 raw bytes; refuses bytes that are not a point, and weak keys.
+    pub fn from_bytes(
+        id: KeyId,
+        bytes: &[u8],
+        not_before: Option<UnixMillis>,
+        not_after: Option<UnixMillis>,
+    ) -> Result<Self, KeyError> {
+        let raw = <[u8; 32]>::try_from(bytes)
+            .map_err(|_| KeyError::BadPublicKey(format!("{} bytes, not 32", bytes.len())))?;
+        let key = VerifyingKey::from_bytes(&raw)
+            .map_err(|_| KeyError::BadPublicKey("not an Ed25519 point".into()))?;
+        Self::new(id, key, not_before, not_after)
+    }
+
+    /// Hex SHA-256 of the 32-byte public key: what two operators compare over the phone.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(self.key.as_bytes()))
     }
 
     /// Loads an SPKI PEM public key.
@@ -152,8 +188,14 @@ impl PeerKey {
         &self.key
     }
 
-    fn valid_at(&self, at: UnixMillis) -> bool {
+    /// Whether a signature made at `at` falls inside the key's window (revocation aside).
+    pub fn valid_at(&self, at: UnixMillis) -> bool {
         self.not_before.is_none_or(|nb| at >= nb) && self.not_after.is_none_or(|na| at < na)
+    }
+
+    /// Whether the key was revoked at or before `at`.
+    pub fn revoked_by(&self, at: UnixMillis) -> bool {
+        self.revoked_at.is_some_and(|r| at >= r)
     }
 }
 
@@ -169,13 +211,20 @@ impl Keyring {
         Self { keys }
     }
 
-    /// The key `id`, if it was valid at `at`.
+    /// The key `id`, if it was valid and not revoked at `at`.
     pub fn find(&self, id: &KeyId, at: UnixMillis) -> Result<&VerifyingKey, KeyError> {
         let key = self
             .keys
             .iter()
             .find(|k| &k.id == id)
             .ok_or_else(|| KeyError::UnknownKey(id.clone()))?;
+        if let Some(revoked_at) = key.revoked_at.filter(|r| at >= *r) {
+            return Err(KeyError::Revoked {
+                key: id.clone(),
+                at,
+                revoked_at,
+            });
+        }
         if key.valid_at(at) {
             Ok(&key.key)
         } else {
@@ -191,6 +240,36 @@ impl Keyring {
     /// The keys.
     pub fn keys(&self) -> &[PeerKey] {
         &self.keys
+    }
+
+    /// The key `id`, whatever its window.
+    pub fn get(&self, id: &KeyId) -> Option<&PeerKey> {
+        self.keys.iter().find(|k| &k.id == id)
+    }
+
+    /// Adds `key`. `Ok(false)` if the very same key is already there (its window is kept);
+    /// a different key under a taken id is refused.
+    pub fn insert(&mut self, key: PeerKey) -> Result<bool, KeyError> {
+        match self.get(&key.id) {
+            Some(existing) if existing.key == key.key => Ok(false),
+            Some(_) => Err(KeyError::Conflict(key.id)),
+            None => {
+                self.keys.push(key);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Revokes key `id` from `at` on. An earlier revocation stands: revocation only widens.
+    pub fn revoke(&mut self, id: &KeyId, at: UnixMillis) -> Result<UnixMillis, KeyError> {
+        let key = self
+            .keys
+            .iter_mut()
+            .find(|k| &k.id == id)
+            .ok_or_else(|| KeyError::UnknownKey(id.clone()))?;
+        let effective = key.revoked_at.map_or(at, |r| r.min(at));
+        key.revoked_at = Some(effective);
+        Ok(effective)
     }
 }
 
@@ -237,6 +316,58 @@ mod tests {
         assert!(matches!(
             ring.find(&kid("k2"), UnixMillis(150)),
             Err(KeyError::UnknownKey(_))
+        ));
+    }
+
+    #[test]
+    fn revocation_refuses_from_its_instant_on_and_only_widens() {
+        let key = NodeSigningKey::generate(kid("k1"));
+        let other = NodeSigningKey::generate(kid("k1"));
+        let mut ring = Keyring::new(vec![
+            PeerKey::new(kid("k1"), key.verifying_key(), None, None).expect("key"),
+        ]);
+        assert_eq!(
+            ring.revoke(&kid("k1"), UnixMillis(500)),
+            Ok(UnixMillis(500))
+        );
+        assert!(ring.find(&kid("k1"), UnixMillis(499)).is_ok());
+        assert!(matches!(
+            ring.find(&kid("k1"), UnixMillis(500)),
+            Err(KeyError::Revoked { .. })
+        ));
+        // A later revocation does not move it back.
+        assert_eq!(
+            ring.revoke(&kid("k1"), UnixMillis(900)),
+            Ok(UnixMillis(500))
+        );
+        assert_eq!(
+            ring.revoke(&kid("k1"), UnixMillis(100)),
+            Ok(UnixMillis(100))
+        );
+        assert!(ring.find(&kid("k1"), UnixMillis(200)).is_err());
+        // The same key again is a no-op; another key under the id is refused.
+        let same = PeerKey::new(kid("k1"), key.verifying_key(), None, None).expect("key");
+        assert_eq!(ring.insert(same), Ok(false));
+        let clash = PeerKey::new(kid("k1"), other.verifying_key(), None, None).expect("key");
+        assert!(matches!(ring.insert(clash), Err(KeyError::Conflict(_))));
+        assert!(matches!(
+            ring.revoke(&kid("nope"), UnixMillis(1)),
+            Err(KeyError::UnknownKey(_))
+        ));
+    }
+
+    #[test]
+    fn raw_keys_are_checked() {
+        let key = NodeSigningKey::generate(kid("k1"));
+        let peer = PeerKey::from_bytes(kid("k1"), key.verifying_key().as_bytes(), None, None)
+            .expect("key");
+        assert_eq!(peer.fingerprint().len(), 64);
+        assert!(PeerKey::from_bytes(kid("k1"), &[0u8; 31], None, None).is_err());
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        assert!(matches!(
+            PeerKey::from_bytes(kid("w"), &weak, None, None),
+            Err(KeyError::WeakKey(_))
         ));
     }
 

@@ -24,11 +24,11 @@ pub mod workflow;
 pub use consent::{ConsentViolation, PermittedTransfer, TransferContext, check_transfer};
 pub use digest::{EnvelopeDigest, PayloadCommitment, PayloadSalt, ReceiptDigest};
 pub use envelope::{EnvelopeDraft, SealedEnvelope, seal_envelope};
-pub use ids::{IdError, KeyId, MessageId, NodeId};
+pub use ids::{IdError, KeyId, MessageId, NodeId, UnitName};
 pub use keys::{KeyError, Keyring, NodeSigningKey, PeerKey};
 pub use receipt::{
     ReceiptError, SignedReceipt, VerifiedReceipt, issue_receipt, issue_refusal_receipt,
     verify_receipt,
 };
 pub use time::UnixMillis;
-pub use verify::{Refusal, VerificationPolicy, VerifiedEnvelope, verify_envelope};
+pub use verify::{KeyChange, Refusal, VerificationPolicy, VerifiedEnvelope, verify_envelope};

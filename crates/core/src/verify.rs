@@ -11,8 +11,8 @@ use prost::Message;
 
 use crate::digest::{EnvelopeDigest, PayloadCommitment, PayloadSalt};
 use crate::envelope::{HEADER_VERSION, SealedEnvelope};
-use crate::ids::{KeyId, MessageId, NodeId};
-use crate::keys::{KeyError, Keyring};
+use crate::ids::{KeyId, MessageId, NodeId, UnitName};
+use crate::keys::{KeyError, Keyring, PeerKey};
 use crate::limits::{
     MAX_HEADER_BYTES, MAX_MESSAGE_LIFETIME_MS, MAX_PAYLOAD_BYTES, MAX_REFERENCE_BYTES, SALT_BYTES,
     SIGNATURE_BYTES,
@@ -136,6 +136,7 @@ impl Refusal {
             Refusal::UnsupportedKind(_) => "unsupported-kind",
             Refusal::Misdirected { .. } => "misdirected",
             Refusal::Key(KeyError::OutsideValidity { .. }) => "key-not-valid",
+            Refusal::Key(KeyError::Revoked { .. }) => "key-revoked",
             Refusal::Key(_) => "unknown-key",
             Refusal::BadSignature { .. } => "bad-signature",
             Refusal::PayloadDigestMismatch => "payload-digest-mismatch",
@@ -187,6 +188,8 @@ pub struct EnvelopeHeader {
     pub consent: Option<pb::ConsentScope>,
     /// The nodes that held the data before the sender, originator first.
     pub custody: Vec<NodeId>,
+    /// The recipient's unit the data is addressed to; `None` for its intake.
+    pub recipient_unit: Option<UnitName>,
 }
 
 /// An envelope whose sender binding, signature, payload commitment and time window have all
@@ -208,6 +211,24 @@ pub enum VerifiedPayload {
     Withdrawal(pb::ConsentWithdrawal),
     /// A referral status update (no personal data).
     Status(pb::StatusUpdate),
+    /// The sender publishes or revokes one of its own signing keys (no personal data).
+    Key(KeyChange),
+}
+
+/// What a verified key update asks of the receiver.
+#[derive(Debug, Clone)]
+pub enum KeyChange {
+    /// Accept signatures by this new key of the sender, within its window.
+    Announce(Box<PeerKey>),
+    /// Refuse signatures by this key of the sender made at or after `at`.
+    Revoke {
+        /// The key.
+        key_id: KeyId,
+        /// From when.
+        at: UnixMillis,
+        /// A short reason code.
+        reason: String,
+    },
 }
 
 impl VerifiedEnvelope {
@@ -231,7 +252,9 @@ impl VerifiedEnvelope {
     pub fn referral(&self) -> Option<&pb::ReferralPayload> {
         match &self.payload {
             VerifiedPayload::Referral(r) => Some(r),
-            VerifiedPayload::Withdrawal(_) | VerifiedPayload::Status(_) => None,
+            VerifiedPayload::Withdrawal(_)
+            | VerifiedPayload::Status(_)
+            | VerifiedPayload::Key(_) => None,
         }
     }
 }
@@ -313,6 +336,12 @@ pub fn verify_envelope(
                 .map_err(|e| Refusal::Malformed(format!("status update: {e}")))?;
             (VerifiedPayload::Status(update), Vec::new())
         }
+        pb::MessageKind::KeyUpdate => {
+            let update = pb::KeyUpdate::decode(sealed.payload.as_slice()).map_err(|e| {
+                Refusal::Malformed(format!("payload is not a valid KeyUpdate: {e}"))
+            })?;
+            (VerifiedPayload::Key(key_change(update)?), Vec::new())
+        }
         other => return Err(Refusal::UnsupportedKind(other.as_str_name().to_owned())),
     };
     if present != header.data_categories {
@@ -332,6 +361,50 @@ pub fn verify_envelope(
         digest,
         payload,
     })
+}
+
+/// Longest reason code of a key revocation.
+pub const MAX_REASON_CODE_LEN: usize = 64;
+
+fn key_change(update: pb::KeyUpdate) -> Result<KeyChange, Refusal> {
+    let bad = |what: String| Refusal::Malformed(format!("key update: {what}"));
+    let bound = |ms: i64| (ms != 0).then_some(UnixMillis(ms));
+    match update.update {
+        Some(pb::key_update::Update::Announce(a)) => {
+            let id = KeyId::new(&a.key_id).map_err(|e| bad(e.to_string()))?;
+            let (not_before, not_after) = (bound(a.not_before_ms), bound(a.not_after_ms));
+            if let (Some(nb), Some(na)) = (not_before, not_after)
+                && na <= nb
+            {
+                return Err(bad("the key's window ends before it begins".into()));
+            }
+            let key = PeerKey::from_bytes(id, &a.public_key, not_before, not_after)
+                .map_err(|e| bad(e.to_string()))?;
+            Ok(KeyChange::Announce(Box::new(key)))
+        }
+        Some(pb::key_update::Update::Revoke(r)) => {
+            let key_id = KeyId::new(&r.key_id).map_err(|e| bad(e.to_string()))?;
+            let code_ok = !r.reason.is_empty()
+                && r.reason.len() <= MAX_REASON_CODE_LEN
+                && r.reason
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !code_ok {
+                return Err(bad(format!(
+                    "the reason must be a code of 1-{MAX_REASON_CODE_LEN} characters from a-z 0-9 -"
+                )));
+            }
+            if r.revoked_at_ms <= 0 {
+                return Err(bad("the revocation time must be positive".into()));
+            }
+            Ok(KeyChange::Revoke {
+                key_id,
+                at: UnixMillis(r.revoked_at_ms),
+                reason: r.reason,
+            })
+        }
+        None => Err(bad("it neither announces nor revokes a key".into())),
+    }
 }
 
 fn check_sizes(sealed: &SealedEnvelope) -> Result<(), Refusal> {
@@ -416,6 +489,8 @@ fn parse_header(raw: pb::EnvelopeHeader) -> Result<EnvelopeHeader, Refusal> {
         data_categories,
         consent: raw.consent,
         custody,
+        recipient_unit: UnitName::optional(&raw.recipient_unit)
+            .map_err(|e| malformed(format!("recipient unit: {e}")))?,
     })
 }
 

@@ -102,7 +102,7 @@ impl Auditor {
 /// Signs a checkpoint every `interval` while the log grows, until `shutdown` turns true.
 pub async fn run_checkpointer(
     auditor: Arc<Auditor>,
-    key: Arc<NodeSigningKey>,
+    keys: Arc<crate::keys::KeyBook>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -113,7 +113,7 @@ pub async fn run_checkpointer(
             _ = ticker.tick() => {}
             _ = shutdown.changed() => {}
         }
-        if let Err(e) = auditor.checkpoint(&key).await {
+        if let Err(e) = auditor.checkpoint(&keys.signer()).await {
             tracing::error!(error = %e.message(), "cannot sign an audit checkpoint");
         }
         if *shutdown.borrow() {

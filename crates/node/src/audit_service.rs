@@ -179,7 +179,7 @@ impl AuditService for AuditApi {
         self.allow(&request, "export the audit log", false).await?;
         let state = Arc::clone(&self.state);
         // A fresh checkpoint covers everything durable now; the export stops there.
-        let covered = state.auditor.checkpoint(&state.signing_key).await?;
+        let covered = state.auditor.checkpoint(&state.keys.signer()).await?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let origin = state.auditor.log().origin().to_owned();
@@ -285,6 +285,7 @@ impl AuditService for AuditApi {
 /// Checks one peer: fetch its checkpoint, prove it consistent with the one held, hold it.
 async fn check_peer(state: &NodeState, peer: &Peer) -> (pb::PeerCheck, String) {
     let node = &peer.node_id;
+    let keyring = state.keys.peer_keyring(node).unwrap_or_default();
     let mut check = pb::PeerCheck {
         peer: node.to_string(),
         ..Default::default()
@@ -313,7 +314,7 @@ async fn check_peer(state: &NodeState, peer: &Peer) -> (pb::PeerCheck, String) {
             return (check, String::new());
         }
     };
-    let current = match verify_peer_note(&note, node, &peer.keyring) {
+    let current = match verify_peer_note(&note, node, &keyring) {
         Ok(c) => c,
         Err(e) => {
             check.detail =
@@ -328,7 +329,7 @@ async fn check_peer(state: &NodeState, peer: &Peer) -> (pb::PeerCheck, String) {
         let _ = state.store.hold_checkpoint(node.as_str(), &note).await;
         return (check, note);
     };
-    let held = match verify_peer_note(&held_note, node, &peer.keyring) {
+    let held = match verify_peer_note(&held_note, node, &keyring) {
         Ok(h) => h,
         Err(e) => {
             check.detail = format!(

@@ -13,6 +13,15 @@ use serde::Deserialize;
 /// come back.
 pub const DEFAULT_MESSAGE_TTL_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
+/// The unit referrals addressed to no unit arrive in, unless the config names another.
+pub const DEFAULT_INTAKE_UNIT: &str = "intake";
+
+/// The unit named [`DEFAULT_INTAKE_UNIT`].
+pub fn default_intake_unit() -> kinbridge_core::UnitName {
+    kinbridge_core::UnitName::new(DEFAULT_INTAKE_UNIT)
+        .unwrap_or_else(|_| unreachable!("the default intake unit is a valid unit name"))
+}
+
 /// Default interval between audit checkpoints while the log grows.
 pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 2000;
 
@@ -43,6 +52,8 @@ pub struct NodeConfig {
     pub peer_listen: SocketAddr,
     /// Address of the local listener (the authority's own systems).
     pub local_listen: SocketAddr,
+    /// Address of the plain-HTTP Prometheus `/metrics` listener; `None` serves none.
+    pub metrics_listen: Option<SocketAddr>,
     /// The node's TLS certificate chain (PEM), presented on both listeners and to peers.
     pub tls_certificate: PathBuf,
     /// The node's TLS private key (PEM).
@@ -55,6 +66,8 @@ pub struct NodeConfig {
     pub signing_key_id: KeyId,
     /// The CA whose certificates local clients present.
     pub local_client_ca: PathBuf,
+    /// The unit that receives referrals addressed to no unit.
+    pub intake_unit: kinbridge_core::UnitName,
     /// Lifetime given to submitted messages when the client does not choose one.
     pub message_ttl_ms: i64,
     /// Tolerated difference between a peer's clock and ours.
@@ -202,6 +215,7 @@ pub fn parse_purpose(name: &str) -> Option<kinbridge_proto::v1::Purpose> {
 struct RawListen {
     peer: String,
     local: String,
+    metrics: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +232,7 @@ struct RawIdentity {
 #[serde(deny_unknown_fields)]
 struct RawLocalClients {
     ca_certificate: PathBuf,
+    intake_unit: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -446,6 +461,12 @@ impl Checker<'_> {
             data_dir: self.base.join(raw.data_dir),
             peer_listen: self.addr("listen.peer", &raw.listen.peer)?,
             local_listen: self.addr("listen.local", &raw.listen.local)?,
+            metrics_listen: raw
+                .listen
+                .metrics
+                .as_deref()
+                .map(|m| self.addr("listen.metrics", m))
+                .transpose()?,
             tls_certificate: self.file("identity.certificate", &raw.identity.certificate)?,
             tls_private_key: self.file("identity.private_key", &raw.identity.private_key)?,
             tls_ca_certificate: self
@@ -456,6 +477,13 @@ impl Checker<'_> {
                 "local_clients.ca_certificate",
                 &raw.local_clients.ca_certificate,
             )?,
+            intake_unit: kinbridge_core::UnitName::new(
+                raw.local_clients
+                    .intake_unit
+                    .as_deref()
+                    .unwrap_or(DEFAULT_INTAKE_UNIT),
+            )
+            .map_err(|e| self.err("local_clients.intake_unit", e.to_string()))?,
             message_ttl_ms: self.seconds(
                 "delivery.message_ttl_seconds",
                 raw.delivery.message_ttl_seconds,

@@ -171,6 +171,7 @@ async fn attempt(state: &NodeState, id: &str) {
         Ok(c) => c,
         Err(e) => return refuse(state, id, record, "recipient-unreachable", e).await,
     };
+    let keyring = state.keys.peer_keyring(&recipient).unwrap_or_default();
     if record.attempts == 0 {
         // The first attempt is logged as the message being sent; if that cannot be logged,
         // nothing is sent now and the attempt is retried.
@@ -196,7 +197,10 @@ async fn attempt(state: &NodeState, id: &str) {
     });
     request.set_timeout(DELIVERY_TIMEOUT);
     // A bound on the whole call, whatever state the connection is in.
-    let answer = match tokio::time::timeout(DELIVERY_TIMEOUT, client.deliver(request)).await {
+    let started = std::time::Instant::now();
+    let answered = tokio::time::timeout(DELIVERY_TIMEOUT, client.deliver(request)).await;
+    state.metrics.attempt(recipient.as_str(), started.elapsed());
+    let answer = match answered {
         Ok(answer) => answer,
         Err(_) => Err(tonic::Status::deadline_exceeded(format!(
             "no answer within {DELIVERY_TIMEOUT:?}"
@@ -216,7 +220,7 @@ async fn attempt(state: &NodeState, id: &str) {
                         message_id,
                         sealed.digest(),
                         &recipient,
-                        &peer.keyring,
+                        &keyring,
                     )
                     .map_err(|e| e.to_string())
                 });
@@ -227,8 +231,7 @@ async fn attempt(state: &NodeState, id: &str) {
                     let mut entry = outbox_entry(state, pb::AuditEvent::DeliveryFailed, &record);
                     entry.reason = verified.refusal_reason.clone();
                     entry.receipt_digest = verified.signed.digest().0.to_vec();
-                    entry.peer_checkpoint =
-                        witness(state, &recipient, &peer.keyring, &checkpoint).await;
+                    entry.peer_checkpoint = witness(state, &recipient, &keyring, &checkpoint).await;
                     record.state = pb::DeliveryState::Refused as i32;
                     record.last_error = format!(
                         "{recipient} refused it with a signed receipt: {}: {}",
@@ -241,13 +244,13 @@ async fn attempt(state: &NodeState, id: &str) {
                 Ok(verified) => {
                     let mut entry = outbox_entry(state, pb::AuditEvent::Delivered, &record);
                     entry.receipt_digest = verified.signed.digest().0.to_vec();
-                    entry.peer_checkpoint =
-                        witness(state, &recipient, &peer.keyring, &checkpoint).await;
+                    entry.peer_checkpoint = witness(state, &recipient, &keyring, &checkpoint).await;
                     record.state = pb::DeliveryState::Delivered as i32;
                     record.receipt = Some(verified.signed.into());
                     record.delivered_at_ms = UnixMillis::now().0;
                     record.last_error.clear();
                     tracing::info!(message_id = id, %recipient, attempts = record.attempts, "delivered; receipt verified");
+                    state.keys.delivered(&recipient, id);
                     return finish(state, id, &record, Some(entry)).await;
                 }
                 Err(e) => retry(
@@ -343,6 +346,7 @@ async fn refuse(
 /// Logs `entry` (if any) durably, then stores the record's final state. If the entry cannot
 /// be logged, the record stays queued and the attempt is made again later.
 async fn finish(state: &NodeState, id: &str, record: &OutboxRecord, entry: Option<pb::AuditEntry>) {
+    let kind = entry.as_ref().map_or(0, |e| e.kind);
     if let Some(entry) = entry
         && state.auditor.record(&entry).await.is_err()
     {
@@ -357,6 +361,15 @@ async fn finish(state: &NodeState, id: &str, record: &OutboxRecord, entry: Optio
         return save(state, id, &again).await;
     }
     save(state, id, record).await;
+    let outcome = match pb::DeliveryState::try_from(record.state) {
+        Ok(pb::DeliveryState::Delivered) => "delivered",
+        Ok(pb::DeliveryState::Refused) => "refused",
+        Ok(pb::DeliveryState::Expired) => "expired",
+        _ => return,
+    };
+    state
+        .metrics
+        .sent(kind, outcome, &record.recipient, record.submitted_at_ms);
 }
 
 async fn save(state: &NodeState, id: &str, record: &OutboxRecord) {

@@ -21,10 +21,14 @@ use rcgen::{
 
 use crate::identity::{
     CLIENT_URI_PREFIX, DEV_MARKER, NODE_URI_PREFIX, ROLE_URI_PREFIX, TAG_URI_PREFIX,
+    UNIT_URI_PREFIX,
 };
 
 /// Roles that get a development client certificate.
 pub const DEV_ROLES: [&str; 4] = ["caseworker", "system", "auditor", "admin"];
+/// The unit of the development caseworker: the node's intake, where referrals addressed to
+/// no unit arrive.
+pub const DEV_CASEWORKER_UNIT: &str = crate::config::DEFAULT_INTAKE_UNIT;
 
 /// Text written before the PEM block of a development signing key.
 pub const DEV_KEY_WARNING: &str = "# kinbridge development signing key: never use in production (made by `kinbridge dev-certs`)\n";
@@ -165,6 +169,11 @@ fn ensure_node(files: &DevNodeFiles, created: &mut Vec<PathBuf>) -> Result<(), D
                 san_uri(&format!("{CLIENT_URI_PREFIX}{role}-1"))?,
                 san_uri(&format!("{ROLE_URI_PREFIX}{role}"))?,
             ];
+            if role == "caseworker" {
+                params
+                    .subject_alt_names
+                    .push(san_uri(&format!("{UNIT_URI_PREFIX}{DEV_CASEWORKER_UNIT}"))?);
+            }
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
             issue(
                 &params,
@@ -361,6 +370,11 @@ pub fn node_config(
         signing_key: own.signing_key(),
         signing_key_id: dev_key_id(me),
         local_client_ca: own.local_ca_cert(),
+        intake_unit: crate::config::default_intake_unit(),
+        metrics_listen: Some(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            0,
+        ))),
         message_ttl_ms: DEFAULT_MESSAGE_TTL_MS,
         max_clock_skew_ms: kinbridge_core::limits::DEFAULT_MAX_CLOCK_SKEW_MS,
         peers,
@@ -386,13 +400,15 @@ pub fn dev_key_id(node: &NodeId) -> KeyId {
 }
 
 /// Issues, from the local CA of `node` under `root`, a local-client certificate for `name`
-/// with `role` and `tags` (e.g. `immigration-enforcement`), written to `cert_path` and
-/// `key_path`. Tests use it for clients the standard development set does not have.
+/// with `role`, `unit` and `tags` (e.g. `immigration-enforcement`), written to `cert_path`
+/// and `key_path`. Tests use it for clients the standard development set does not have.
+#[allow(clippy::too_many_arguments)]
 pub fn issue_local_client(
     root: &Path,
     node: &NodeId,
     name: &str,
     role: &str,
+    unit: Option<&str>,
     tags: &[&str],
     cert_path: &Path,
     key_path: &Path,
@@ -414,6 +430,11 @@ pub fn issue_local_client(
         params
             .subject_alt_names
             .push(san_uri(&format!("{TAG_URI_PREFIX}{tag}"))?);
+    }
+    if let Some(unit) = unit {
+        params
+            .subject_alt_names
+            .push(san_uri(&format!("{UNIT_URI_PREFIX}{unit}"))?);
     }
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     issue(&params, &ca, cert_path, key_path, &mut created)

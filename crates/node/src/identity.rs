@@ -2,10 +2,11 @@
 //! subject alternative names of its certificate.
 //!
 //! A node certificate carries the URI `urn:kinbridge:node:<NODE-ID>`. A local client
-//! certificate carries `urn:kinbridge:client:<NAME>` and `urn:kinbridge:role:<ROLE>`.
+//! certificate carries `urn:kinbridge:client:<NAME>` and `urn:kinbridge:role:<ROLE>`, and for
+//! a caseworker `urn:kinbridge:unit:<UNIT>`.
 //! Certificates of the development PKI carry [`DEV_MARKER`] in their organisation name.
 
-use kinbridge_core::NodeId;
+use kinbridge_core::{NodeId, UnitName};
 use rustls::pki_types::CertificateDer;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -16,6 +17,8 @@ pub const NODE_URI_PREFIX: &str = "urn:kinbridge:node:";
 pub const CLIENT_URI_PREFIX: &str = "urn:kinbridge:client:";
 /// URI prefix naming a local client's role in a certificate.
 pub const ROLE_URI_PREFIX: &str = "urn:kinbridge:role:";
+/// URI prefix naming the unit (office, team) a local client works in.
+pub const UNIT_URI_PREFIX: &str = "urn:kinbridge:unit:";
 /// URI prefix naming a tag of a local client in a certificate (e.g.
 /// `urn:kinbridge:tag:immigration-enforcement`).
 pub const TAG_URI_PREFIX: &str = "urn:kinbridge:tag:";
@@ -68,6 +71,27 @@ pub struct LocalClient {
     pub role: Role,
     /// Its tags; the firewall reads them.
     pub tags: Vec<String>,
+    /// The unit it works in: required for a caseworker, who sees only its unit's cases.
+    pub unit: Option<UnitName>,
+}
+
+impl LocalClient {
+    /// Whether this client may see a case belonging to `unit` (empty: no unit, every client
+    /// of a case role sees it). A caseworker sees its own unit's; a system sees every unit's.
+    pub fn sees(&self, unit: &str) -> bool {
+        match self.role {
+            Role::Caseworker => {
+                unit.is_empty() || self.unit.as_ref().is_some_and(|u| u.as_str() == unit)
+            }
+            Role::System => true,
+            Role::Auditor | Role::Admin => false,
+        }
+    }
+
+    /// The client's unit as stored with what it submits; empty for none.
+    pub fn unit_str(&self) -> &str {
+        self.unit.as_ref().map_or("", UnitName::as_str)
+    }
 }
 
 /// Why a certificate does not name a valid identity.
@@ -136,10 +160,23 @@ pub fn local_client_of(cert: &CertificateDer<'_>) -> Result<LocalClient, Identit
         .filter_map(|u| u.strip_prefix(TAG_URI_PREFIX))
         .map(|t| t.chars().take(64).collect())
         .collect();
+    let unit = match uris.iter().find_map(|u| u.strip_prefix(UNIT_URI_PREFIX)) {
+        Some(value) => Some(UnitName::new(value).map_err(|_| IdentityError::Invalid {
+            what: "unit",
+            value: value.chars().take(64).collect(),
+        })?),
+        None if role == Role::Caseworker => {
+            return Err(IdentityError::Missing(
+                "unit (a caseworker certificate must carry urn:kinbridge:unit:<UNIT>)",
+            ));
+        }
+        None => None,
+    };
     Ok(LocalClient {
         name: name.chars().take(64).collect(),
         role,
         tags,
+        unit,
     })
 }
 

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin_service;
 pub mod audit;
 pub mod audit_service;
 pub mod client;
@@ -13,7 +14,9 @@ pub mod config;
 pub mod delivery;
 pub mod devpki;
 pub mod identity;
+pub mod keys;
 pub mod local_service;
+pub mod metrics;
 pub mod peer_service;
 pub mod purge;
 pub mod ratelimit;

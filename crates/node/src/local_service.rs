@@ -10,7 +10,8 @@ use kinbridge_core::envelope::EnvelopeDraft;
 use kinbridge_core::limits::{MAX_MESSAGE_LIFETIME_MS, MAX_PAYLOAD_BYTES, MAX_REFERENCE_BYTES};
 use kinbridge_core::referral::{categories_present, minimise};
 use kinbridge_core::{
-    MessageId, NodeId, TransferContext, UnixMillis, check_transfer, firewall, seal_envelope,
+    MessageId, NodeId, TransferContext, UnitName, UnixMillis, check_transfer, firewall,
+    seal_envelope,
 };
 use kinbridge_proto::v1 as pb;
 use kinbridge_proto::v1::local_service_server::LocalService;
@@ -49,13 +50,14 @@ impl LocalApi {
 
     /// Records the refusal of `actor`'s request in the audit log and returns the status to
     /// answer with (or the audit failure, if even that cannot be recorded).
-    async fn refuse(&self, actor: &str, status: Status) -> Status {
+    pub(crate) async fn refuse(&self, actor: &str, status: Status) -> Status {
         let mut entry = self.state.auditor.entry(pb::AuditEvent::Refused);
         entry.actor = actor.to_owned();
         entry.reason = crate::status::refusal_code(&status)
             .unwrap_or("refused")
             .to_owned();
         tracing::warn!(actor, reason = %entry.reason, error = %status.message(), "local request refused");
+        self.state.metrics.refused("local", &entry.reason);
         match self.state.auditor.record(&entry).await {
             Ok(_) => status,
             Err(audit) => audit,
@@ -63,7 +65,7 @@ impl LocalApi {
     }
 
     /// The caller, if allowed to `action`; a denial is recorded in the audit log.
-    async fn authorized<T>(
+    pub(crate) async fn authorized<T>(
         &self,
         request: &Request<T>,
         action: &str,
@@ -72,7 +74,10 @@ impl LocalApi {
         match authorize(request, action, allowed) {
             Ok(client) => match self.state.client_limiter.check(&client.name) {
                 Ok(()) => Ok(client),
-                Err(wait) => Err(crate::ratelimit::overloaded(&client.name, wait)),
+                Err(wait) => {
+                    self.state.metrics.refused("local", "rate-limited");
+                    Err(crate::ratelimit::overloaded(&client.name, wait))
+                }
             },
             Err((actor, status)) => Err(self.refuse(&actor, status).await),
         }
@@ -252,6 +257,8 @@ impl LocalApi {
             Ok(pb::MessageKind::CaseTransfer) => pb::MessageKind::CaseTransfer,
             _ => return Err(invalid("bad-kind", "kind is a referral or a case transfer")),
         };
+        let recipient_unit = UnitName::optional(&req.recipient_unit)
+            .map_err(|e| invalid("bad-unit", format!("recipient_unit: {e}")))?;
         let payload = referral.encode_to_vec();
         let now = UnixMillis::now();
         let draft = EnvelopeDraft {
@@ -267,6 +274,7 @@ impl LocalApi {
             data_categories: categories_present(&referral),
             consent: Some(consent),
             custody: Vec::new(),
+            recipient_unit,
         };
         self.seal_checked(draft, payload, req.ttl_seconds)
     }
@@ -285,7 +293,7 @@ impl LocalApi {
 
     /// [`Self::seal_checked`] with the permit made by `permit` (the consent check, or the
     /// withdrawal permit).
-    fn seal_with(
+    pub(crate) fn seal_with(
         &self,
         mut draft: EnvelopeDraft,
         payload: Vec<u8>,
@@ -345,7 +353,7 @@ impl LocalApi {
             now,
         };
         let permit = permit(draft, &ctx).map_err(|v| consent_status(&v))?;
-        let sealed = seal_envelope(&permit, payload, &state.signing_key);
+        let sealed = seal_envelope(&permit, payload, &state.keys.signer());
         let draft = permit.draft();
         let record = OutboxRecord {
             envelope: Some(sealed.into()),
@@ -361,13 +369,14 @@ impl LocalApi {
 
     /// Logs a sealed message as submitted by `client`, puts it in the outbox, and answers.
     /// A full outbox refuses with RESOURCE_EXHAUSTED and a retry hint.
-    async fn queue(
+    pub(crate) async fn queue(
         &self,
         client: &LocalClient,
         message_id: String,
-        record: OutboxRecord,
+        mut record: OutboxRecord,
     ) -> Result<Response<pb::SubmitReferralResponse>, Status> {
         let state = &self.state;
+        record.unit = client.unit_str().to_owned();
         if state.store.queued() >= state.max_queued {
             let mut status = refused(
                 Code::ResourceExhausted,
@@ -401,11 +410,29 @@ impl LocalApi {
             .await
             .map_err(|e| store_status(&e))?;
         state.delivery_wake.notify_one();
+        state.metrics.queued(&recipient);
         tracing::info!(%message_id, %recipient, "referral queued");
         Ok(Response::new(pb::SubmitReferralResponse {
             message_id,
             state: pb::DeliveryState::Queued as i32,
         }))
+    }
+
+    /// Refuses a caseworker a case of another unit than its own; recorded in the audit log.
+    async fn in_unit(&self, client: &LocalClient, unit: &str, what: &str) -> Result<(), Status> {
+        if client.sees(unit) {
+            return Ok(());
+        }
+        let status = refused(
+            Code::PermissionDenied,
+            "other-unit",
+            format!(
+                "{what} belongs to unit '{unit}'; caseworker '{}' works in unit '{}' and sees only its cases",
+                client.name,
+                client.unit_str()
+            ),
+        );
+        Err(self.refuse(&client.name, status).await)
     }
 
     /// Refuses a client the firewall keeps from reading child-protection data.
@@ -434,11 +461,12 @@ impl LocalApi {
         // The scope, from a message this node originated under the consent.
         let header = state
             .store
-            .find_outbox_header(|h| {
+            .find_outbox_header(|h, record| {
                 carries_case_data(h.kind)
                     && h.consent_id == consent_id
                     && h.custody.is_empty()
                     && h.sender == me
+                    && client.sees(&record.unit)
             })
             .map_err(|e| store_status(&e))?;
         let Some(scope) = header.and_then(|h| h.consent) else {
@@ -493,6 +521,7 @@ impl LocalApi {
                 data_categories: Vec::new(),
                 consent: None,
                 custody: Vec::new(),
+                recipient_unit: None,
             };
             let (message_id, record) = self.seal_with(draft, payload.clone(), 0, |d, _| {
                 kinbridge_core::consent::permit_withdrawal(d)
@@ -532,6 +561,8 @@ impl LocalApi {
             );
             return Err(self.refuse(&client.name, status).await);
         };
+        self.in_unit(&client, &item.unit, &format!("inbox item {}", req.sequence))
+            .await?;
         let full = if item.purged_at_ms == 0 {
             state
                 .store
@@ -581,6 +612,8 @@ impl LocalApi {
             .collect::<Result<_, _>>()
             .map_err(malformed)?;
         custody.push(NodeId::new(&header.sender).map_err(malformed)?);
+        let recipient_unit = UnitName::optional(&req.recipient_unit)
+            .map_err(|e| invalid("bad-unit", format!("recipient_unit: {e}")))?;
         let draft = EnvelopeDraft {
             message_id: MessageId::random(),
             kind: pb::MessageKind::try_from(header.kind).unwrap_or(pb::MessageKind::Referral),
@@ -598,6 +631,7 @@ impl LocalApi {
                 .collect(),
             consent: header.consent,
             custody,
+            recipient_unit,
         };
         self.seal_checked(draft, received.payload.clone(), req.ttl_seconds)
     }
@@ -615,6 +649,10 @@ impl LocalApi {
             .map_err(|e| invalid("bad-message-id", e.to_string()))?
             .to_string();
         let store = &self.state.store;
+        if let Some(record) = store.outbox_get(&id).map_err(|e| store_status(&e))? {
+            self.in_unit(&client, &record.unit, &format!("message {id}"))
+                .await?;
+        }
         let state_stopping = &self.state.stopping;
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(u64::from(req.wait_ms)).min(MAX_DELIVERY_WAIT);
@@ -666,7 +704,9 @@ impl LocalApi {
         let page = self
             .state
             .store
-            .inbox_page(req.after_sequence, limit, req.include_acknowledged)
+            .inbox_page(req.after_sequence, limit, req.include_acknowledged, |r| {
+                listed_for(&client, r)
+            })
             .map_err(|e| store_status(&e))?;
         let items = page
             .into_iter()
@@ -691,7 +731,10 @@ impl LocalApi {
             let mut stopping = state.stopping.subscribe();
             loop {
                 tip.borrow_and_update();
-                let page = match state.store.inbox_page(cursor, INBOX_PAGE, false) {
+                let page = match state
+                    .store
+                    .inbox_page(cursor, INBOX_PAGE, false, |r| listed_for(&client, r))
+                {
                     Ok(page) => page,
                     Err(e) => {
                         let _ = tx.send(Err(store_status(&e))).await;
@@ -744,6 +787,8 @@ impl LocalApi {
             );
             return Err(self.refuse(&client.name, status).await);
         };
+        self.in_unit(&client, &record.unit, &format!("inbox item {sequence}"))
+            .await?;
         if !record.acknowledged {
             let envelope = record.envelope.unwrap_or_default();
             let mut entry = crate::audit::with_header(
@@ -825,7 +870,22 @@ fn inbox_item(store: &crate::store::Store, sequence: u64, r: InboxRecord) -> pb:
         consent: header.consent,
         custody: header.custody,
         purged: purged && r.purged_at_ms != 0,
+        unit: r.unit,
     }
+}
+
+/// Whether `record` shows in `client`'s inbox: of its unit (or of none), and not the node's
+/// own business (key updates are the administrator's, read with `kinbridge keys list`).
+fn listed_for(client: &LocalClient, record: &InboxRecord) -> bool {
+    if !client.sees(&record.unit) {
+        return false;
+    }
+    let kind = record
+        .envelope
+        .as_ref()
+        .and_then(|e| pb::EnvelopeHeader::decode(e.header.as_slice()).ok())
+        .map_or(0, |h| h.kind);
+    kind != pb::MessageKind::KeyUpdate as i32
 }
 
 /// Whether a message of `kind` carries a child's case (a referral or a case transfer).

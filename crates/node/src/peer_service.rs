@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use kinbridge_core::KeyChange;
 use kinbridge_core::consent::{self, TransferContext};
 use kinbridge_core::verify::VerifiedPayload;
 use kinbridge_core::{
@@ -18,7 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::audit::with_header;
 use crate::registry::PeerAuth;
 use crate::server::NodeState;
-use crate::status::{peer_auth_status, refusal_code, refusal_status, store_status};
+use crate::status::{key_status, peer_auth_status, refusal_code, refusal_status, store_status};
 use crate::store::{InboxRecord, ReceiveOutcome};
 use crate::tls::ConnInfo;
 
@@ -52,6 +53,7 @@ impl PeerApi {
         }
         entry.peer = peer.to_owned();
         entry.reason = refusal_code(&status).unwrap_or("refused").to_owned();
+        self.state.metrics.refused("peer", &entry.reason);
         tracing::warn!(peer, reason = %entry.reason, error = %status.message(), "peer request refused");
         match self.state.auditor.record(&entry).await {
             Ok(_) => status,
@@ -74,7 +76,7 @@ impl PeerApi {
             verified,
             &state.node_id,
             UnixMillis::now(),
-            &state.signing_key,
+            &state.keys.signer(),
             reason,
             detail,
         );
@@ -82,6 +84,8 @@ impl PeerApi {
         entry.reason = reason.to_owned();
         entry.receipt_digest = negative.digest().0.to_vec();
         state.auditor.record(&entry).await?;
+        state.metrics.refused("peer", reason);
+        state.metrics.received(entry.kind, "refused", sender);
         tracing::warn!(message_id = %entry.message_id, reason, error = %detail, "envelope refused; negative receipt returned");
         Ok(Response::new(pb::DeliverResponse {
             receipt: self.receipt_with_checkpoint(Some(negative.into())),
@@ -129,6 +133,7 @@ impl PeerService for PeerApi {
         // flood cannot grow the log.
         if let Err(wait) = self.state.peer_limiter.check(tls_node.as_str()) {
             tracing::warn!(peer = %tls_node, retry_after_ms = wait.as_millis() as u64, "peer over its rate limit");
+            self.state.metrics.refused("peer", "rate-limited");
             return Err(crate::ratelimit::overloaded(tls_node.as_str(), wait));
         }
         let Some(envelope) = request.into_inner().envelope else {
@@ -139,8 +144,14 @@ impl PeerService for PeerApi {
         let sealed = SealedEnvelope::from(envelope);
         let state = &self.state;
         let now = UnixMillis::now();
-        let keys = state.registry.get(&tls_node).map(|p| &p.keyring);
-        let verified = match verify_envelope(sealed.clone(), &tls_node, keys, &state.policy, now) {
+        let keys = state.keys.peer_keyring(&tls_node);
+        let verified = match verify_envelope(
+            sealed.clone(),
+            &tls_node,
+            keys.as_deref(),
+            &state.policy,
+            now,
+        ) {
             Ok(v) => v,
             Err(r) => {
                 return Err(self
@@ -171,6 +182,9 @@ impl PeerService for PeerApi {
                 entry.receipt_digest = receipt_digest(original.receipt.as_ref());
                 state.auditor.record(&entry).await?;
                 tracing::info!(%message_id, "re-delivery answered with the original receipt");
+                state
+                    .metrics
+                    .received(header.kind as i32, "duplicate", &sender);
                 Ok(Response::new(pb::DeliverResponse {
                     receipt: self.receipt_with_checkpoint(original.receipt),
                 }))
@@ -208,7 +222,9 @@ impl PeerService for PeerApi {
                 &header.custody,
                 &ctx,
             ),
-            VerifiedPayload::Withdrawal(_) | VerifiedPayload::Status(_) => Ok(()),
+            VerifiedPayload::Withdrawal(_)
+            | VerifiedPayload::Status(_)
+            | VerifiedPayload::Key(_) => Ok(()),
         };
         if let Err(violation) = checked {
             let detail = violation.to_string();
@@ -223,6 +239,16 @@ impl PeerService for PeerApi {
                 .await;
         }
 
+        // The unit the item belongs to here: a referral's addressee (or the intake), a status
+        // update's referral's sender; a withdrawal notice is every unit's.
+        let mut unit = match verified.payload() {
+            VerifiedPayload::Referral(_) => header
+                .recipient_unit
+                .as_ref()
+                .unwrap_or(&state.intake_unit)
+                .to_string(),
+            _ => String::new(),
+        };
         match verified.payload() {
             // A consent withdrawal: delete what its sender originated under that consent
             // before the receipt says so. Only the originator's own data is touched.
@@ -242,8 +268,8 @@ impl PeerService for PeerApi {
                     .store
                     .outbox_get(&update.referral_id)
                     .map_err(|e| store_status(&e))?
-                    .is_some_and(|r| r.recipient == sender);
-                if !ours {
+                    .filter(|r| r.recipient == sender);
+                let Some(ours) = ours else {
                     let detail = format!(
                         "this node sent no referral {} to {sender}",
                         update.referral_id
@@ -257,7 +283,8 @@ impl PeerService for PeerApi {
                             &sender,
                         )
                         .await;
-                }
+                };
+                unit = ours.unit;
                 let change = pb::StatusChange {
                     state: update.state,
                     code: update.code.clone(),
@@ -277,10 +304,57 @@ impl PeerService for PeerApi {
                     .await
                     .map_err(|e| store_status(&e))?;
             }
+            // The sender publishes a new key of its own, or revokes one.
+            VerifiedPayload::Key(change) => {
+                let edit = state.keys.edit().await;
+                let owner = header.sender.clone();
+                let (event, reason, checked) = match change {
+                    KeyChange::Announce(key) => (
+                        pb::AuditEvent::KeyAdded,
+                        key.id.to_string(),
+                        edit.check_peer_key(&owner, key).map(|_| ()),
+                    ),
+                    KeyChange::Revoke { key_id, reason, .. } => (
+                        pb::AuditEvent::KeyRevoked,
+                        format!("{key_id}:{reason}"),
+                        edit.check_peer_revocation(&owner, key_id),
+                    ),
+                };
+                if let Err(e) = checked {
+                    drop(edit);
+                    return self
+                        .refuse_signed(
+                            &verified,
+                            "key-update-refused",
+                            &e.to_string(),
+                            logged(pb::AuditEvent::Refused),
+                            &sender,
+                        )
+                        .await;
+                }
+                let mut entry = logged(event);
+                entry.peer = sender.clone();
+                entry.reason = reason;
+                state.auditor.record(&entry).await?;
+                let applied = match change {
+                    KeyChange::Announce(key) => {
+                        edit.add_peer_key(&state.store, &owner, (**key).clone())
+                            .await
+                    }
+                    KeyChange::Revoke {
+                        key_id, at, reason, ..
+                    } => edit
+                        .revoke_peer_key(&state.store, &owner, key_id, *at, reason)
+                        .await
+                        .map(|_| ()),
+                };
+                applied.map_err(|e| key_status(&e))?;
+                tracing::info!(%message_id, peer = %owner, "peer's signing key update applied");
+            }
             VerifiedPayload::Referral(_) => {}
         }
 
-        let receipt = issue_receipt(&verified, &state.node_id, now, &state.signing_key);
+        let receipt = issue_receipt(&verified, &state.node_id, now, &state.keys.signer());
         // The audit entry is durable before the inbox write, so no receipted message can be
         // missing from the log; a crash in between leaves only an entry whose receipt the
         // sender never got, and its retry is logged again.
@@ -297,6 +371,7 @@ impl PeerService for PeerApi {
             acknowledged: false,
             envelope_digest: digest.0.to_vec(),
             purged_at_ms: 0,
+            unit,
         };
         let receipt = match state
             .store
@@ -306,9 +381,17 @@ impl PeerService for PeerApi {
         {
             ReceiveOutcome::Stored(sequence) => {
                 tracing::info!(%message_id, kind = header.kind.as_str_name(), sequence, "envelope received");
+                state
+                    .metrics
+                    .received(header.kind as i32, "accepted", &sender);
                 record.receipt
             }
-            ReceiveOutcome::Duplicate(original) => original.receipt,
+            ReceiveOutcome::Duplicate(original) => {
+                state
+                    .metrics
+                    .received(header.kind as i32, "duplicate", &sender);
+                original.receipt
+            }
             ReceiveOutcome::Replay => {
                 let refusal = Refusal::Replay {
                     sender: header.sender.clone(),

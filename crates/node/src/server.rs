@@ -10,12 +10,16 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use kinbridge_audit::AuditLog;
-use kinbridge_core::{Keyring, NodeId, NodeSigningKey, PeerKey, VerificationPolicy};
+use kinbridge_core::{NodeId, NodeSigningKey, VerificationPolicy};
+
+use crate::keys::{KeyBook, KeyBookError};
+use kinbridge_proto::v1::admin_service_server::AdminServiceServer;
 use kinbridge_proto::v1::audit_service_server::AuditServiceServer;
 use kinbridge_proto::v1::local_service_server::LocalServiceServer;
 use kinbridge_proto::v1::peer_service_server::PeerServiceServer;
 use tonic::transport::Channel;
 
+use crate::admin_service::AdminApi;
 use crate::audit::{Auditor, note_keys, run_checkpointer};
 use crate::audit_service::{AuditApi, Side};
 use crate::registry::Peer;
@@ -26,7 +30,7 @@ use tonic::transport::{Identity, Server};
 use crate::config::NodeConfig;
 use crate::delivery;
 use crate::devpki::DEV_KEY_WARNING;
-use crate::identity::{is_development, local_client_of};
+use crate::identity::{is_development, local_client_of, node_id_of};
 use crate::local_service::{LocalApi, LocalAuth};
 use crate::peer_service::PeerApi;
 use crate::registry::{PeerRegistry, RegistryError};
@@ -80,6 +84,20 @@ pub enum NodeError {
         /// The error.
         source: std::io::Error,
     },
+    /// The key book.
+    #[error("signing keys: {0}")]
+    Keys(#[from] KeyBookError),
+    /// The node certificate does not name this node.
+    #[error("{path}: {reason}")]
+    Identity {
+        /// The certificate file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The reflection service could not be built from the descriptors.
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -89,8 +107,8 @@ pub enum NodeError {
 pub struct NodeState {
     /// This node.
     pub node_id: NodeId,
-    /// Its Ed25519 signing key.
-    pub signing_key: Arc<NodeSigningKey>,
+    /// Its Ed25519 signing keys and the keys it trusts for its peers.
+    pub keys: Arc<KeyBook>,
     /// Its TLS identity, presented to peers when delivering.
     pub tls_identity: Identity,
     /// The peer registry.
@@ -124,6 +142,10 @@ pub struct NodeState {
     pub client_limiter: crate::ratelimit::RateLimiter,
     /// Most messages queued in the outbox.
     pub max_queued: u64,
+    /// The unit referrals addressed to no unit arrive in.
+    pub intake_unit: kinbridge_core::UnitName,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl NodeState {
@@ -157,6 +179,8 @@ pub struct Listeners {
     pub peer: TcpListener,
     /// Local port: the authority's own systems.
     pub local: TcpListener,
+    /// Plain-HTTP Prometheus metrics, if configured.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -170,6 +194,10 @@ impl Listeners {
         Ok(Self {
             peer: bind(config.peer_listen).await?,
             local: bind(config.local_listen).await?,
+            metrics: match config.metrics_listen {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            },
         })
     }
 }
@@ -180,11 +208,130 @@ pub struct PreparedNode {
     peer_tls: Arc<rustls::ServerConfig>,
     local_tls: Arc<rustls::ServerConfig>,
     local_verifier_roots: usize,
+    /// Every certificate the node uses or trusts: what, whose, and when it expires.
+    certificates: Vec<(String, String, i64)>,
 }
 
 /// Loads and checks everything `config` names and opens the store. Fails fast, naming the
 /// file at fault.
 pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
+    let Material {
+        chain,
+        key,
+        local_ca,
+        registry,
+        signing_key,
+    } = check_material(config)?;
+    let cert_pem = std::fs::read(&config.tls_certificate).map_err(|e| TlsError::Pem {
+        path: config.tls_certificate.clone(),
+        reason: e.to_string(),
+    })?;
+    let key_pem = std::fs::read(&config.tls_private_key).map_err(|e| TlsError::Pem {
+        path: config.tls_private_key.clone(),
+        reason: e.to_string(),
+    })?;
+    let peer_roots = registry.all_ca_certs();
+    let peer_tls = if peer_roots.is_empty() {
+        None
+    } else {
+        Some(server_config(
+            chain.clone(),
+            key.clone_key(),
+            client_verifier(root_store(&peer_roots)?)?,
+        )?)
+    };
+    let local_tls = server_config(chain, key, client_verifier(root_store(&local_ca)?)?)?;
+    let store = Store::open(&config.data_dir.join("store"))?;
+    let keys = KeyBook::load(
+        &config.node_id,
+        signing_key,
+        &registry,
+        &store,
+        &config.data_dir.join("keys"),
+    )?;
+    let audit_log = AuditLog::open(
+        &config.data_dir.join("audit"),
+        &config.node_id,
+        &note_keys(&config.node_id, &keys.own_keyring()),
+    )?;
+    let auditor = Arc::new(Auditor::new(audit_log, config.node_id.clone()));
+    let state = Arc::new(NodeState {
+        node_id: config.node_id.clone(),
+        keys: Arc::new(keys),
+        tls_identity: Identity::from_pem(cert_pem, key_pem),
+        registry,
+        store,
+        policy: VerificationPolicy {
+            local_node: config.node_id.clone(),
+            max_clock_skew_ms: config.max_clock_skew_ms,
+        },
+        message_ttl_ms: config.message_ttl_ms,
+        delivery_wake: Notify::new(),
+        stopping: watch::Sender::new(false),
+        auditor,
+        checkpoint_interval: Duration::from_millis(config.checkpoint_interval_ms),
+        peer_channels: Mutex::new(HashMap::new()),
+        tags: config.tags.clone(),
+        accepted_purposes: config.accepted_purposes.clone(),
+        payload_retention: config.payload_retention,
+        peer_limiter: crate::ratelimit::RateLimiter::new(config.peer_rate),
+        client_limiter: crate::ratelimit::RateLimiter::new(config.client_rate),
+        max_queued: config.max_queued,
+        intake_unit: config.intake_unit.clone(),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+    });
+    let mut certificates = vec![
+        ("node", &config.node_id, &config.tls_certificate),
+        ("node-ca", &config.node_id, &config.tls_ca_certificate),
+        ("local-client-ca", &config.node_id, &config.local_client_ca),
+    ];
+    for peer in &config.peers {
+        certificates.push(("peer-ca", &peer.node_id, &peer.ca_certificate));
+    }
+    let certificates: Vec<(String, String, i64)> = certificates
+        .into_iter()
+        .filter_map(|(what, node, path)| {
+            let not_after = crate::metrics::certificate_not_after(path)?;
+            state.metrics.certificate(what, node.as_str(), not_after);
+            Some((what.to_owned(), node.to_string(), not_after))
+        })
+        .collect();
+    let peer_tls = match peer_tls {
+        Some(c) => c,
+        // A node without peers still serves its peer port, refusing every handshake.
+        None => server_config(
+            load_certs(&config.tls_certificate)?,
+            load_private_key(&config.tls_private_key)?,
+            client_verifier(root_store(&local_ca)?)?,
+        )?,
+    };
+    Ok(PreparedNode {
+        state,
+        peer_tls,
+        local_tls,
+        local_verifier_roots: local_ca.len(),
+        certificates,
+    })
+}
+
+/// What [`check_material`] loaded.
+pub struct Material {
+    /// The node's certificate chain.
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Its TLS private key.
+    pub key: rustls::pki_types::PrivateKeyDer<'static>,
+    /// The local clients' CA.
+    pub local_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The peer registry.
+    pub registry: PeerRegistry,
+    /// The signing key the config names.
+    pub signing_key: NodeSigningKey,
+}
+
+/// Loads and checks every file `config` names, without opening the store or binding: what
+/// `kinbridge config check` runs, and the first half of starting a node. Each error names the
+/// file at fault and what is wrong with it.
+pub fn check_material(config: &NodeConfig) -> Result<Material, NodeError> {
     let file = config.source.display().to_string();
     let chain = load_certs(&config.tls_certificate)?;
     let key = load_private_key(&config.tls_private_key)?;
@@ -223,81 +370,38 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         path: config.signing_key.display().to_string(),
         reason: e.to_string(),
     })?;
-    let cert_pem = std::fs::read(&config.tls_certificate).map_err(|e| TlsError::Pem {
-        path: config.tls_certificate.clone(),
-        reason: e.to_string(),
-    })?;
-    let key_pem = std::fs::read(&config.tls_private_key).map_err(|e| TlsError::Pem {
-        path: config.tls_private_key.clone(),
-        reason: e.to_string(),
-    })?;
-    let peer_roots = registry.all_ca_certs();
-    let peer_tls = if peer_roots.is_empty() {
-        None
-    } else {
-        Some(server_config(
-            chain.clone(),
-            key.clone_key(),
-            client_verifier(root_store(&peer_roots)?)?,
-        )?)
-    };
-    let local_tls = server_config(chain, key, client_verifier(root_store(&local_ca)?)?)?;
-    let store = Store::open(&config.data_dir.join("store"))?;
-    let own_keys = Keyring::new(vec![
-        PeerKey::new(
-            signing_key.id().clone(),
-            signing_key.verifying_key(),
-            None,
-            None,
-        )
-        .map_err(|e| NodeError::SigningKey {
-            path: config.signing_key.display().to_string(),
-            reason: e.to_string(),
-        })?,
-    ]);
-    let audit_log = AuditLog::open(
-        &config.data_dir.join("audit"),
-        &config.node_id,
-        &note_keys(&config.node_id, &own_keys),
-    )?;
-    let auditor = Arc::new(Auditor::new(audit_log, config.node_id.clone()));
-    let state = Arc::new(NodeState {
-        node_id: config.node_id.clone(),
-        signing_key: Arc::new(signing_key),
-        tls_identity: Identity::from_pem(cert_pem, key_pem),
+    match chain.first().map(node_id_of) {
+        Some(Ok(named)) if named == config.node_id => {}
+        Some(Ok(named)) => {
+            return Err(NodeError::Identity {
+                path: config.tls_certificate.display().to_string(),
+                reason: format!(
+                    "the certificate names node '{named}', but node_id is '{}'",
+                    config.node_id
+                ),
+            });
+        }
+        Some(Err(e)) => {
+            return Err(NodeError::Identity {
+                path: config.tls_certificate.display().to_string(),
+                reason: format!(
+                    "{e}: a node certificate carries the URI urn:kinbridge:node:<NODE-ID>"
+                ),
+            });
+        }
+        None => {
+            return Err(NodeError::Identity {
+                path: config.tls_certificate.display().to_string(),
+                reason: "no certificate in the file".into(),
+            });
+        }
+    }
+    Ok(Material {
+        chain,
+        key,
+        local_ca,
         registry,
-        store,
-        policy: VerificationPolicy {
-            local_node: config.node_id.clone(),
-            max_clock_skew_ms: config.max_clock_skew_ms,
-        },
-        message_ttl_ms: config.message_ttl_ms,
-        delivery_wake: Notify::new(),
-        stopping: watch::Sender::new(false),
-        auditor,
-        checkpoint_interval: Duration::from_millis(config.checkpoint_interval_ms),
-        peer_channels: Mutex::new(HashMap::new()),
-        tags: config.tags.clone(),
-        accepted_purposes: config.accepted_purposes.clone(),
-        payload_retention: config.payload_retention,
-        peer_limiter: crate::ratelimit::RateLimiter::new(config.peer_rate),
-        client_limiter: crate::ratelimit::RateLimiter::new(config.client_rate),
-        max_queued: config.max_queued,
-    });
-    let peer_tls = match peer_tls {
-        Some(c) => c,
-        // A node without peers still serves its peer port, refusing every handshake.
-        None => server_config(
-            load_certs(&config.tls_certificate)?,
-            load_private_key(&config.tls_private_key)?,
-            client_verifier(root_store(&local_ca)?)?,
-        )?,
-    };
-    Ok(PreparedNode {
-        state,
-        peer_tls,
-        local_tls,
-        local_verifier_roots: local_ca.len(),
+        signing_key,
     })
 }
 
@@ -339,12 +443,12 @@ impl PreparedNode {
         let stop_state = Arc::clone(&state);
         let worker = tokio::spawn(delivery::run(Arc::clone(&state), stop_rx.clone()));
         // A first checkpoint before serving, so receipts always carry one.
-        if let Err(e) = state.auditor.checkpoint(&state.signing_key).await {
+        if let Err(e) = state.auditor.checkpoint(&state.keys.signer()).await {
             tracing::error!(error = %e.message(), "cannot sign the first audit checkpoint");
         }
         let checkpointer = tokio::spawn(run_checkpointer(
             Arc::clone(&state.auditor),
-            Arc::clone(&state.signing_key),
+            Arc::clone(&state.keys),
             state.checkpoint_interval,
             stop_rx.clone(),
         ));
@@ -357,20 +461,66 @@ impl PreparedNode {
         };
         let peer_audit = AuditServiceServer::new(AuditApi::new(Arc::clone(&state), Side::Peer));
         let local_audit = AuditServiceServer::new(AuditApi::new(Arc::clone(&state), Side::Local));
+        let admin_service = AdminServiceServer::new(AdminApi::new(Arc::clone(&state)));
+        // grpc.health.v1 on both ports; reflection on the local port only (peers need no map
+        // of the authority's own API).
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<PeerServiceServer<PeerApi>>().await;
+        health.set_serving::<LocalServiceServer<LocalApi>>().await;
+        health.set_serving::<AuditServiceServer<AuditApi>>().await;
+        health.set_serving::<AdminServiceServer<AdminApi>>().await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(kinbridge_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
+            .build_v1()
+            .map_err(|e| NodeError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .map_err(|e| NodeError::Reflection(e.to_string()))?;
         let peer_server = Server::builder()
+            .trace_fn(|req| request_span("peer", req))
             .add_service(peer_service)
             .add_service(peer_audit)
+            .add_service(health_service.clone())
             .serve_with_incoming_shutdown(peer_incoming, wait_stop(stop_rx.clone()));
         let local_server = Server::builder()
+            .trace_fn(|req| request_span("local", req))
             .add_service(local_service)
             .add_service(local_audit)
+            .add_service(admin_service)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(local_incoming, wait_stop(stop_rx.clone()));
         let trigger = async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections; finishing calls in flight");
+            // Load balancers and monitors see the node leave before it stops answering.
+            health.set_not_serving::<PeerServiceServer<PeerApi>>().await;
+            health
+                .set_not_serving::<LocalServiceServer<LocalApi>>()
+                .await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
             stop_state.stopping.send_replace(true);
             Ok::<(), tonic::transport::Error>(())
         };
+        let metrics = listeners.metrics.map(|listener| {
+            tokio::spawn(crate::metrics::serve(
+                Arc::clone(&state),
+                listener,
+                stop_rx.clone(),
+            ))
+        });
+        let expiry = tokio::spawn(crate::metrics::run_expiry_watch(
+            Arc::clone(&state),
+            self.certificates,
+            stop_rx.clone(),
+        ));
         let retention = state.payload_retention.map(|keep| {
             tokio::spawn(crate::purge::run_retention(
                 Arc::clone(&state),
@@ -384,10 +534,32 @@ impl PreparedNode {
         }
         let _ = worker.await;
         let _ = checkpointer.await;
+        let _ = expiry.await;
+        if let Some(task) = metrics {
+            let _ = task.await;
+        }
         // Everything acknowledged was committed already; this makes the rest durable too.
         state.store.commit().await?;
         result.map(|_| ()).map_err(NodeError::from)
     }
+}
+
+/// The span every gRPC request runs in: the port, the method and a request id (the caller's
+/// `x-request-id` if it sent a sane one, else a fresh one). Never anything from the body.
+fn request_span(port: &'static str, req: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let given = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map(str::to_owned);
+    let request_id = given.unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+    tracing::info_span!("rpc", port, method = %req.uri().path(), request_id = %request_id)
 }
 
 /// Runs a node from `config` on `listeners` until `shutdown` completes.
@@ -407,6 +579,8 @@ pub struct RunningNode {
     pub peer_addr: SocketAddr,
     /// Where its local listener is bound.
     pub local_addr: SocketAddr,
+    /// Where its metrics listener is bound, if it has one.
+    pub metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), NodeError>>,
 }
@@ -443,6 +617,7 @@ pub fn spawn(config: &NodeConfig, listeners: Listeners) -> Result<RunningNode, N
             addr: config.local_listen,
             source,
         })?;
+    let metrics_addr = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(prepared.serve(listeners, async move {
         let _ = stopped.await;
@@ -451,6 +626,7 @@ pub fn spawn(config: &NodeConfig, listeners: Listeners) -> Result<RunningNode, N
         node_id: config.node_id.clone(),
         peer_addr,
         local_addr,
+        metrics_addr,
         stop: Some(stop),
         task,
     })

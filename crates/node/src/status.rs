@@ -88,3 +88,20 @@ pub fn is_transient(status: &Status) -> bool {
             | Code::OutOfRange
     )
 }
+
+/// The status for a failed key operation.
+pub fn key_status(e: &crate::keys::KeyBookError) -> Status {
+    use crate::keys::KeyBookError;
+    match e {
+        KeyBookError::Store(e) => store_status(e),
+        KeyBookError::Refused(why) => refused(Code::FailedPrecondition, "key-refused", why.clone()),
+        KeyBookError::Stored(_) | KeyBookError::File { .. } => {
+            tracing::error!(error = %e, "key store failure");
+            refused(
+                Code::Internal,
+                "key-store-failure",
+                "the node could not read or write its key store; see its log",
+            )
+        }
+    }
+}

@@ -4,7 +4,9 @@
 //! Trees: `outbox` (message id → [`OutboxRecord`]), `outbox_pending` (queue sequence → message
 //! id, for queued messages only), `inbox` (inbox sequence → [`InboxRecord`]) and `inbox_index`
 //! (`sender 0x00 message id` → inbox sequence, for deduplication) and `peer_checkpoints`
-//! (peer node id → the signed checkpoint of its audit log this node holds).
+//! (peer node id → the signed checkpoint of its audit log this node holds) and `keys`
+//! (`owner 0x00 key id` → [`crate::keys::KeyRecord`]: own keys made by rotation, peers' keys
+//! announced since start, revocations).
 
 pub mod committer;
 pub mod payloads;
@@ -77,6 +79,7 @@ pub struct Store {
     inbox: sled::Tree,
     inbox_index: sled::Tree,
     peer_checkpoints: sled::Tree,
+    keys: sled::Tree,
     /// Referral workflow histories: `referral sender 0x00 referral id` → [`records::WorkflowRecord`].
     workflow: sled::Tree,
     /// Payloads and salts, out of sled so they can truly be purged.
@@ -116,6 +119,7 @@ impl Store {
             outbox_pending: db.open_tree("outbox_pending")?,
             inbox_index: db.open_tree("inbox_index")?,
             peer_checkpoints: db.open_tree("peer_checkpoints")?,
+            keys: db.open_tree("keys")?,
             workflow: db.open_tree("workflow")?,
             payloads: std::sync::Arc::new(payloads),
             inbox,
@@ -415,16 +419,16 @@ impl Store {
     /// The header of the first outbox message `accept` picks.
     pub fn find_outbox_header(
         &self,
-        accept: impl Fn(&pb::EnvelopeHeader) -> bool,
+        accept: impl Fn(&pb::EnvelopeHeader, &OutboxRecord) -> bool,
     ) -> Result<Option<pb::EnvelopeHeader>, StoreError> {
         for entry in self.outbox.iter() {
             let (_, value) = entry?;
             let record = decode::<OutboxRecord>("outbox", &value)?;
-            let Some(envelope) = record.envelope else {
+            let Some(envelope) = record.envelope.as_ref() else {
                 continue;
             };
             if let Ok(header) = pb::EnvelopeHeader::decode(envelope.header.as_slice())
-                && accept(&header)
+                && accept(&header, &record)
             {
                 return Ok(Some(header));
             }
@@ -442,6 +446,30 @@ impl Store {
             Some(seq) => self.inbox_get(decode_seq(&seq)),
             None => Ok(None),
         }
+    }
+
+    /// Every key record kept.
+    pub fn key_records(&self) -> Result<Vec<crate::keys::KeyRecord>, StoreError> {
+        self.keys
+            .iter()
+            .map(|entry| {
+                let (k, v) = entry?;
+                decode(&format!("keys/{}", String::from_utf8_lossy(&k)), &v)
+            })
+            .collect()
+    }
+
+    /// Writes key records, durably.
+    pub async fn put_key_records(
+        &self,
+        records: &[crate::keys::KeyRecord],
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for r in records {
+            batch.insert(r.store_key(), r.encode_to_vec());
+        }
+        self.keys.apply_batch(batch)?;
+        self.commit().await
     }
 
     /// The checkpoint note held for `peer`: the last one checked consistent, or the first one
@@ -468,12 +496,13 @@ impl Store {
             .transpose()
     }
 
-    /// Inbox records after `after`, in order, at most `limit`.
+    /// Inbox records after `after` that `visible` lets through, in order, at most `limit`.
     pub fn inbox_page(
         &self,
         after: u64,
         limit: usize,
         include_acknowledged: bool,
+        visible: impl Fn(&InboxRecord) -> bool,
     ) -> Result<Vec<(u64, InboxRecord)>, StoreError> {
         let mut out = Vec::new();
         let start = after.saturating_add(1).to_be_bytes();
@@ -484,7 +513,7 @@ impl Store {
             let (k, v) = entry?;
             let seq = decode_seq(&k);
             let record = decode::<InboxRecord>(&format!("inbox/{seq}"), &v)?;
-            if include_acknowledged || !record.acknowledged {
+            if (include_acknowledged || !record.acknowledged) && visible(&record) {
                 out.push((seq, record));
             }
         }

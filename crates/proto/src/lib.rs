@@ -11,3 +11,7 @@
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/kinbridge.v1.rs"));
 }
+
+/// The encoded `FileDescriptorSet` of every kinbridge proto file, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/kinbridge_descriptor.bin"));

@@ -52,7 +52,7 @@ fn honest(n: u64) -> Fixture {
 }
 
 fn verify(f: &Fixture, text: &str) -> Result<VerifiedExport, VerifyFailure> {
-    verify_export(text.as_bytes(), &f.note_key, false)
+    verify_export(text.as_bytes(), std::slice::from_ref(&f.note_key), false)
 }
 
 #[test]

@@ -42,6 +42,7 @@ fn draft() -> EnvelopeDraft {
         data_categories: vec![DataCategory::Identity],
         consent: Some(scope()),
         custody: vec![],
+        recipient_unit: None,
     }
 }
 

@@ -55,6 +55,7 @@ fn draft() -> EnvelopeDraft {
         data_categories: vec![pb::DataCategory::ProtectionConcerns],
         consent: None,
         custody: vec![],
+        recipient_unit: None,
     }
 }
 

@@ -27,6 +27,10 @@ impl LocalApi {
             .store
             .inbox_get(req.sequence)
             .map_err(|e| store_status(&e))?;
+        if let Some(item) = &item {
+            self.in_unit(&client, &item.unit, &format!("inbox item {}", req.sequence))
+                .await?;
+        }
         let header = item
             .as_ref()
             .and_then(|i| i.envelope.as_ref())
@@ -83,6 +87,7 @@ impl LocalApi {
             data_categories: Vec::new(),
             consent: None,
             custody: Vec::new(),
+            recipient_unit: None,
         };
         let (message_id, record) = self.seal_with(draft, payload, 0, |d, _| {
             kinbridge_core::consent::permit_without_personal_data(d)
@@ -121,6 +126,8 @@ impl LocalApi {
             .outbox_get(&referral_id)
             .map_err(|e| store_status(&e))?
         {
+            self.in_unit(&client, &record.unit, &format!("referral {referral_id}"))
+                .await?;
             let mut base = Vec::new();
             if record.state == pb::DeliveryState::Delivered as i32 {
                 base.push(pb::StatusChange {
@@ -136,6 +143,8 @@ impl LocalApi {
             .inbox_find(&referral_id)
             .map_err(|e| store_status(&e))?
         {
+            self.in_unit(&client, &item.unit, &format!("referral {referral_id}"))
+                .await?;
             let base = vec![pb::StatusChange {
                 state: pb::ReferralState::Received as i32,
                 code: String::new(),

@@ -43,6 +43,9 @@ pub struct OutboxRecord {
     /// When its payload was purged (consent withdrawn, retention); 0 if it was not.
     #[prost(int64, tag = "12")]
     pub purged_at_ms: i64,
+    /// The unit of the local client that submitted it; empty for none.
+    #[prost(string, tag = "13")]
+    pub unit: String,
 }
 
 /// One envelope this node received and verified.
@@ -72,6 +75,9 @@ pub struct InboxRecord {
     /// When its payload was purged (consent withdrawn, retention); 0 if it was not.
     #[prost(int64, tag = "8")]
     pub purged_at_ms: i64,
+    /// The unit of this node the item belongs to; empty for every unit.
+    #[prost(string, tag = "9")]
+    pub unit: String,
 }
 
 /// The workflow history of one referral, at either end.

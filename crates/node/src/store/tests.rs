@@ -36,13 +36,22 @@ async fn receive_dedups_and_detects_replays_and_survives_reopen() {
             .await
             .expect("receive");
         assert!(matches!(other_sender, ReceiveOutcome::Stored(_)));
-        let page = store.inbox_page(0, 10, false).expect("page");
+        let page = store.inbox_page(0, 10, false, |_| true).expect("page");
         assert_eq!(page.len(), 2);
         assert!(store.acknowledge(page[0].0).await.expect("ack"));
     }
     let store = Store::open(dir.path()).expect("reopen");
-    assert_eq!(store.inbox_page(0, 10, false).expect("page").len(), 1);
-    assert_eq!(store.inbox_page(0, 10, true).expect("page").len(), 2);
+    assert_eq!(
+        store
+            .inbox_page(0, 10, false, |_| true)
+            .expect("page")
+            .len(),
+        1
+    );
+    assert_eq!(
+        store.inbox_page(0, 10, true, |_| true).expect("page").len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -91,7 +100,13 @@ async fn first_receipts_get_distinct_sequences() {
         }
         other => panic!("both must be stored: {other:?}"),
     }
-    assert_eq!(store.inbox_page(0, 10, false).expect("page").len(), 2);
+    assert_eq!(
+        store
+            .inbox_page(0, 10, false, |_| true)
+            .expect("page")
+            .len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -151,7 +166,10 @@ async fn a_purge_deletes_the_payload_file_and_marks_the_record() {
             .any(|p| std::fs::read(p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
     };
     assert!(on_disk(b"PERSONAL-DATA-42"), "stored in the payload store");
-    let (seq, stored) = store.inbox_page(0, 10, true).expect("page").remove(0);
+    let (seq, stored) = store
+        .inbox_page(0, 10, true, |_| true)
+        .expect("page")
+        .remove(0);
     let full = store
         .with_payload(stored.envelope.clone().expect("envelope"))
         .expect("read")

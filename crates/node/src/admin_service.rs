@@ -1,0 +1,287 @@
+//! The admin service on the local port: the node's signing keys and the keys it holds for its
+//! peers. Rotating or revoking an own key publishes the change to every peer as a signed,
+//! audited key update that rides the outbox like any other message.
+
+use std::sync::Arc;
+
+use kinbridge_core::envelope::EnvelopeDraft;
+use kinbridge_core::{KeyId, MessageId, NodeId, UnixMillis};
+use kinbridge_proto::v1 as pb;
+use kinbridge_proto::v1::admin_service_server::AdminService;
+use prost::Message;
+use tonic::{Code, Request, Response, Status};
+
+use crate::identity::{LocalClient, Role};
+use crate::keys::KeyBookError;
+use crate::local_service::LocalApi;
+use crate::server::NodeState;
+use crate::status::{key_status, refused};
+
+/// How long the previous key stays valid after a rotation, by default.
+pub const DEFAULT_OVERLAP_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Lifetime of a new key, by default: two years.
+pub const DEFAULT_KEY_LIFETIME_MS: i64 = 730 * 24 * 60 * 60 * 1000;
+/// Reason codes a revocation may give.
+pub const REVOCATION_REASONS: [&str; 3] = ["compromised", "superseded", "retired"];
+
+const ADMIN: [Role; 1] = [Role::Admin];
+const KEY_READERS: [Role; 2] = [Role::Admin, Role::Auditor];
+
+/// The `AdminService` implementation.
+pub struct AdminApi {
+    state: Arc<NodeState>,
+    local: LocalApi,
+}
+
+impl AdminApi {
+    /// A service over the node's state.
+    pub fn new(state: Arc<NodeState>) -> Self {
+        Self {
+            local: LocalApi::new(Arc::clone(&state)),
+            state,
+        }
+    }
+
+    /// Answers a failed key operation: a refusal is recorded in the audit log.
+    async fn key_failure(&self, client: &LocalClient, e: &KeyBookError) -> Status {
+        let status = key_status(e);
+        if matches!(e, KeyBookError::Refused(_)) {
+            self.local.refuse(&client.name, status).await
+        } else {
+            status
+        }
+    }
+
+    async fn invalid(&self, client: &LocalClient, reason: &'static str, message: String) -> Status {
+        self.local
+            .refuse(
+                &client.name,
+                refused(Code::InvalidArgument, reason, message),
+            )
+            .await
+    }
+
+    /// Seals `update` for every peer this node delivers to and queues it as `client`'s.
+    /// `before_queue` sees each (peer, message id) first.
+    async fn publish(
+        &self,
+        client: &LocalClient,
+        update: &pb::KeyUpdate,
+        before_queue: impl Fn(&NodeId, &str),
+    ) -> Result<Vec<(NodeId, String)>, Status> {
+        let state = &self.state;
+        let payload = update.encode_to_vec();
+        let mut peers: Vec<NodeId> = state
+            .registry
+            .peers()
+            .filter(|p| p.endpoint.is_some())
+            .map(|p| p.node_id.clone())
+            .collect();
+        peers.sort();
+        let mut queued = Vec::with_capacity(peers.len());
+        for peer in peers {
+            let now = UnixMillis::now();
+            let draft = EnvelopeDraft {
+                message_id: MessageId::random(),
+                kind: pb::MessageKind::KeyUpdate,
+                sender: state.node_id.clone(),
+                recipient: peer.clone(),
+                created_at: now,
+                expires_at: now,
+                purpose: pb::Purpose::ServiceReferral,
+                consent_id: String::new(),
+                correlation_id: String::new(),
+                data_categories: Vec::new(),
+                consent: None,
+                custody: Vec::new(),
+                recipient_unit: None,
+            };
+            let (message_id, record) =
+                self.local.seal_with(draft, payload.clone(), 0, |d, _| {
+                    kinbridge_core::consent::permit_without_personal_data(d)
+                })?;
+            before_queue(&peer, &message_id);
+            self.local.queue(client, message_id.clone(), record).await?;
+            queued.push((peer, message_id));
+        }
+        Ok(queued)
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn list_keys(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        self.local
+            .authorized(&request, "list signing keys", &KEY_READERS)
+            .await?;
+        let (own, peers) = self.state.keys.list();
+        Ok(Response::new(pb::ListKeysResponse { own, peers }))
+    }
+
+    #[tracing::instrument(skip_all, fields(client))]
+    async fn rotate_key(
+        &self,
+        request: Request<pb::RotateKeyRequest>,
+    ) -> Result<Response<pb::RotateKeyResponse>, Status> {
+        let client = self
+            .local
+            .authorized(&request, "rotate the node's signing key", &ADMIN)
+            .await?;
+        tracing::Span::current().record("client", client.name.as_str());
+        let req = request.into_inner();
+        let state = &self.state;
+        let now = UnixMillis::now();
+        let key_id = if req.key_id.is_empty() {
+            format!("{}-{}", state.node_id, now.0 / 1000)
+        } else {
+            req.key_id.clone()
+        };
+        let key_id = match KeyId::new(&key_id) {
+            Ok(id) => id,
+            Err(e) => return Err(self.invalid(&client, "bad-key-id", e.to_string()).await),
+        };
+        let ms = |seconds: u64, default: i64| match seconds {
+            0 => default,
+            s => i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000),
+        };
+        let overlap_ms = ms(req.overlap_seconds, DEFAULT_OVERLAP_MS);
+        let lifetime_ms = ms(req.lifetime_seconds, DEFAULT_KEY_LIFETIME_MS);
+        if lifetime_ms <= overlap_ms || lifetime_ms > 10 * DEFAULT_KEY_LIFETIME_MS {
+            let why = format!(
+                "lifetime_seconds must be longer than overlap_seconds ({}) and at most {}",
+                overlap_ms / 1000,
+                10 * DEFAULT_KEY_LIFETIME_MS / 1000
+            );
+            return Err(self.invalid(&client, "bad-key-window", why).await);
+        }
+        let edit = state.keys.edit().await;
+        let new = match edit.make_own(key_id.clone(), lifetime_ms).await {
+            Ok(new) => new,
+            Err(e) => return Err(self.key_failure(&client, &e).await),
+        };
+        let public_key_pem = new
+            .signing
+            .public_key_pem()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let mut entry = state.auditor.entry(pb::AuditEvent::KeyAdded);
+        entry.actor = client.name.clone();
+        entry.reason = key_id.to_string();
+        state.auditor.record(&entry).await?;
+        // Announced under the current key, which every peer already trusts.
+        let announce = pb::KeyUpdate {
+            update: Some(pb::key_update::Update::Announce(pb::KeyAnnouncement {
+                key_id: key_id.to_string(),
+                public_key: new.signing.verifying_key().as_bytes().to_vec(),
+                not_before_ms: new.record.not_before_ms,
+                not_after_ms: new.record.not_after_ms,
+            })),
+        };
+        let queued = self
+            .publish(&client, &announce, |peer, id| edit.announcing(peer, id))
+            .await?;
+        let overlap_ends = now.plus_ms(overlap_ms);
+        let key = match edit.add_own(&state.store, new, overlap_ends, &queued).await {
+            Ok(info) => info,
+            Err(e) => return Err(self.key_failure(&client, &e).await),
+        };
+        drop(edit);
+        tracing::info!(key = %key_id, peers = queued.len(), "new signing key made and announced");
+        Ok(Response::new(pb::RotateKeyResponse {
+            key: Some(key),
+            announced_to: queued.into_iter().map(|(p, _)| p.to_string()).collect(),
+            public_key_pem,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(client))]
+    async fn revoke_key(
+        &self,
+        request: Request<pb::RevokeKeyRequest>,
+    ) -> Result<Response<pb::RevokeKeyResponse>, Status> {
+        let client = self
+            .local
+            .authorized(&request, "revoke signing keys", &ADMIN)
+            .await?;
+        tracing::Span::current().record("client", client.name.as_str());
+        let req = request.into_inner();
+        let state = &self.state;
+        let key_id = match KeyId::new(&req.key_id) {
+            Ok(id) => id,
+            Err(e) => return Err(self.invalid(&client, "bad-key-id", e.to_string()).await),
+        };
+        if !REVOCATION_REASONS.contains(&req.reason.as_str()) {
+            let why = format!(
+                "reason must be one of: {}; not '{}'",
+                REVOCATION_REASONS.join(", "),
+                req.reason.chars().take(32).collect::<String>()
+            );
+            return Err(self.invalid(&client, "bad-reason", why).await);
+        }
+        let at = match req.revoked_at_ms {
+            0 => UnixMillis::now(),
+            ms if ms > 0 => UnixMillis(ms),
+            _ => {
+                let why = "revoked_at_ms must be positive, or 0 for now".to_owned();
+                return Err(self.invalid(&client, "bad-time", why).await);
+            }
+        };
+        let own = req.node_id.is_empty() || req.node_id == state.node_id.as_str();
+        let edit = state.keys.edit().await;
+        let mut entry = state.auditor.entry(pb::AuditEvent::KeyRevoked);
+        entry.actor = client.name.clone();
+        entry.reason = format!("{key_id}:{}", req.reason);
+        if own {
+            if let Err(e) = edit.check_own_revocation(&key_id, at) {
+                return Err(self.key_failure(&client, &e).await);
+            }
+            state.auditor.record(&entry).await?;
+            let key = match edit
+                .revoke_own(&state.store, &key_id, at, &req.reason)
+                .await
+            {
+                Ok(info) => info,
+                Err(e) => return Err(self.key_failure(&client, &e).await),
+            };
+            // Signed by a key that stays valid; queued behind any announcement of it.
+            let revoke = pb::KeyUpdate {
+                update: Some(pb::key_update::Update::Revoke(pb::KeyRevocation {
+                    key_id: key_id.to_string(),
+                    revoked_at_ms: key.revoked_at_ms,
+                    reason: req.reason.clone(),
+                })),
+            };
+            let queued = self.publish(&client, &revoke, |_, _| {}).await?;
+            drop(edit);
+            tracing::warn!(key = %key_id, reason = %req.reason, peers = queued.len(), "own signing key revoked and the revocation published");
+            return Ok(Response::new(pb::RevokeKeyResponse {
+                key: Some(key),
+                announced_to: queued.into_iter().map(|(p, _)| p.to_string()).collect(),
+            }));
+        }
+        let peer = match NodeId::new(&req.node_id) {
+            Ok(p) => p,
+            Err(e) => return Err(self.invalid(&client, "bad-node-id", e.to_string()).await),
+        };
+        if let Err(e) = edit.check_peer_revocation(&peer, &key_id) {
+            return Err(self.key_failure(&client, &e).await);
+        }
+        entry.peer = peer.to_string();
+        state.auditor.record(&entry).await?;
+        let key = match edit
+            .revoke_peer_key(&state.store, &peer, &key_id, at, &req.reason)
+            .await
+        {
+            Ok(info) => info,
+            Err(e) => return Err(self.key_failure(&client, &e).await),
+        };
+        drop(edit);
+        tracing::warn!(%peer, key = %key_id, reason = %req.reason, "peer's signing key revoked here");
+        Ok(Response::new(pb::RevokeKeyResponse {
+            key: Some(key),
+            announced_to: Vec::new(),
+        }))
+    }
+}
