@@ -106,13 +106,16 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: `default_level`).
+/// Logs to stderr, filtered by `RUST_LOG` (default: `default_level`), in colour only on a
+/// terminal. Every gRPC request's lines carry its span: port, method and request id.
 fn init_tracing(json: bool, default_level: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

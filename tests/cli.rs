@@ -213,3 +213,141 @@ fn startup_errors_are_clear_and_fast() {
         "{stderr}"
     );
 }
+
+#[test]
+fn config_check_names_the_file_the_key_and_what_is_expected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = dir.path().join("certs-dev");
+    kinbridge_node::devpki::ensure(&pki, &[node_id("ZM-DSW"), node_id("MW-DSW")]).expect("pki");
+    let good = dev_config_toml(&pki, "ZM-DSW", &dir.path().join("zm"), &[("MW-DSW", None)]);
+    let check = |name: &str, toml: &str| {
+        let config = dir.path().join(name);
+        std::fs::write(&config, toml).expect("write");
+        let mut cmd = kinbridge();
+        cmd.args(["config", "check", "--config"]).arg(&config);
+        let out = run_bounded(cmd);
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, stdout, stderr) = check("good.toml", &good);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("OK: ") && stdout.contains("valid config for node ZM-DSW"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("signing key: ZM-DSW-dev1 (fingerprint "),
+        "{stdout}"
+    );
+    // It does not start the node: no store was made.
+    assert!(!dir.path().join("zm").exists());
+
+    let (ok, _, stderr) = check(
+        "bad-metrics.toml",
+        &good.replace("metrics = \"127.0.0.1:0\"", "metrics = \"everywhere\""),
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("bad-metrics.toml: listen.metrics: an IP address and port"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = check(
+        "bad-unit.toml",
+        &good.replace(
+            "[local_clients]\n",
+            "[local_clients]\nintake_unit = \"Intake Desk\"\n",
+        ),
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("bad-unit.toml: local_clients.intake_unit:")
+            && stderr.contains("unit name"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = check(
+        "unknown-key.toml",
+        &format!("{good}\nlog_level = \"debug\"\n"),
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("unknown-key.toml: line") && stderr.contains("log_level"),
+        "{stderr}"
+    );
+    // Malawi's node certificate in Zambia's config: the file is named, and why.
+    let malawi = kinbridge_node::devpki::DevNodeFiles::new(&pki, &node_id("MW-DSW"));
+    let zambia = kinbridge_node::devpki::DevNodeFiles::new(&pki, &node_id("ZM-DSW"));
+    let swapped = good
+        .replace(
+            &zambia.node_cert().display().to_string(),
+            &malawi.node_cert().display().to_string(),
+        )
+        .replace(
+            &zambia.node_key().display().to_string(),
+            &malawi.node_key().display().to_string(),
+        );
+    let (ok, _, stderr) = check("swapped.toml", &swapped);
+    assert!(!ok);
+    assert!(
+        stderr.contains("MW-DSW/node.crt")
+            && stderr.contains("names node 'MW-DSW', but node_id is 'ZM-DSW'"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn keys_list_and_rotate_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = TwoNodes::start(dir.path());
+    let admin = kinbridge_node::devpki::DevNodeFiles::new(&nodes.pki, &node_id("ZM-DSW"));
+    let keys = |args: &[&str]| {
+        let mut cmd = kinbridge();
+        cmd.arg("keys")
+            .args(args)
+            .arg("--config")
+            .arg(&nodes.zm_config)
+            .arg("--node")
+            .arg(nodes.zambia.local_addr.to_string())
+            .arg("--cert")
+            .arg(admin.client_cert("admin"))
+            .arg("--key")
+            .arg(admin.client_key("admin"));
+        let out = run_bounded(cmd);
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, listed, stderr) = keys(&["list"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        listed.contains("ZM-DSW-dev1")
+            && listed.contains("ACTIVE")
+            && listed.contains("MW-DSW-dev1"),
+        "{listed}"
+    );
+    let public = dir.path().join("new.pub");
+    let (ok, rotated, stderr) = keys(&[
+        "rotate",
+        "--key-id",
+        "ZM-DSW-2",
+        "--public-key-out",
+        public.to_str().expect("path"),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(rotated.contains("new signing key ZM-DSW-2"), "{rotated}");
+    assert!(rotated.contains("announced to: MW-DSW"), "{rotated}");
+    assert!(
+        std::fs::read_to_string(&public)
+            .expect("pub")
+            .contains("BEGIN PUBLIC KEY")
+    );
+    // A caseworker's certificate is refused, and the refusal says which role is needed.
+    let mut cmd = kinbridge();
+    cmd.args(["keys", "rotate", "--config"])
+        .arg(&nodes.zm_config)
+        .arg("--node")
+        .arg(nodes.zambia.local_addr.to_string());
+    let out = run_bounded(cmd);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("PermissionDenied [role-denied]") && stderr.contains("admin"),
+        "{stderr}"
+    );
+}

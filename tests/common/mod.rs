@@ -114,6 +114,47 @@ impl Federation {
         .expect("local client")
     }
 
+    /// A channel to `name`'s local port with the development certificate of `role`.
+    pub fn channel(&self, name: &str, role: &str) -> Channel {
+        let files = self.files(name);
+        kinbridge_node::client::local_channel(
+            &self.node(name).local_addr.to_string(),
+            &files.ca_cert(),
+            &files.client_cert(role),
+            &files.client_key(role),
+        )
+        .expect("local channel")
+    }
+
+    /// A channel to `name`'s local port with a new certificate from its local CA, for client
+    /// `client` with `role` in `unit`.
+    pub fn channel_as(&self, name: &str, client: &str, role: &str, unit: Option<&str>) -> Channel {
+        let dir = self.dir.path().join("clients").join(name);
+        std::fs::create_dir_all(&dir).expect("client dir");
+        let (cert, key) = (
+            dir.join(format!("{client}.crt")),
+            dir.join(format!("{client}.key")),
+        );
+        devpki::issue_local_client(
+            &self.pki,
+            &node_id(name),
+            client,
+            role,
+            unit,
+            &[],
+            &cert,
+            &key,
+        )
+        .expect("issue client certificate");
+        kinbridge_node::client::local_channel(
+            &self.node(name).local_addr.to_string(),
+            &self.files(name).ca_cert(),
+            &cert,
+            &key,
+        )
+        .expect("local channel")
+    }
+
     /// A peer-service client of `target` presenting the certificate `cert`/`key`.
     pub fn peer_client_with(
         &self,
@@ -283,7 +324,7 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     /// Stands for no process, while one is being replaced.
-    fn placeholder() -> Self {
+    pub fn placeholder() -> Self {
         let none: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         Self {
             child: None,
@@ -297,12 +338,18 @@ impl NodeProcess {
     /// Starts `kinbridge node --config config` and waits (bounded) for its ready line. The
     /// node's log is appended to the config's path with the extension `log`.
     pub fn start(config: &Path) -> Self {
+        Self::start_args(config, &[])
+    }
+
+    /// [`Self::start`] with global `args` before the command (e.g. `--log-json`).
+    pub fn start_args(config: &Path, args: &[&str]) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(config.with_extension("log"))
             .expect("node log file");
         let mut child = kinbridge()
+            .args(args)
             .args(["node", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
@@ -445,6 +492,16 @@ pub async fn export_and_verify(
     local_addr: SocketAddr,
     out: &Path,
 ) -> kinbridge_audit::export::VerifiedExport {
+    export_log_to(pki, node, local_addr, out).await;
+    let files = DevNodeFiles::new(pki, &node_id(node));
+    let pem = std::fs::read_to_string(files.signing_pub()).expect("pub");
+    let key =
+        kinbridge_core::PeerKey::from_public_key_pem(files.signing_key_id(), &pem).expect("key");
+    verify_export_file(node, out, &[*key.verifying_key()])
+}
+
+/// Exports the audit log of the node at `local_addr` as its auditor to `out`.
+pub async fn export_log_to(pki: &Path, node: &str, local_addr: SocketAddr, out: &Path) {
     let files = DevNodeFiles::new(pki, &node_id(node));
     let mut client = kinbridge_node::client::audit_client(
         &local_addr.to_string(),
@@ -457,10 +514,6 @@ pub async fn export_and_verify(
     kinbridge_node::client::export_log(&mut client, node, file)
         .await
         .expect("export");
-    let pem = std::fs::read_to_string(files.signing_pub()).expect("pub");
-    let key =
-        kinbridge_core::PeerKey::from_public_key_pem(files.signing_key_id(), &pem).expect("key");
-    verify_export_file(node, out, &[*key.verifying_key()])
 }
 
 /// Verifies the export of `node`'s log at `out` offline with `keys`.
@@ -687,4 +740,20 @@ pub async fn whole_inbox(client: &mut LocalServiceClient<Channel>) -> Vec<pb::In
         .expect("list inbox")
         .into_inner()
         .items
+}
+
+/// Polls `check` until it holds, for at most [`WAIT`]; panics naming `what` if it never does.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -182,7 +182,8 @@ impl AdminService for AdminApi {
         let queued = self
             .publish(&client, &announce, |peer, id| edit.announcing(peer, id))
             .await?;
-        let overlap_ends = now.plus_ms(overlap_ms);
+        // The overlap runs from the moment the new key is valid.
+        let overlap_ends = UnixMillis(new.record.not_before_ms).plus_ms(overlap_ms);
         let key = match edit.add_own(&state.store, new, overlap_ends, &queued).await {
             Ok(info) => info,
             Err(e) => return Err(self.key_failure(&client, &e).await),

@@ -470,9 +470,12 @@ impl PreparedNode {
         health.set_serving::<AuditServiceServer<AuditApi>>().await;
         health.set_serving::<AdminServiceServer<AdminApi>>().await;
         let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(kinbridge_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            LOCAL_SERVICES.iter().fold(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(kinbridge_proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+                |builder, name| builder.with_service_name(*name),
+            )
         };
         let reflection_v1 = reflection()
             .build_v1()
@@ -543,6 +546,16 @@ impl PreparedNode {
         result.map(|_| ()).map_err(NodeError::from)
     }
 }
+
+/// The services of the local port, as reflection lists them.
+pub const LOCAL_SERVICES: [&str; 6] = [
+    "kinbridge.v1.LocalService",
+    "kinbridge.v1.AuditService",
+    "kinbridge.v1.AdminService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
 
 /// The span every gRPC request runs in: the port, the method and a request id (the caller's
 /// `x-request-id` if it sent a sane one, else a fresh one). Never anything from the body.
