@@ -106,14 +106,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .map(|k| k.fingerprint())
         .unwrap_or_default()
     );
+    let peers: Vec<String> = config.peers.iter().map(|p| p.node_id.to_string()).collect();
     println!(
         "  peers: {}; intake unit: {}; {} warning(s)",
-        config
-            .peers
-            .iter()
-            .map(|p| p.node_id.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
+        if peers.is_empty() {
+            "(none)".to_owned()
+        } else {
+            peers.join(", ")
+        },
         config.intake_unit,
         warnings
     );
