@@ -163,7 +163,19 @@ fn ensure_node(files: &DevNodeFiles, created: &mut Vec<PathBuf>) -> Result<(), D
         created,
     )?;
     for role in DEV_ROLES {
-        if local_new || !files.client_cert(role).exists() || !files.client_key(role).exists() {
+        // A certificate from an older release that this one no longer reads as a local client
+        // (a caseworker's without a unit) is made again.
+        let outdated = || {
+            crate::tls::load_certs(&files.client_cert(role))
+                .ok()
+                .and_then(|certs| certs.into_iter().next())
+                .is_none_or(|leaf| crate::identity::local_client_of(&leaf).is_err())
+        };
+        if local_new
+            || !files.client_cert(role).exists()
+            || !files.client_key(role).exists()
+            || outdated()
+        {
             let mut params = leaf_params(&format!("{node} {role}"))?;
             params.subject_alt_names = vec![
                 san_uri(&format!("{CLIENT_URI_PREFIX}{role}-1"))?,
@@ -472,4 +484,39 @@ pub fn issue_node_certificate(
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     issue(&params, &ca, cert_path, key_path, &mut created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outdated_client_certificate_is_made_again() {
+        let dir = tempfile::tempdir().expect("dir");
+        let node = NodeId::new("ZM-DSW").expect("node");
+        ensure(dir.path(), std::slice::from_ref(&node)).expect("pki");
+        let files = DevNodeFiles::new(dir.path(), &node);
+        // A caseworker certificate as an older release made it: no unit.
+        issue_local_client(
+            dir.path(),
+            &node,
+            "caseworker-1",
+            "caseworker",
+            None,
+            &[],
+            &files.client_cert("caseworker"),
+            &files.client_key("caseworker"),
+        )
+        .expect("issue");
+        let read = || {
+            let certs = crate::tls::load_certs(&files.client_cert("caseworker")).expect("cert");
+            crate::identity::local_client_of(&certs[0])
+        };
+        assert!(read().is_err());
+        let made = ensure(dir.path(), std::slice::from_ref(&node)).expect("pki");
+        assert_eq!(made.len(), 2, "{made:?}");
+        let client = read().expect("a valid caseworker certificate");
+        assert_eq!(client.unit_str(), DEV_CASEWORKER_UNIT);
+        assert!(ensure(dir.path(), &[node]).expect("pki").is_empty());
+    }
 }
