@@ -8,6 +8,7 @@ mod dev_certs;
 mod inbox;
 mod keys;
 mod node;
+mod peers;
 mod send;
 
 use std::process::ExitCode;
@@ -47,6 +48,8 @@ enum Command {
     Withdraw(consent::WithdrawArgs),
     /// The node's signing keys: list, rotate, revoke (admin role).
     Keys(keys::Args),
+    /// The peer registry as the running node uses it (admin or auditor role).
+    Peers(peers::Args),
     /// Check a node's config and every file it names, without starting the node.
     Config(config::Args),
 }
@@ -82,6 +85,7 @@ pub fn main() -> ExitCode {
             Command::Forward(args) => consent::forward(args).await,
             Command::Withdraw(args) => consent::withdraw(args).await,
             Command::Keys(args) => keys::run(args).await,
+            Command::Peers(args) => peers::run(args).await,
             Command::Config(args) => config::run(&args),
         }
     });

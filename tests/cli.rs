@@ -294,13 +294,13 @@ fn config_check_names_the_file_the_key_and_what_is_expected() {
 }
 
 #[tokio::test]
-async fn keys_list_and_rotate_from_the_command_line() {
+async fn keys_and_peers_from_the_command_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let nodes = TwoNodes::start(dir.path());
     let admin = kinbridge_node::devpki::DevNodeFiles::new(&nodes.pki, &node_id("ZM-DSW"));
-    let keys = |args: &[&str]| {
+    let admin_cli = |command: &str, args: &[&str]| {
         let mut cmd = kinbridge();
-        cmd.arg("keys")
+        cmd.arg(command)
             .args(args)
             .arg("--config")
             .arg(&nodes.zm_config)
@@ -313,6 +313,7 @@ async fn keys_list_and_rotate_from_the_command_line() {
         let out = run_bounded(cmd);
         (out.status.success(), text(&out.stdout), text(&out.stderr))
     };
+    let keys = |args: &[&str]| admin_cli("keys", args);
     let (ok, listed, stderr) = keys(&["list"]);
     assert!(ok, "{stderr}");
     assert!(
@@ -336,6 +337,14 @@ async fn keys_list_and_rotate_from_the_command_line() {
         std::fs::read_to_string(&public)
             .expect("pub")
             .contains("BEGIN PUBLIC KEY")
+    );
+    // The peer registry as the node runs it.
+    let (ok, peers, stderr) = admin_cli("peers", &["list"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        peers.contains(&format!("MW-DSW  https://{}", nodes.malawi.peer_addr))
+            && peers.contains("keys=[MW-DSW-dev1]"),
+        "{peers}"
     );
     // A caseworker's certificate is refused, and the refusal says which role is needed.
     let mut cmd = kinbridge();

@@ -108,6 +108,13 @@ async fn each_role_is_refused_what_it_may_not_do() {
             &format!("{role} lists keys"),
         );
         denied(
+            AdminServiceClient::new(fed.channel("ZM-DSW", role))
+                .list_peers(pb::ListPeersRequest {})
+                .await,
+            "role-denied",
+            &format!("{role} lists peers"),
+        );
+        denied(
             AuditServiceClient::new(fed.channel("ZM-DSW", role))
                 .export_log(pb::ExportLogRequest::default())
                 .await,
@@ -182,8 +189,8 @@ async fn each_role_is_refused_what_it_may_not_do() {
     };
     assert_eq!(by("auditor-1", "role-denied"), 4);
     assert_eq!(by("admin-1", "role-denied"), 2);
-    assert_eq!(by("caseworker-1", "role-denied"), 4);
-    assert_eq!(by("system-1", "role-denied"), 4);
+    assert_eq!(by("caseworker-1", "role-denied"), 5);
+    assert_eq!(by("system-1", "role-denied"), 5);
     assert_eq!(by("lusaka-caseworker", "other-unit"), 2);
     fed.shutdown().await;
 }

@@ -110,6 +110,22 @@ impl AdminApi {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    async fn list_peers(
+        &self,
+        request: Request<pb::ListPeersRequest>,
+    ) -> Result<Response<pb::ListPeersResponse>, Status> {
+        self.local
+            .authorized(&request, "list peers", &KEY_READERS)
+            .await?;
+        let state = Arc::clone(&self.state);
+        // The whole pending queue is read: an administrator's call, not a hot path.
+        let peers = tokio::task::spawn_blocking(move || peer_infos(&state))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| crate::status::store_status(&e))?;
+        Ok(Response::new(pb::ListPeersResponse { peers }))
+    }
+
     async fn list_keys(
         &self,
         request: Request<pb::ListKeysRequest>,
@@ -285,4 +301,51 @@ impl AdminService for AdminApi {
             announced_to: Vec::new(),
         }))
     }
+}
+
+fn peer_infos(state: &NodeState) -> Result<Vec<pb::PeerInfo>, crate::store::StoreError> {
+    let now = UnixMillis::now();
+    let mut peers: Vec<pb::PeerInfo> = state
+        .registry
+        .peers()
+        .map(|p| pb::PeerInfo {
+            node_id: p.node_id.to_string(),
+            endpoint: p.endpoint.clone().unwrap_or_default(),
+            tags: p.tags.clone(),
+            trusted_key_ids: state
+                .keys
+                .peer_keyring(&p.node_id)
+                .map(|ring| {
+                    ring.keys()
+                        .iter()
+                        .filter(|k| k.valid_at(now) && !k.revoked_by(now))
+                        .map(|k| k.id.to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ..Default::default()
+        })
+        .collect();
+    peers.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    for (_, record) in state.store.pending(usize::MAX)? {
+        if let Some(peer) = peers.iter_mut().find(|p| p.node_id == record.recipient) {
+            if peer.queued == 0 {
+                peer.oldest_queued_at_ms = record.submitted_at_ms;
+                peer.last_error = record.last_error.clone();
+            }
+            peer.queued += 1;
+        }
+    }
+    for peer in &mut peers {
+        let Ok(node) = NodeId::new(&peer.node_id) else {
+            continue;
+        };
+        let held = state.store.held_checkpoint(&peer.node_id)?;
+        if let (Some(note), Some(ring)) = (held, state.keys.peer_keyring(&node))
+            && let Ok(cp) = crate::audit::verify_peer_note(&note, &node, &ring)
+        {
+            peer.held_checkpoint_size = cp.size;
+        }
+    }
+    Ok(peers)
 }
