@@ -362,6 +362,7 @@ impl KeyBook {
 
     /// Notes that `peer` acknowledged the message `message_id`: if it announced an own key,
     /// the peer now knows that key.
+    /// Called for every delivered message: it takes the write lock only for an announcement.
     pub fn delivered(&self, peer: &NodeId, message_id: &str) {
         let tag = announcement_tag(peer, message_id);
         if let Some(done) = self
@@ -371,6 +372,12 @@ impl KeyBook {
             .get_mut(&tag)
         {
             *done = true;
+        }
+        let announced = read_lock(&self.own)
+            .iter()
+            .any(|k| k.record.announcements.contains(&tag));
+        if !announced {
+            return;
         }
         let mut own = write_lock(&self.own);
         for key in own.iter_mut() {
