@@ -7,13 +7,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kinbridge_core::{NodeId, UnixMillis};
+use kinbridge_core::NodeId;
 use kinbridge_node::devpki::{self, DevNodeFiles};
 use kinbridge_node::server::{Listeners, RunningNode, spawn};
 use kinbridge_proto::v1 as pb;
 use kinbridge_proto::v1::local_service_client::LocalServiceClient;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
+
+mod common;
+use common::{pct, request};
 
 const COMMAND: &str = "cargo bench --bench delivery";
 const CATCH_UP_MESSAGES: usize = 500;
@@ -49,44 +52,6 @@ fn client(pki: &Path, me: &str, addr: SocketAddr) -> LocalServiceClient<Channel>
         &f.client_key("caseworker"),
     )
     .expect("client")
-}
-
-fn request(to: &str) -> pb::SubmitReferralRequest {
-    let now = UnixMillis::now();
-    let consent = pb::ConsentScope {
-        consent_id: "BENCH-1".into(),
-        given_by: pb::ConsentGiver::Guardian as i32,
-        purposes: vec![pb::Purpose::ServiceReferral as i32],
-        categories: vec![
-            pb::DataCategory::Identity as i32,
-            pb::DataCategory::ProtectionConcerns as i32,
-        ],
-        recipients: vec![to.into()],
-        valid_from_ms: now.0 - 60_000,
-        expires_at_ms: now.0 + 86_400_000,
-        ..Default::default()
-    };
-    pb::SubmitReferralRequest {
-        kind: pb::MessageKind::Referral as i32,
-        recipient: to.into(),
-        purpose: pb::Purpose::ServiceReferral as i32,
-        consent: Some(consent),
-        correlation_id: String::new(),
-        recipient_unit: String::new(),
-        ttl_seconds: 3600,
-        referral: Some(pb::ReferralPayload {
-            case_reference: "BENCH".into(),
-            identity: Some(pb::IdentityData {
-                given_names: vec!["x".repeat(200)],
-                ..Default::default()
-            }),
-            protection_concerns: Some(pb::ProtectionConcerns {
-                narrative: "y".repeat(1500),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
 }
 
 /// Submits and waits for the verified receipt, `concurrency` at a time, for `run`; returns
@@ -137,22 +102,6 @@ async fn load(
     all
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 #[tokio::main]
 async fn main() {
     let secs = std::env::var("KINBRIDGE_BENCH_SECS")
@@ -162,11 +111,7 @@ async fn main() {
     let run = Duration::from_secs(secs);
     println!("# kinbridge delivery benchmark");
     println!("command: {COMMAND}");
-    println!(
-        "machine: {} cores, {}",
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        cpu_model()
-    );
+    println!("machine: {}", common::machine());
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = dir.path().join("certs-dev");
     devpki::ensure(&pki, &[node("ZM-DSW"), node("MW-DSW")]).expect("pki");

@@ -29,5 +29,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(grpc)
         .build_server(grpc)
         .compile_fds(descriptors)?;
+    // The benchmark's baseline echo service, kept out of the protocol's descriptors.
+    if std::env::var_os("CARGO_FEATURE_BENCH").is_some() {
+        let echo = "kinbridge/bench/v1/echo.proto";
+        println!("cargo:rerun-if-changed={}", proto_root.join(echo).display());
+        tonic_prost_build::configure().compile_fds(protox::compile([echo], [&proto_root])?)?;
+    }
     Ok(())
 }

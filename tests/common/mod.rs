@@ -437,37 +437,11 @@ pub fn dev_config_toml(
     data_dir: &Path,
     peers: &[(&str, Option<String>)],
 ) -> String {
-    let f = DevNodeFiles::new(pki, &node_id(me));
-    let mut toml = format!(
-        "node_id = \"{me}\"\ndevelopment = true\ndata_dir = \"{}\"\n\n[listen]\npeer = \"127.0.0.1:0\"\nlocal = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n\n\
-         [identity]\ncertificate = \"{}\"\nprivate_key = \"{}\"\nca_certificate = \"{}\"\nsigning_key = \"{}\"\nsigning_key_id = \"{}\"\n\n\
-         [local_clients]\nca_certificate = \"{}\"\n\n[client]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
-        data_dir.display(),
-        f.node_cert().display(),
-        f.node_key().display(),
-        f.ca_cert().display(),
-        f.signing_key().display(),
-        f.signing_key_id(),
-        f.local_ca_cert().display(),
-        f.client_cert("caseworker").display(),
-        f.client_key("caseworker").display(),
-    );
-    for (peer, endpoint) in peers {
-        let p = DevNodeFiles::new(pki, &node_id(peer));
-        toml.push_str(&format!("\n[[peers]]\nnode_id = \"{peer}\"\n"));
-        if let Some(e) = endpoint {
-            toml.push_str(&format!(
-                "endpoint = \"{e}\"\ntls_server_name = \"localhost\"\n"
-            ));
-        }
-        toml.push_str(&format!(
-            "ca_certificate = \"{}\"\ntags = [\"child-protection\"]\n\n[[peers.signing_keys]]\nkey_id = \"{}\"\npublic_key = \"{}\"\n",
-            p.ca_cert().display(),
-            p.signing_key_id(),
-            p.signing_pub().display()
-        ));
-    }
-    toml
+    let peers: Vec<_> = peers
+        .iter()
+        .map(|(peer, endpoint)| (node_id(peer), endpoint.clone()))
+        .collect();
+    devpki::config_toml(pki, &node_id(me), data_dir, &peers)
 }
 
 /// `toml` with its listeners on fixed ports (for restarting a node where its peers expect it).

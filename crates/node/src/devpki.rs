@@ -404,6 +404,49 @@ pub fn node_config(
     }
 }
 
+/// The TOML config of development node `me` of the PKI at `pki`, listening on 127.0.0.1:0
+/// (peer, local and metrics ports), with `peers` as (node id, endpoint), and the node's
+/// caseworker certificate as the CLI's `[client]`: what tests and benchmarks give a
+/// `kinbridge node` process.
+pub fn config_toml(
+    pki: &Path,
+    me: &NodeId,
+    data_dir: &Path,
+    peers: &[(NodeId, Option<String>)],
+) -> String {
+    let f = DevNodeFiles::new(pki, me);
+    let mut toml = format!(
+        "node_id = \"{me}\"\ndevelopment = true\ndata_dir = \"{}\"\n\n[listen]\npeer = \"127.0.0.1:0\"\nlocal = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n\n\
+         [identity]\ncertificate = \"{}\"\nprivate_key = \"{}\"\nca_certificate = \"{}\"\nsigning_key = \"{}\"\nsigning_key_id = \"{}\"\n\n\
+         [local_clients]\nca_certificate = \"{}\"\n\n[client]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+        data_dir.display(),
+        f.node_cert().display(),
+        f.node_key().display(),
+        f.ca_cert().display(),
+        f.signing_key().display(),
+        f.signing_key_id(),
+        f.local_ca_cert().display(),
+        f.client_cert("caseworker").display(),
+        f.client_key("caseworker").display(),
+    );
+    for (peer, endpoint) in peers {
+        let p = DevNodeFiles::new(pki, peer);
+        toml.push_str(&format!("\n[[peers]]\nnode_id = \"{peer}\"\n"));
+        if let Some(e) = endpoint {
+            toml.push_str(&format!(
+                "endpoint = \"{e}\"\ntls_server_name = \"localhost\"\n"
+            ));
+        }
+        toml.push_str(&format!(
+            "ca_certificate = \"{}\"\ntags = [\"child-protection\"]\n\n[[peers.signing_keys]]\nkey_id = \"{}\"\npublic_key = \"{}\"\n",
+            p.ca_cert().display(),
+            p.signing_key_id(),
+            p.signing_pub().display()
+        ));
+    }
+    toml
+}
+
 /// The id of a development node's signing key.
 pub fn dev_key_id(node: &NodeId) -> KeyId {
     // A node id followed by "-dev1" is always a valid key id.

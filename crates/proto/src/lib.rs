@@ -12,6 +12,16 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/kinbridge.v1.rs"));
 }
 
+/// Package `kinbridge.bench.v1`: the end-to-end benchmark's baseline echo (not the protocol).
+#[cfg(feature = "bench")]
+#[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
+pub mod bench {
+    /// Package `kinbridge.bench.v1`.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/kinbridge.bench.v1.rs"));
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every kinbridge proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/kinbridge_descriptor.bin"));
