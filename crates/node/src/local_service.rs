@@ -656,9 +656,9 @@ impl LocalApi {
         let state_stopping = &self.state.stopping;
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(u64::from(req.wait_ms)).min(MAX_DELIVERY_WAIT);
-        let mut changes = store.subscribe_outbox();
+        let mut changes = store.watch_outbox(&id);
         loop {
-            changes.borrow_and_update();
+            changes.seen();
             let record = store
                 .outbox_get(&id)
                 .map_err(|e| store_status(&e))?

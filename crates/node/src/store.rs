@@ -60,6 +60,46 @@ pub enum PurgeSide {
     Outbox(i64),
 }
 
+/// A watch on one outbox record; see [`Store::watch_outbox`].
+pub struct OutboxWatch<'a> {
+    store: &'a Store,
+    message_id: String,
+    receiver: Option<watch::Receiver<()>>,
+}
+
+impl OutboxWatch<'_> {
+    /// Marks every change so far as seen.
+    pub fn seen(&mut self) {
+        if let Some(r) = self.receiver.as_mut() {
+            r.borrow_and_update();
+        }
+    }
+
+    /// Completes at the next change not yet seen.
+    pub async fn changed(&mut self) {
+        match self.receiver.as_mut() {
+            Some(r) => {
+                // The sender lives in the map while any receiver does: it is never dropped.
+                let _ = r.changed().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for OutboxWatch<'_> {
+    fn drop(&mut self) {
+        drop(self.receiver.take());
+        let mut watchers = self.store.watchers();
+        if watchers
+            .get(&self.message_id)
+            .is_some_and(|w| w.receiver_count() == 0)
+        {
+            watchers.remove(&self.message_id);
+        }
+    }
+}
+
 /// What happened to a received envelope.
 #[derive(Debug)]
 pub enum ReceiveOutcome {
@@ -87,8 +127,9 @@ pub struct Store {
     committer: Committer,
     /// Highest inbox sequence stored; watchers of the inbox wake on a change.
     inbox_tip: watch::Sender<u64>,
-    /// Bumped on every outbox state change; waiters on a delivery wake on it.
-    outbox_version: watch::Sender<u64>,
+    /// Per-message watchers of outbox changes: a `GetDelivery` long poll waits on its own
+    /// message, so a change wakes the callers waiting for that message and no other.
+    outbox_watchers: std::sync::Mutex<std::collections::HashMap<String, watch::Sender<()>>>,
     /// Messages in the pending queue.
     queued: std::sync::atomic::AtomicU64,
 }
@@ -126,7 +167,7 @@ impl Store {
             db,
             committer,
             inbox_tip: watch::Sender::new(tip),
-            outbox_version: watch::Sender::new(0),
+            outbox_watchers: std::sync::Mutex::default(),
             queued: std::sync::atomic::AtomicU64::new(queued),
         })
     }
@@ -158,7 +199,6 @@ impl Store {
         self.queued
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.commit().await?;
-        self.outbox_version.send_modify(|v| *v += 1);
         Ok(())
     }
 
@@ -221,15 +261,33 @@ impl Store {
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         self.commit().await?;
-        if updated {
-            self.outbox_version.send_modify(|v| *v += 1);
+        if updated && let Some(watchers) = self.watchers().get(message_id) {
+            watchers.send_replace(());
         }
         Ok(updated)
     }
 
-    /// Watches outbox changes.
-    pub fn subscribe_outbox(&self) -> watch::Receiver<u64> {
-        self.outbox_version.subscribe()
+    fn watchers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, watch::Sender<()>>> {
+        self.outbox_watchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Watches the outbox record of `message_id`: [`OutboxWatch::changed`] completes when it is
+    /// updated after the watch began (or after the last [`OutboxWatch::seen`]).
+    pub fn watch_outbox(&self, message_id: &str) -> OutboxWatch<'_> {
+        let receiver = self
+            .watchers()
+            .entry(message_id.to_owned())
+            .or_insert_with(|| watch::Sender::new(()))
+            .subscribe();
+        OutboxWatch {
+            store: self,
+            message_id: message_id.to_owned(),
+            receiver: Some(receiver),
+        }
     }
 
     /// Stores a verified envelope in the inbox unless this sender's message id is already

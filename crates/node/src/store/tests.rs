@@ -212,3 +212,32 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn an_outbox_change_wakes_only_the_watchers_of_that_message() {
+    use futures::FutureExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let queued = |seq| OutboxRecord {
+        state: pb::DeliveryState::Queued as i32,
+        queue_sequence: seq,
+        ..Default::default()
+    };
+    store.enqueue("a", queued(1)).await.expect("enqueue");
+    store.enqueue("b", queued(2)).await.expect("enqueue");
+    let mut on_a = store.watch_outbox("a");
+    let mut also_on_a = store.watch_outbox("a");
+    let mut on_b = store.watch_outbox("b");
+    let mut delivered = queued(1);
+    delivered.state = pb::DeliveryState::Delivered as i32;
+    assert!(store.outbox_update("a", &delivered).await.expect("update"));
+    assert!(on_a.changed().now_or_never().is_some(), "a's watcher wakes");
+    assert!(also_on_a.changed().now_or_never().is_some());
+    assert!(on_b.changed().now_or_never().is_none(), "b's does not");
+    // Seen changes do not wake again.
+    on_a.seen();
+    assert!(on_a.changed().now_or_never().is_none());
+    // The last watch of a message leaves nothing behind.
+    drop((on_a, also_on_a, on_b));
+    assert!(store.watchers().is_empty());
+}
