@@ -51,14 +51,10 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let now = UnixMillis::now();
         let mut next_due: Option<i64> = None;
-        match state.store.pending(SCAN_LIMIT) {
-            Ok(pending) => {
-                // Only the head of each recipient's queue is considered.
-                let mut heads_seen: HashSet<String> = HashSet::new();
-                for (id, record) in pending {
-                    if !heads_seen.insert(record.recipient.clone()) {
-                        continue;
-                    }
+        // Only the head of each recipient's queue is considered.
+        match state.store.pending_heads(SCAN_LIMIT) {
+            Ok(heads) => {
+                for (id, record) in heads {
                     // `record` is a snapshot: the attempt re-reads it once it holds the recipient.
                     if record.next_attempt_at_ms > now.0 {
                         next_due = Some(next_due.map_or(record.next_attempt_at_ms, |d| {

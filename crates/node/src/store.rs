@@ -1,8 +1,9 @@
 //! The node's durable store (sled): the outbox of submitted messages and the inbox of received
 //! ones. Every write that is acknowledged to anyone goes through [`Store::commit`] first.
 //!
-//! Trees: `outbox` (message id → [`OutboxRecord`]), `outbox_pending` (queue sequence → message
-//! id, for queued messages only), `inbox` (inbox sequence → [`InboxRecord`]) and `inbox_index`
+//! Trees: `outbox` (message id → [`OutboxRecord`]), `outbox_pending` (queue sequence →
+//! `recipient 0x00 message id`, for queued messages only; a store of an earlier release holds
+//! the message id alone, which is read too), `inbox` (inbox sequence → [`InboxRecord`]) and `inbox_index`
 //! (`sender 0x00 message id` → inbox sequence, for deduplication) and `peer_checkpoints`
 //! (peer node id → the signed checkpoint of its audit log this node holds) and `keys`
 //! (`owner 0x00 key id` → [`crate::keys::KeyRecord`]: own keys made by rotation, peers' keys
@@ -189,10 +190,11 @@ impl Store {
         let sequence = self.db.generate_id()? + 1;
         record.queue_sequence = sequence;
         let bytes = record.encode_to_vec();
+        let pending_value = [record.recipient.as_bytes(), &[0], message_id.as_bytes()].concat();
         (&self.outbox, &self.outbox_pending)
             .transaction(|(outbox, pending)| {
                 outbox.insert(message_id.as_bytes(), bytes.as_slice())?;
-                pending.insert(&sequence.to_be_bytes(), message_id.as_bytes())?;
+                pending.insert(&sequence.to_be_bytes(), pending_value.as_slice())?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
@@ -215,12 +217,43 @@ impl Store {
             .transpose()
     }
 
+    /// The head of each recipient's queue among the first `limit` queued messages, in
+    /// submission order: what the delivery worker considers. Only the heads' records are read
+    /// and decoded, so a scan costs little however long the queues behind them are.
+    pub fn pending_heads(&self, limit: usize) -> Result<Vec<(String, OutboxRecord)>, StoreError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for entry in self.outbox_pending.iter().take(limit) {
+            let (_, value) = entry?;
+            let (recipient, id) = match value.iter().position(|b| *b == 0) {
+                Some(at) => (
+                    Some(String::from_utf8_lossy(&value[..at]).into_owned()),
+                    String::from_utf8_lossy(&value[at + 1..]).into_owned(),
+                ),
+                // An entry of an earlier release: the record says whose queue it is in.
+                None => (None, String::from_utf8_lossy(&value).into_owned()),
+            };
+            if recipient.as_ref().is_some_and(|r| seen.contains(r)) {
+                continue;
+            }
+            if let Some(record) = self.outbox_get(&id)?
+                && seen.insert(record.recipient.clone())
+            {
+                out.push((id, record));
+            }
+        }
+        Ok(out)
+    }
+
     /// Queued messages in submission order, at most `limit`.
     pub fn pending(&self, limit: usize) -> Result<Vec<(String, OutboxRecord)>, StoreError> {
         let mut out = Vec::new();
         for entry in self.outbox_pending.iter().take(limit) {
-            let (_, id) = entry?;
-            let id = String::from_utf8_lossy(&id).into_owned();
+            let (_, value) = entry?;
+            let id = match value.iter().position(|b| *b == 0) {
+                Some(at) => String::from_utf8_lossy(&value[at + 1..]).into_owned(),
+                None => String::from_utf8_lossy(&value).into_owned(),
+            };
             if let Some(record) = self.outbox_get(&id)? {
                 out.push((id, record));
             }

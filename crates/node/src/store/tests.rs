@@ -241,3 +241,46 @@ async fn an_outbox_change_wakes_only_the_watchers_of_that_message() {
     drop((on_a, also_on_a, on_b));
     assert!(store.watchers().is_empty());
 }
+
+#[tokio::test]
+async fn the_delivery_scan_reads_only_each_recipients_head() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let to = |recipient: &str, seq| OutboxRecord {
+        recipient: recipient.into(),
+        state: pb::DeliveryState::Queued as i32,
+        queue_sequence: seq,
+        ..Default::default()
+    };
+    store.enqueue("a", to("MW-DSW", 1)).await.expect("enqueue");
+    store.enqueue("b", to("ZW-DSD", 2)).await.expect("enqueue");
+    store.enqueue("c", to("MW-DSW", 3)).await.expect("enqueue");
+    // A queue entry as an earlier release wrote it: the message id alone.
+    store
+        .outbox
+        .insert("d", to("TZ-DSW", 4).encode_to_vec())
+        .expect("record");
+    store
+        .outbox_pending
+        .insert(4u64.to_be_bytes(), "d".as_bytes())
+        .expect("legacy entry");
+    let heads: Vec<String> = store
+        .pending_heads(100)
+        .expect("heads")
+        .into_iter()
+        .map(|(id, r)| format!("{id}:{}", r.recipient))
+        .collect();
+    assert_eq!(heads, vec!["a:MW-DSW", "b:ZW-DSD", "d:TZ-DSW"]);
+    // Once the head is delivered, the next of its recipient leads.
+    let mut done = to("MW-DSW", 1);
+    done.state = pb::DeliveryState::Delivered as i32;
+    store.outbox_update("a", &done).await.expect("update");
+    let heads: Vec<String> = store
+        .pending_heads(100)
+        .expect("heads")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(heads, vec!["b", "c", "d"]);
+    assert_eq!(store.pending(100).expect("pending").len(), 3);
+}
