@@ -632,20 +632,7 @@ pub async fn deliver_referrals(
 ) -> Vec<(String, pb::GetDeliveryResponse)> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let id = client
-            .submit_referral(submit_request(to))
-            .await
-            .expect("submit")
-            .into_inner()
-            .message_id;
-        let d = wait_delivery(client, &id).await;
-        assert_eq!(
-            d.state,
-            pb::DeliveryState::Delivered as i32,
-            "{id}: {}",
-            d.last_error
-        );
-        out.push((id, d));
+        out.push(submit_until_delivered(client, submit_request(to)).await);
     }
     out
 }
@@ -687,6 +674,15 @@ pub async fn submit_delivered(
     client: &mut LocalServiceClient<Channel>,
     request: pb::SubmitReferralRequest,
 ) -> String {
+    submit_until_delivered(client, request).await.0
+}
+
+/// Submits `request`, waits (bounded) until it is delivered, and returns its message id and
+/// delivery (holding the recipient's receipt).
+async fn submit_until_delivered(
+    client: &mut LocalServiceClient<Channel>,
+    request: pb::SubmitReferralRequest,
+) -> (String, pb::GetDeliveryResponse) {
     let id = client
         .submit_referral(request)
         .await
@@ -700,7 +696,7 @@ pub async fn submit_delivered(
         "{id}: {}",
         d.last_error
     );
-    id
+    (id, d)
 }
 
 /// Every item of an inbox, acknowledged or not (first page).

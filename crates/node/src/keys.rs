@@ -120,6 +120,13 @@ struct OwnKey {
     acknowledged: BTreeSet<NodeId>,
 }
 
+impl OwnKey {
+    /// Valid and not revoked at `now`: a key the node may sign with.
+    fn usable_at(&self, now: UnixMillis) -> bool {
+        self.public.valid_at(now) && !self.public.revoked_by(now)
+    }
+}
+
 /// The node's own keys and every peer's.
 pub struct KeyBook {
     node_id: NodeId,
@@ -264,22 +271,17 @@ impl KeyBook {
     /// The key the node signs with at `now`: the newest own key valid and not revoked that
     /// every peer has acknowledged; failing that, the newest valid one.
     pub fn signer_at(&self, now: UnixMillis) -> Arc<NodeSigningKey> {
+        // Called for every message sealed: no allocation, a read lock and a short scan.
         let own = read_lock(&self.own);
-        let usable: Vec<&OwnKey> = own
-            .iter()
-            .filter(|k| k.public.valid_at(now) && !k.public.revoked_by(now))
-            .collect();
         let everyone = |k: &OwnKey| {
             self.delivering_to
                 .iter()
                 .all(|p| k.acknowledged.contains(p))
         };
-        usable
-            .iter()
+        own.iter()
             .rev()
-            .copied()
-            .find(|k| everyone(k))
-            .or_else(|| usable.last().copied())
+            .find(|k| k.usable_at(now) && everyone(k))
+            .or_else(|| own.iter().rev().find(|k| k.usable_at(now)))
             .or_else(|| own.last())
             .map(|k| Arc::clone(&k.signing))
             .unwrap_or_else(|| unreachable!("the config's key is always in the book"))
@@ -310,13 +312,7 @@ impl KeyBook {
         let now = UnixMillis::now();
         read_lock(&self.own)
             .iter()
-            .map(|k| {
-                (
-                    k.public.id.clone(),
-                    k.public.not_after,
-                    k.public.valid_at(now) && !k.public.revoked_by(now),
-                )
-            })
+            .map(|k| (k.public.id.clone(), k.public.not_after, k.usable_at(now)))
             .collect()
     }
 
@@ -563,10 +559,8 @@ impl KeyEdit<'_> {
         }
         let now = UnixMillis::now();
         let other = own.iter().any(|k| {
-            &k.public.id != id
-                && k.public.valid_at(now)
-                && !k.public.revoked_by(now)
-                && !k.public.revoked_by(at.max(now))
+            // Still usable now, and not revoked by the time this revocation takes effect.
+            &k.public.id != id && k.public.valid_at(now) && !k.public.revoked_by(at.max(now))
         });
         if other {
             Ok(())
@@ -583,7 +577,7 @@ impl KeyEdit<'_> {
         let own = read_lock(&self.book.own);
         own.iter()
             .rev()
-            .find(|k| &k.public.id != id && k.public.valid_at(now) && !k.public.revoked_by(now))
+            .find(|k| &k.public.id != id && k.usable_at(now))
             .map(|k| Arc::clone(&k.signing))
             .unwrap_or_else(|| self.book.signer())
     }
