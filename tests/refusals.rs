@@ -289,3 +289,141 @@ async fn unknown_peers_and_foreign_cas_are_refused() {
     .await;
     fed.shutdown().await;
 }
+
+fn batch_error(result: &pb::DeliverResult) -> Option<(Code, String)> {
+    match &result.outcome {
+        Some(pb::deliver_result::Outcome::Error(e)) => {
+            Some((Code::from_i32(e.code), e.reason.clone()))
+        }
+        _ => None,
+    }
+}
+
+fn batch_receipt(result: &pb::DeliverResult) -> Option<&pb::Receipt> {
+    match &result.outcome {
+        Some(pb::deliver_result::Outcome::Receipt(r)) => Some(r),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_batch_is_taken_in_order_with_a_result_for_each_envelope() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let zm_key = fed.signing_key("ZM-DSW");
+    let mut as_zambia = fed.peer_client_as("MW-DSW", "ZM-DSW");
+    let seal = |d: &kinbridge_core::EnvelopeDraft| seal_envelope(d, payload(), &zm_key);
+    let (d1, d2, d3) = (
+        draft("ZM-DSW", "MW-DSW"),
+        draft("ZM-DSW", "MW-DSW"),
+        draft("ZM-DSW", "MW-DSW"),
+    );
+    let impostor = NodeSigningKey::generate(fed.files("ZM-DSW").signing_key_id());
+    let forged = seal_envelope(&draft("ZM-DSW", "MW-DSW"), payload(), &impostor);
+    let mut reused = d2.clone();
+    reused.correlation_id = "corr-0002".into();
+    let (e1, e2, e3) = (seal(&d1), seal(&d2), seal(&d3));
+    let batch: Vec<pb::Envelope> = vec![
+        e1.clone().into(),
+        forged.into(),
+        e2.clone().into(),
+        // The first again, in the same call: a re-delivery.
+        e1.clone().into(),
+        // The second's id on another envelope: a replay.
+        seal(&reused).into(),
+        e3.clone().into(),
+    ];
+    let results = as_zambia
+        .deliver_batch(pb::DeliverBatchRequest { envelopes: batch })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 6, "a result for each envelope: {results:?}");
+    let first = batch_receipt(&results[0]).expect("the first is receipted");
+    assert_eq!(
+        batch_error(&results[1]),
+        Some((Code::Unauthenticated, "bad-signature".into()))
+    );
+    assert!(batch_receipt(&results[2]).is_some());
+    assert_eq!(
+        batch_receipt(&results[3]).map(|r| &r.body),
+        Some(&first.body),
+        "a re-delivery in the same batch gets the original receipt"
+    );
+    assert_eq!(
+        batch_error(&results[4]),
+        Some((Code::AlreadyExists, "replay".into()))
+    );
+    assert!(batch_receipt(&results[5]).is_some());
+    // Each receipt is Malawi's, signed, about the envelope it answers.
+    let files = fed.files("MW-DSW");
+    let pem = std::fs::read_to_string(files.signing_pub()).expect("pub");
+    let malawi_keys = kinbridge_core::Keyring::new(vec![
+        kinbridge_core::PeerKey::from_public_key_pem(files.signing_key_id(), &pem).expect("key"),
+    ]);
+    for (at, d, e) in [(0, &d1, &e1), (2, &d2, &e2), (5, &d3, &e3)] {
+        let receipt = batch_receipt(&results[at]).expect("receipt").clone();
+        kinbridge_core::verify_receipt(
+            &receipt.into(),
+            &node_id("ZM-DSW"),
+            d.message_id,
+            e.digest(),
+            &node_id("MW-DSW"),
+            &malawi_keys,
+        )
+        .unwrap_or_else(|e| panic!("receipt {at}: {e}"));
+    }
+
+    // A failure that may pass on a retry ends the batch: what follows is not looked at.
+    let mut skewed = draft("ZM-DSW", "MW-DSW");
+    skewed.created_at = UnixMillis::now().plus_ms(600_000);
+    skewed.expires_at = skewed.created_at.plus_ms(3_600_000);
+    let (d4, d5) = (draft("ZM-DSW", "MW-DSW"), draft("ZM-DSW", "MW-DSW"));
+    let results = as_zambia
+        .deliver_batch(pb::DeliverBatchRequest {
+            envelopes: vec![seal(&d4).into(), seal(&skewed).into(), seal(&d5).into()],
+        })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(batch_receipt(&results[0]).is_some());
+    assert_eq!(
+        batch_error(&results[1]),
+        Some((Code::OutOfRange, "clock-skew".into()))
+    );
+
+    // An empty batch is refused, and the node still serves.
+    let status = as_zambia
+        .deliver_batch(pb::DeliverBatchRequest { envelopes: vec![] })
+        .await
+        .expect_err("empty");
+    assert_eq!(
+        refusal(&status),
+        (Code::InvalidArgument, "malformed".into())
+    );
+
+    // The inbox holds the accepted ones once each, in the order sent.
+    let mut malawi = fed.local("MW-DSW", "caseworker");
+    let ids: Vec<String> = open_inbox(&mut malawi)
+        .await
+        .into_iter()
+        .map(|i| i.message_id)
+        .collect();
+    let want: Vec<String> = [&d1, &d2, &d3, &d4]
+        .iter()
+        .map(|d| d.message_id.to_string())
+        .collect();
+    assert_eq!(ids, want);
+
+    // And the audit log says the same: three received and one re-delivery in the first call,
+    // one received in the second; the forgery, the replay, the skew and the empty batch refused.
+    let out = fed.dir.path().join("mw-export.jsonl");
+    let export = export_and_verify(&fed.pki, "MW-DSW", fed.node("MW-DSW").local_addr, &out).await;
+    let log = entries(&export);
+    assert_eq!(count(&log, pb::AuditEvent::Received), 4);
+    assert_eq!(count(&log, pb::AuditEvent::Redelivered), 1);
+    assert_eq!(count(&log, pb::AuditEvent::Refused), 4);
+    fed.shutdown().await;
+}

@@ -240,6 +240,10 @@ impl VerifiedEnvelope {
     pub fn sealed(&self) -> &SealedEnvelope {
         &self.sealed
     }
+    /// The envelope exactly as received, without the rest.
+    pub fn into_sealed(self) -> SealedEnvelope {
+        self.sealed
+    }
     /// Its digest.
     pub fn digest(&self) -> EnvelopeDigest {
         self.digest

@@ -1,21 +1,27 @@
 //! The delivery worker: sends queued outbox entries to their peers, retrying with exponential
 //! backoff and jitter while a peer is unreachable, until a signed receipt arrives, the peer
 //! refuses the message for good, or the message expires.
+//!
+//! Each recipient's queue is a lane: the head of the lane and the messages queued behind it
+//! go together in one `DeliverBatch` call, in order, and their outcomes are logged and stored
+//! together (one audit commit, one store commit), so a lane's throughput is not bounded by
+//! one chain of durable writes per message.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kinbridge_core::{MessageId, NodeId, SealedEnvelope, UnixMillis, verify_receipt};
+use kinbridge_core::{MessageId, NodeId, UnixMillis, verify_receipt};
 use kinbridge_proto::v1 as pb;
 use kinbridge_proto::v1::peer_service_client::PeerServiceClient;
+use prost::Message;
 use rand::Rng;
 use tokio::sync::watch;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::audit::{verify_peer_note, with_header};
 use crate::server::NodeState;
-use crate::status::is_transient;
+use crate::status::{from_deliver_error, is_transient};
 use crate::store::OutboxRecord;
 
 /// First retry delay.
@@ -25,9 +31,14 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Bound on one delivery call.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Recipients delivered to at once (one message each).
+/// Recipients delivered to at once (one call each).
 pub const MAX_IN_FLIGHT: usize = 64;
-/// How many queued entries one scan looks at.
+/// Most messages sent to one recipient in one call.
+pub const BATCH: usize = 256;
+/// Most envelope bytes sent in one call: under the 1 MiB a peer decodes, with room for
+/// framing. A single envelope always goes, whatever its size.
+pub const BATCH_BYTES: usize = 768 * 1024;
+/// How many recipients one scan looks at.
 const SCAN_LIMIT: usize = 1024;
 
 /// Delay before attempt `attempts + 1`: exponential, capped, with jitter in [50%, 100%] so
@@ -42,27 +53,30 @@ pub fn backoff(attempts: u32) -> Duration {
 
 /// Sends the outbox to the peers until `shutdown` turns true.
 ///
-/// Messages to one recipient go one at a time, in the order they were queued: the recipient's
-/// inbox receives them in submission order, and a message waiting for its retry holds back the
-/// ones queued after it for the same recipient. Different recipients proceed independently.
+/// Messages to one recipient go in the order they were queued, a batch at a time: the
+/// recipient's inbox receives them in submission order, and a message waiting for its retry
+/// holds back the ones queued after it for the same recipient. Different recipients proceed
+/// independently.
 pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
     // Recipients with a delivery in flight.
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // Peers that answered `DeliverBatch` as unimplemented (an earlier release): one at a time.
+    let single: Arc<Mutex<HashSet<String>>> = Arc::default();
     loop {
         let now = UnixMillis::now();
         let mut next_due: Option<i64> = None;
         // Only the head of each recipient's queue is considered.
         match state.store.pending_heads(SCAN_LIMIT) {
             Ok(heads) => {
-                for (id, record) in heads {
-                    // `record` is a snapshot: the attempt re-reads it once it holds the recipient.
-                    if record.next_attempt_at_ms > now.0 {
-                        next_due = Some(next_due.map_or(record.next_attempt_at_ms, |d| {
-                            d.min(record.next_attempt_at_ms)
-                        }));
+                for (_, head) in heads {
+                    if head.next_attempt_at_ms > now.0 {
+                        next_due =
+                            Some(next_due.map_or(head.next_attempt_at_ms, |d| {
+                                d.min(head.next_attempt_at_ms)
+                            }));
                         continue;
                     }
-                    let recipient = record.recipient;
+                    let recipient = head.recipient;
                     {
                         let mut flying = lock(&in_flight);
                         if flying.len() >= MAX_IN_FLIGHT || !flying.insert(recipient.clone()) {
@@ -71,8 +85,9 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
                     }
                     let state = Arc::clone(&state);
                     let in_flight = Arc::clone(&in_flight);
+                    let single = Arc::clone(&single);
                     tokio::spawn(async move {
-                        attempt(&state, &id).await;
+                        attempt(&state, &recipient, &single).await;
                         lock(&in_flight).remove(&recipient);
                         state.delivery_wake.notify_one();
                     });
@@ -98,184 +113,326 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// An audit entry about the outbox message in `record`.
 fn outbox_entry(state: &NodeState, event: pb::AuditEvent, record: &OutboxRecord) -> pb::AuditEntry {
-    let envelope = record.envelope.clone().unwrap_or_default();
-    let digest = SealedEnvelope::from(envelope.clone()).digest();
+    let empty = pb::Envelope::default();
+    let envelope = record.envelope.as_ref().unwrap_or(&empty);
+    let digest = kinbridge_core::EnvelopeDigest::compute(&envelope.header, &envelope.signature);
     let mut entry = with_header(state.auditor.entry(event), &envelope.header, &digest.0);
     entry.peer = record.recipient.clone();
     entry.attempts = record.attempts;
     entry
 }
 
-/// One delivery attempt of `id`, recording its outcome in the audit log, then in the store.
-/// The caller holds `id` in the in-flight set, so the record read here is current: an attempt
-/// that finished just before cannot be overwritten by a stale snapshot of the queue.
-async fn attempt(state: &NodeState, id: &str) {
+/// One queued message in a delivery attempt, and what became of it.
+struct Item {
+    id: String,
+    record: OutboxRecord,
+    /// The audit entry of its outcome, if it reached one; logged before the record is stored.
+    entry: Option<pb::AuditEntry>,
+}
+
+impl Item {
+    /// Leaves the message queued, to be tried again after a backoff.
+    fn retry(&mut self, error: String) {
+        retry(&self.id, &mut self.record, error);
+    }
+
+    /// Ends the message as refused for good, for `reason`.
+    fn refuse(&mut self, state: &NodeState, reason: &str, error: String) {
+        tracing::warn!(message_id = %self.id, reason, error = %error, "delivery refused for good");
+        self.record.state = pb::DeliveryState::Refused as i32;
+        self.record.last_error = error;
+        let mut entry = outbox_entry(state, pb::AuditEvent::DeliveryFailed, &self.record);
+        entry.reason = reason.to_owned();
+        self.entry = Some(entry);
+    }
+}
+
+/// One delivery attempt to `recipient`: the head of its queue and the due messages behind it,
+/// in one call. Every outcome is logged in the audit log, then stored. The caller holds
+/// `recipient` in the in-flight set, so the records read here are current: an attempt that
+/// finished just before cannot be overwritten by a stale snapshot of the queue.
+async fn attempt(state: &NodeState, recipient: &str, single: &Mutex<HashSet<String>>) {
     let now = UnixMillis::now();
-    let mut record = match state.store.outbox_get(id) {
-        Ok(Some(r))
-            if r.state == pb::DeliveryState::Queued as i32 && r.next_attempt_at_ms <= now.0 =>
-        {
-            r
-        }
-        Ok(_) => return,
+    let one_at_a_time = lock(single).contains(recipient);
+    let limit = if one_at_a_time { 1 } else { BATCH };
+    let queued = match state.store.pending_for(recipient, limit) {
+        Ok(q) => q,
         Err(e) => {
-            tracing::error!(message_id = id, error = %e, "cannot read the outbox record");
+            tracing::error!(%recipient, error = %e, "cannot read the outbox");
             return;
         }
     };
-    if now.0 >= record.expires_at_ms {
-        record.state = pb::DeliveryState::Expired as i32;
-        record.last_error = format!(
-            "expired after {} attempts without a receipt",
-            record.attempts
-        );
-        tracing::warn!(
-            message_id = id,
-            attempts = record.attempts,
-            "message expired undelivered"
-        );
-        let mut entry = outbox_entry(state, pb::AuditEvent::DeliveryFailed, &record);
-        entry.reason = "expired".into();
-        return finish(state, id, &record, Some(entry)).await;
+    let mut items: Vec<Item> = Vec::new();
+    // Messages to send, as indexes into `items`, with their envelopes.
+    let mut sending: Vec<(usize, pb::Envelope)> = Vec::new();
+    let mut bytes = 0;
+    for (id, record) in queued {
+        if record.state != pb::DeliveryState::Queued as i32 || record.next_attempt_at_ms > now.0 {
+            break;
+        }
+        let mut item = Item {
+            id,
+            record,
+            entry: None,
+        };
+        if now.0 >= item.record.expires_at_ms {
+            item.record.state = pb::DeliveryState::Expired as i32;
+            item.record.last_error = format!(
+                "expired after {} attempts without a receipt",
+                item.record.attempts
+            );
+            tracing::warn!(message_id = %item.id, attempts = item.record.attempts, "message expired undelivered");
+            let mut entry = outbox_entry(state, pb::AuditEvent::DeliveryFailed, &item.record);
+            entry.reason = "expired".into();
+            item.entry = Some(entry);
+            items.push(item);
+            continue;
+        }
+        let stored = match item
+            .record
+            .envelope
+            .clone()
+            .map(|e| state.store.with_payload(e))
+            .transpose()
+        {
+            Ok(envelope) => envelope.flatten(),
+            Err(e) => {
+                tracing::error!(message_id = %item.id, error = %e, "cannot read the payload; will retry");
+                item.retry(format!("cannot read the payload: {e}"));
+                items.push(item);
+                break;
+            }
+        };
+        let Some(envelope) = stored else {
+            let why =
+                "its payload was purged before delivery (consent withdrawn or retention passed)";
+            item.refuse(state, "payload-purged", why.into());
+            items.push(item);
+            continue;
+        };
+        let size = envelope.encoded_len();
+        if !sending.is_empty() && bytes + size > BATCH_BYTES {
+            break;
+        }
+        bytes += size;
+        sending.push((items.len(), envelope));
+        items.push(item);
     }
-    let stored = match record
-        .envelope
-        .clone()
-        .map(|e| state.store.with_payload(e))
-        .transpose()
-    {
-        Ok(envelope) => envelope.flatten(),
-        Err(e) => {
-            tracing::error!(message_id = id, error = %e, "cannot read the payload; will retry");
-            retry(id, &mut record, format!("cannot read the payload: {e}"));
-            return save(state, id, &record).await;
+    if !sending.is_empty() {
+        send(state, recipient, &mut items, sending, single).await;
+    }
+    conclude(state, recipient, items).await;
+}
+
+/// Sends `sending` (indexes into `items` and their envelopes) to `recipient` and records each
+/// outcome in its item.
+async fn send(
+    state: &NodeState,
+    recipient_name: &str,
+    items: &mut [Item],
+    sending: Vec<(usize, pb::Envelope)>,
+    single: &Mutex<HashSet<String>>,
+) {
+    let refuse_all = |items: &mut [Item], reason: &str, why: String| {
+        for (at, _) in &sending {
+            items[*at].refuse(state, reason, why.clone());
         }
     };
-    let Some(envelope) = stored else {
-        let why = "its payload was purged before delivery (consent withdrawn or retention passed)";
-        return refuse(state, id, record, "payload-purged", why.into()).await;
-    };
-    let recipient = match NodeId::new(&record.recipient) {
+    let recipient = match NodeId::new(recipient_name) {
         Ok(node) => node,
-        Err(e) => return refuse(state, id, record, "bad-recipient", e.to_string()).await,
+        Err(e) => return refuse_all(items, "bad-recipient", e.to_string()),
     };
     let Some(peer) = state.registry.get(&recipient) else {
         let why = format!("peer '{recipient}' is no longer in the registry");
-        return refuse(state, id, record, "unknown-recipient", why).await;
+        return refuse_all(items, "unknown-recipient", why);
     };
     let channel = match state.peer_channel(peer) {
         Ok(c) => c,
-        Err(e) => return refuse(state, id, record, "recipient-unreachable", e).await,
+        Err(e) => return refuse_all(items, "recipient-unreachable", e),
     };
     let keyring = state.keys.peer_keyring(&recipient).unwrap_or_default();
-    if record.attempts == 0 {
-        // The first attempt is logged as the message being sent; if that cannot be logged,
-        // nothing is sent now and the attempt is retried.
-        if state
-            .auditor
-            .record(&outbox_entry(state, pb::AuditEvent::Sent, &record))
-            .await
-            .is_err()
-        {
-            retry(
-                id,
-                &mut record,
-                "the audit log could not record the send".into(),
-            );
-            return save(state, id, &record).await;
+
+    // A message's first attempt is logged as the message being sent; if that cannot be
+    // logged, nothing is sent now and the attempt is retried.
+    let first: Vec<pb::AuditEntry> = sending
+        .iter()
+        .filter(|(at, _)| items[*at].record.attempts == 0)
+        .map(|(at, _)| outbox_entry(state, pb::AuditEvent::Sent, &items[*at].record))
+        .collect();
+    if state.auditor.record_all(&first).await.is_err() {
+        let (head, _) = sending[0];
+        items[head].retry("the audit log could not record the send".into());
+        return;
+    }
+    for (at, _) in &sending {
+        items[*at].record.attempts += 1;
+    }
+
+    let digests: Vec<_> = sending
+        .iter()
+        .map(|(_, e)| kinbridge_core::EnvelopeDigest::compute(&e.header, &e.signature))
+        .collect();
+    let positions: Vec<usize> = sending.iter().map(|(at, _)| *at).collect();
+    let envelopes: Vec<pb::Envelope> = sending.into_iter().map(|(_, e)| e).collect();
+    let started = std::time::Instant::now();
+    let results = call(channel, envelopes, recipient_name, single).await;
+    state.metrics.attempt(recipient.as_str(), started.elapsed());
+
+    // One verification of each distinct checkpoint note the receipts carry.
+    let mut witnessed: HashMap<String, String> = HashMap::new();
+    let mut delivered = 0usize;
+    for (n, (at, digest)) in positions.iter().zip(digests).enumerate() {
+        let item = &mut items[*at];
+        let Some(answer) = results.get(n) else {
+            // Not looked at: an earlier message of the call failed. It stays queued behind
+            // that one.
+            break;
+        };
+        match answer {
+            Ok(receipt) => {
+                let note = receipt.checkpoint.clone();
+                let signed = kinbridge_core::SignedReceipt::from(receipt.clone());
+                let checked = MessageId::new(&item.id)
+                    .map_err(|e| e.to_string())
+                    .and_then(|message_id| {
+                        verify_receipt(
+                            &signed,
+                            &state.node_id,
+                            message_id,
+                            digest,
+                            &recipient,
+                            &keyring,
+                        )
+                        .map_err(|e| e.to_string())
+                    });
+                let verified = match checked {
+                    Ok(v) => v,
+                    Err(e) => {
+                        item.retry(format!("the receipt from {recipient} does not verify: {e}"));
+                        continue;
+                    }
+                };
+                let checkpoint = match witnessed.get(&note) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = witness(state, &recipient, &keyring, &note).await;
+                        witnessed.insert(note, c.clone());
+                        c
+                    }
+                };
+                let refused = verified.status == pb::ReceiptStatus::Refused;
+                let event = if refused {
+                    pb::AuditEvent::DeliveryFailed
+                } else {
+                    pb::AuditEvent::Delivered
+                };
+                let mut entry = outbox_entry(state, event, &item.record);
+                entry.receipt_digest = verified.signed.digest().0.to_vec();
+                entry.peer_checkpoint = checkpoint;
+                if refused {
+                    // A signed negative receipt: the recipient refused it under its consent
+                    // checks or policy. Final; the submitter sees why.
+                    entry.reason = verified.refusal_reason.clone();
+                    item.record.state = pb::DeliveryState::Refused as i32;
+                    item.record.last_error = format!(
+                        "{recipient} refused it with a signed receipt: {}: {}",
+                        verified.refusal_reason, verified.refusal_detail
+                    );
+                    tracing::warn!(message_id = %item.id, %recipient, reason = %entry.reason, "refused by the recipient's consent checks or policy");
+                } else {
+                    item.record.state = pb::DeliveryState::Delivered as i32;
+                    item.record.delivered_at_ms = UnixMillis::now().0;
+                    item.record.last_error.clear();
+                    delivered += 1;
+                    tracing::debug!(message_id = %item.id, %recipient, attempts = item.record.attempts, "delivered; receipt verified");
+                }
+                item.record.receipt = Some(verified.signed.into());
+                item.entry = Some(entry);
+            }
+            Err(status) if is_transient(status) => {
+                item.retry(format!("{:?}: {}", status.code(), status.message()));
+            }
+            Err(status) => {
+                let reason = crate::status::refusal_code(status)
+                    .unwrap_or("refused-by-peer")
+                    .to_owned();
+                let why = format!(
+                    "{recipient} refused it: {:?}: {}",
+                    status.code(),
+                    status.message()
+                );
+                item.refuse(state, &reason, why);
+            }
         }
     }
-    record.attempts += 1;
-    let sealed = SealedEnvelope::from(envelope.clone());
+    if delivered > 0 {
+        tracing::info!(%recipient, delivered, sent = positions.len(), "delivered; receipts verified");
+    }
+}
+
+/// Delivers `envelopes` to the peer on `channel`: one `DeliverBatch` call, or `Deliver` calls
+/// to a peer that does not know `DeliverBatch`. `results[i]` answers `envelopes[i]`; the
+/// results may stop short (the rest were not looked at). A failure of the whole call answers
+/// the first envelope.
+async fn call(
+    channel: Channel,
+    envelopes: Vec<pb::Envelope>,
+    recipient: &str,
+    single: &Mutex<HashSet<String>>,
+) -> Vec<Result<pb::Receipt, tonic::Status>> {
     let mut client = PeerServiceClient::new(channel);
-    let mut request = tonic::Request::new(pb::DeliverRequest {
-        envelope: Some(envelope),
-    });
+    if envelopes.len() == 1 || lock(single).contains(recipient) {
+        let envelope = envelopes.into_iter().next();
+        let mut request = tonic::Request::new(pb::DeliverRequest { envelope });
+        request.set_timeout(DELIVERY_TIMEOUT);
+        let answer = bounded(client.deliver(request)).await;
+        return vec![answer.map(|r| r.into_inner().receipt.unwrap_or_default())];
+    }
+    let sent = envelopes.len();
+    let mut request = tonic::Request::new(pb::DeliverBatchRequest { envelopes });
     request.set_timeout(DELIVERY_TIMEOUT);
-    // A bound on the whole call, whatever state the connection is in.
-    let started = std::time::Instant::now();
-    let answered = tokio::time::timeout(DELIVERY_TIMEOUT, client.deliver(request)).await;
-    state.metrics.attempt(recipient.as_str(), started.elapsed());
-    let answer = match answered {
+    match bounded(client.deliver_batch(request)).await {
+        Ok(response) => {
+            let mut results: Vec<_> = response
+                .into_inner()
+                .results
+                .into_iter()
+                .map(|r| match r.outcome {
+                    Some(pb::deliver_result::Outcome::Receipt(receipt)) => Ok(receipt),
+                    Some(pb::deliver_result::Outcome::Error(e)) => Err(from_deliver_error(&e)),
+                    None => Err(tonic::Status::unknown("the peer's result holds nothing")),
+                })
+                .collect();
+            results.truncate(sent);
+            if results.is_empty() {
+                results.push(Err(tonic::Status::unknown(
+                    "the peer answered the batch with no result",
+                )));
+            }
+            results
+        }
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            tracing::info!(%recipient, "the peer does not take batches; sending one message at a time");
+            lock(single).insert(recipient.to_owned());
+            // Nothing was taken: the head goes again at once, on its own.
+            vec![Err(tonic::Status::unavailable(
+                "the peer does not take batches; sent again one at a time",
+            ))]
+        }
+        Err(status) => vec![Err(status)],
+    }
+}
+
+/// `call`, bounded whatever state the connection is in.
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(DELIVERY_TIMEOUT, call).await {
         Ok(answer) => answer,
         Err(_) => Err(tonic::Status::deadline_exceeded(format!(
             "no answer within {DELIVERY_TIMEOUT:?}"
         ))),
-    };
-    match answer {
-        Ok(response) => {
-            let receipt = response.into_inner().receipt.unwrap_or_default();
-            let checkpoint = receipt.checkpoint.clone();
-            let signed = kinbridge_core::SignedReceipt::from(receipt);
-            let checked = MessageId::new(id)
-                .map_err(|e| e.to_string())
-                .and_then(|message_id| {
-                    verify_receipt(
-                        &signed,
-                        &state.node_id,
-                        message_id,
-                        sealed.digest(),
-                        &recipient,
-                        &keyring,
-                    )
-                    .map_err(|e| e.to_string())
-                });
-            match checked {
-                Ok(verified) if verified.status == pb::ReceiptStatus::Refused => {
-                    // A signed negative receipt: the recipient refused it under its consent
-                    // checks or policy. Final; the submitter sees why.
-                    let mut entry = outbox_entry(state, pb::AuditEvent::DeliveryFailed, &record);
-                    entry.reason = verified.refusal_reason.clone();
-                    entry.receipt_digest = verified.signed.digest().0.to_vec();
-                    entry.peer_checkpoint = witness(state, &recipient, &keyring, &checkpoint).await;
-                    record.state = pb::DeliveryState::Refused as i32;
-                    record.last_error = format!(
-                        "{recipient} refused it with a signed receipt: {}: {}",
-                        verified.refusal_reason, verified.refusal_detail
-                    );
-                    record.receipt = Some(verified.signed.into());
-                    tracing::warn!(message_id = id, %recipient, reason = %entry.reason, "refused by the recipient's consent checks or policy");
-                    return finish(state, id, &record, Some(entry)).await;
-                }
-                Ok(verified) => {
-                    let mut entry = outbox_entry(state, pb::AuditEvent::Delivered, &record);
-                    entry.receipt_digest = verified.signed.digest().0.to_vec();
-                    entry.peer_checkpoint = witness(state, &recipient, &keyring, &checkpoint).await;
-                    record.state = pb::DeliveryState::Delivered as i32;
-                    record.receipt = Some(verified.signed.into());
-                    record.delivered_at_ms = UnixMillis::now().0;
-                    record.last_error.clear();
-                    tracing::info!(message_id = id, %recipient, attempts = record.attempts, "delivered; receipt verified");
-                    state.keys.delivered(&recipient, id);
-                    return finish(state, id, &record, Some(entry)).await;
-                }
-                Err(e) => retry(
-                    id,
-                    &mut record,
-                    format!("the receipt from {recipient} does not verify: {e}"),
-                ),
-            }
-        }
-        Err(status) if is_transient(&status) => {
-            retry(
-                id,
-                &mut record,
-                format!("{:?}: {}", status.code(), status.message()),
-            );
-        }
-        Err(status) => {
-            let reason = crate::status::refusal_code(&status)
-                .unwrap_or("refused-by-peer")
-                .to_owned();
-            let why = format!(
-                "{recipient} refused it: {:?}: {}",
-                status.code(),
-                status.message()
-            );
-            return refuse(state, id, record, &reason, why).await;
-        }
     }
-    save(state, id, &record).await;
 }
 
 /// Checks the checkpoint a receipt carried: it must be signed by the peer. The first one is
@@ -324,60 +481,56 @@ fn retry(id: &str, record: &mut OutboxRecord, error: String) {
     record.last_error = error;
 }
 
-async fn refuse(
-    state: &NodeState,
-    id: &str,
-    mut record: OutboxRecord,
-    reason: &str,
-    error: String,
-) {
-    tracing::warn!(message_id = id, reason, error = %error, "delivery refused for good");
-    record.state = pb::DeliveryState::Refused as i32;
-    record.last_error = error;
-    let mut entry = outbox_entry(state, pb::AuditEvent::DeliveryFailed, &record);
-    entry.reason = reason.to_owned();
-    finish(state, id, &record, Some(entry)).await;
-}
-
-/// Logs `entry` (if any) durably, then stores the record's final state. If the entry cannot
-/// be logged, the record stays queued and the attempt is made again later.
-async fn finish(state: &NodeState, id: &str, record: &OutboxRecord, entry: Option<pb::AuditEntry>) {
-    let kind = entry.as_ref().map_or(0, |e| e.kind);
-    if let Some(entry) = entry
-        && state.auditor.record(&entry).await.is_err()
-    {
-        let mut again = record.clone();
-        again.state = pb::DeliveryState::Queued as i32;
-        again.receipt = None;
-        retry(
-            id,
-            &mut again,
-            "the audit log could not record the outcome".into(),
-        );
-        return save(state, id, &again).await;
+/// Logs the outcomes of `items` durably (one commit), then stores every record (one commit).
+/// If the outcomes cannot be logged, the messages stay queued and are tried again later.
+async fn conclude(state: &NodeState, recipient: &str, mut items: Vec<Item>) {
+    if items.is_empty() {
+        return;
     }
-    save(state, id, record).await;
-    let outcome = match pb::DeliveryState::try_from(record.state) {
-        Ok(pb::DeliveryState::Delivered) => "delivered",
-        Ok(pb::DeliveryState::Refused) => "refused",
-        Ok(pb::DeliveryState::Expired) => "expired",
-        _ => return,
-    };
-    state
-        .metrics
-        .sent(kind, outcome, &record.recipient, record.submitted_at_ms);
-}
-
-async fn save(state: &NodeState, id: &str, record: &OutboxRecord) {
-    match state.store.outbox_update(id, record).await {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!(
-            message_id = id,
-            "the message had already reached a final state; outcome not stored"
-        ),
-        Err(e) => {
-            tracing::error!(message_id = id, error = %e, "cannot record the delivery outcome; it will be retried")
+    let entries: Vec<pb::AuditEntry> = items.iter().filter_map(|i| i.entry.clone()).collect();
+    if state.auditor.record_all(&entries).await.is_err() {
+        for item in items.iter_mut() {
+            if item.entry.take().is_none() {
+                continue;
+            }
+            item.record.state = pb::DeliveryState::Queued as i32;
+            item.record.receipt = None;
+            item.retry("the audit log could not record the outcome".into());
         }
+    }
+    let updates: Vec<(&str, &OutboxRecord)> =
+        items.iter().map(|i| (i.id.as_str(), &i.record)).collect();
+    let node = NodeId::new(recipient).ok();
+    let saved = match state.store.outbox_update_all(&updates).await {
+        Ok(saved) => saved,
+        Err(e) => {
+            tracing::error!(%recipient, error = %e, "cannot record the delivery outcomes; they will be retried");
+            return;
+        }
+    };
+    for (item, saved) in items.iter().zip(saved) {
+        if !saved {
+            tracing::warn!(message_id = %item.id, "the message had already reached a final state; outcome not stored");
+            continue;
+        }
+        let outcome = match pb::DeliveryState::try_from(item.record.state) {
+            Ok(pb::DeliveryState::Delivered) => {
+                if let Some(node) = &node {
+                    state.keys.delivered(node, &item.id);
+                }
+                "delivered"
+            }
+            Ok(pb::DeliveryState::Refused) => "refused",
+            Ok(pb::DeliveryState::Expired) => "expired",
+            _ => continue,
+        };
+        let kind = item.entry.as_ref().map_or(0, |e| e.kind);
+        state.metrics.sent(
+            kind,
+            outcome,
+            &item.record.recipient,
+            item.record.submitted_at_ms,
+        );
     }
 }
 

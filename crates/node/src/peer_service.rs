@@ -8,7 +8,7 @@ use kinbridge_core::KeyChange;
 use kinbridge_core::consent::{self, TransferContext};
 use kinbridge_core::verify::VerifiedPayload;
 use kinbridge_core::{
-    EnvelopeDigest, Refusal, SealedEnvelope, SignedReceipt, UnixMillis, issue_receipt,
+    EnvelopeDigest, NodeId, Refusal, SealedEnvelope, SignedReceipt, UnixMillis, issue_receipt,
     issue_refusal_receipt, verify_envelope,
 };
 use kinbridge_proto::v1 as pb;
@@ -19,19 +19,84 @@ use tonic::{Request, Response, Status};
 use crate::audit::with_header;
 use crate::registry::PeerAuth;
 use crate::server::NodeState;
-use crate::status::{key_status, peer_auth_status, refusal_code, refusal_status, store_status};
+use crate::status::{
+    is_transient, key_status, peer_auth_status, refusal_code, refusal_status, store_status,
+    to_deliver_error,
+};
 use crate::store::{InboxRecord, ReceiveOutcome};
 use crate::tls::ConnInfo;
+
+/// Most envelopes one `DeliverBatch` call may carry.
+pub const MAX_BATCH: usize = 512;
 
 /// The `PeerService` implementation.
 pub struct PeerApi {
     state: Arc<NodeState>,
 }
 
+/// An envelope taken in: logged, stored and receipted together with the others of its group.
+struct Taken {
+    /// Its `received` audit entry.
+    entry: pb::AuditEntry,
+    /// Its inbox record, the envelope with its payload.
+    record: InboxRecord,
+    kind: i32,
+    /// What a replay of it would be refused as.
+    replay: Refusal,
+}
+
+/// What became of one envelope before its group's commit.
+enum Step {
+    /// Answered already: a signed negative receipt, or a re-delivery's original receipt.
+    Answered(pb::Receipt),
+    /// To be made durable with its group.
+    Taken(Box<Taken>),
+}
+
 impl PeerApi {
     /// A service over the node's state.
     pub fn new(state: Arc<NodeState>) -> Self {
         Self { state }
+    }
+
+    /// The node the caller's TLS certificate proves, or the (audited) refusal to answer.
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<NodeId, Status> {
+        let auth = request
+            .extensions()
+            .get::<ConnInfo<PeerAuth>>()
+            .map(|info| info.auth.clone())
+            .ok_or_else(|| {
+                Status::unauthenticated("no verified TLS client certificate on this connection")
+            })?;
+        match auth {
+            Ok(node) => {
+                tracing::Span::current().record("peer", node.as_str());
+                Ok(node)
+            }
+            Err(e) => {
+                let claimed = match &e {
+                    crate::registry::PeerAuthError::UnknownPeer(n)
+                    | crate::registry::PeerAuthError::WrongCa { node: n, .. } => n.to_string(),
+                    crate::registry::PeerAuthError::NotANode(_) => {
+                        "(not a node certificate)".to_owned()
+                    }
+                };
+                Err(self.refuse(&claimed, None, peer_auth_status(&e)).await)
+            }
+        }
+    }
+
+    /// Takes `n` envelopes' worth of `peer`'s rate. Overload is not a refusal of content: it
+    /// is answered with a retry hint, not audited, so a flood cannot grow the log.
+    fn limit(&self, peer: &NodeId, n: usize) -> Result<(), Status> {
+        self.state
+            .peer_limiter
+            .check_n(peer.as_str(), n)
+            .map_err(|wait| {
+                tracing::warn!(%peer, retry_after_ms = wait.as_millis() as u64, "peer over its rate limit");
+                self.state.metrics.refused("peer", "rate-limited");
+                crate::ratelimit::overloaded(peer.as_str(), wait)
+            })
     }
 
     /// Records a refusal of what `peer` sent (if anything could be read of it) and returns
@@ -70,7 +135,7 @@ impl PeerApi {
         detail: &str,
         mut entry: pb::AuditEntry,
         sender: &str,
-    ) -> Result<Response<pb::DeliverResponse>, Status> {
+    ) -> Result<Step, Status> {
         let state = &self.state;
         let negative = issue_refusal_receipt(
             verified,
@@ -87,78 +152,112 @@ impl PeerApi {
         state.metrics.refused("peer", reason);
         state.metrics.received(entry.kind, "refused", sender);
         tracing::warn!(message_id = %entry.message_id, reason, error = %detail, "envelope refused; negative receipt returned");
-        Ok(Response::new(pb::DeliverResponse {
-            receipt: self.receipt_with_checkpoint(Some(negative.into())),
-        }))
+        Ok(Step::Answered(self.with_checkpoint(negative.into())))
     }
 
-    /// The original receipt with this node's latest checkpoint attached.
-    fn receipt_with_checkpoint(&self, receipt: Option<pb::Receipt>) -> Option<pb::Receipt> {
-        receipt.map(|mut r| {
-            r.checkpoint = self.state.auditor.latest_note();
-            r
-        })
+    /// A receipt with this node's latest checkpoint attached.
+    fn with_checkpoint(&self, mut receipt: pb::Receipt) -> pb::Receipt {
+        receipt.checkpoint = self.state.auditor.latest_note();
+        receipt
     }
-}
 
-#[tonic::async_trait]
-impl PeerService for PeerApi {
-    #[tracing::instrument(skip_all, fields(peer))]
-    async fn deliver(
+    /// Takes `envelopes` from `peer` in order, each exactly as a `Deliver` call would, making
+    /// the accepted ones durable in groups: one audit commit, one payload-directory sync and
+    /// one store commit per group. A group ends before an envelope that acts on the node's
+    /// state (a withdrawal, a status update, a key update) or repeats one of the group, so
+    /// that each is taken after everything before it. Stops at the first failure that may
+    /// pass on a retry: the results end with it.
+    async fn deliver_all(
         &self,
-        request: Request<pb::DeliverRequest>,
-    ) -> Result<Response<pb::DeliverResponse>, Status> {
-        let auth = request
-            .extensions()
-            .get::<ConnInfo<PeerAuth>>()
-            .map(|info| info.auth.clone())
-            .ok_or_else(|| {
-                Status::unauthenticated("no verified TLS client certificate on this connection")
-            })?;
-        let tls_node = match auth {
-            Ok(node) => node,
-            Err(e) => {
-                let claimed = match &e {
-                    crate::registry::PeerAuthError::UnknownPeer(n)
-                    | crate::registry::PeerAuthError::WrongCa { node: n, .. } => n.to_string(),
-                    crate::registry::PeerAuthError::NotANode(_) => {
-                        "(not a node certificate)".to_owned()
+        peer: &NodeId,
+        envelopes: Vec<pb::Envelope>,
+    ) -> Vec<Result<pb::Receipt, Status>> {
+        let mut results: Vec<Option<Result<pb::Receipt, Status>>> = Vec::new();
+        let mut group: Vec<(usize, Box<Taken>)> = Vec::new();
+        let mut in_group = std::collections::HashSet::new();
+        for envelope in envelopes {
+            let at = results.len();
+            let now = UnixMillis::now();
+            let step = match self.verify(peer, envelope, now).await {
+                Err(status) => Err(status),
+                Ok(verified) => {
+                    let header = verified.header();
+                    let key = (header.sender.to_string(), header.message_id.to_string());
+                    let acts = !matches!(verified.payload(), VerifiedPayload::Referral(_));
+                    if acts || in_group.contains(&key) {
+                        let stop = self.commit_group(peer, &mut group, &mut results).await;
+                        in_group.clear();
+                        if stop {
+                            break;
+                        }
                     }
-                };
-                return Err(self.refuse(&claimed, None, peer_auth_status(&e)).await);
+                    in_group.insert(key);
+                    self.take(verified, now).await
+                }
+            };
+            match step {
+                Ok(Step::Taken(taken)) => {
+                    results.push(None);
+                    group.push((at, taken));
+                }
+                Ok(Step::Answered(receipt)) => results.push(Some(Ok(receipt))),
+                Err(status) => {
+                    let transient = is_transient(&status);
+                    results.push(Some(Err(status)));
+                    if transient {
+                        break;
+                    }
+                }
             }
-        };
-        tracing::Span::current().record("peer", tls_node.as_str());
-        // Overload is not a refusal of content: answered with a retry hint, not audited, so a
-        // flood cannot grow the log.
-        if let Err(wait) = self.state.peer_limiter.check(tls_node.as_str()) {
-            tracing::warn!(peer = %tls_node, retry_after_ms = wait.as_millis() as u64, "peer over its rate limit");
-            self.state.metrics.refused("peer", "rate-limited");
-            return Err(crate::ratelimit::overloaded(tls_node.as_str(), wait));
         }
-        let Some(envelope) = request.into_inner().envelope else {
-            let status =
-                refusal_status(&Refusal::Malformed("the request holds no envelope".into()));
-            return Err(self.refuse(tls_node.as_str(), None, status).await);
-        };
-        let sealed = SealedEnvelope::from(envelope);
-        let state = &self.state;
-        let now = UnixMillis::now();
-        let keys = state.keys.peer_keyring(&tls_node);
-        let verified = match verify_envelope(
-            sealed.clone(),
-            &tls_node,
-            keys.as_deref(),
-            &state.policy,
-            now,
-        ) {
-            Ok(v) => v,
-            Err(r) => {
-                return Err(self
-                    .refuse(tls_node.as_str(), Some(&sealed), refusal_status(&r))
-                    .await);
+        self.commit_group(peer, &mut group, &mut results).await;
+        let mut answered = Vec::with_capacity(results.len());
+        for result in results {
+            // A slot is empty only if its group was never committed: it was not taken.
+            let Some(result) = result else { break };
+            let stop = result.as_ref().is_err_and(is_transient);
+            answered.push(result);
+            if stop {
+                break;
             }
+        }
+        answered
+    }
+
+    /// Verifies one envelope from `peer`, logging a refusal.
+    async fn verify(
+        &self,
+        peer: &NodeId,
+        envelope: pb::Envelope,
+        now: UnixMillis,
+    ) -> Result<kinbridge_core::VerifiedEnvelope, Status> {
+        let state = &self.state;
+        let sealed = SealedEnvelope::from(envelope);
+        // Only the header and signature are kept for a refusal's entry, not the payload.
+        let named = SealedEnvelope {
+            header: sealed.header.clone(),
+            signature: sealed.signature.clone(),
+            payload: Vec::new(),
+            payload_salt: Vec::new(),
         };
+        let keys = state.keys.peer_keyring(peer);
+        match verify_envelope(sealed, peer, keys.as_deref(), &state.policy, now) {
+            Ok(v) => Ok(v),
+            Err(r) => Err(self
+                .refuse(peer.as_str(), Some(&named), refusal_status(&r))
+                .await),
+        }
+    }
+
+    /// Everything a delivery of a verified envelope checks and does before the envelope is
+    /// made durable: a re-delivery gets its original receipt, a replay is refused, the consent
+    /// checks run again, and a withdrawal, status update or key update takes effect.
+    async fn take(
+        &self,
+        verified: kinbridge_core::VerifiedEnvelope,
+        now: UnixMillis,
+    ) -> Result<Step, Status> {
+        let state = &self.state;
         let header = verified.header();
         let (sender, message_id) = (header.sender.to_string(), header.message_id.to_string());
         let digest = verified.digest();
@@ -185,20 +284,16 @@ impl PeerService for PeerApi {
                 state
                     .metrics
                     .received(header.kind as i32, "duplicate", &sender);
-                Ok(Response::new(pb::DeliverResponse {
-                    receipt: self.receipt_with_checkpoint(original.receipt),
-                }))
+                Ok(Step::Answered(
+                    self.with_checkpoint(original.receipt.unwrap_or_default()),
+                ))
             } else {
                 let refusal = Refusal::Replay {
                     sender: header.sender.clone(),
                     message_id: header.message_id,
                 };
                 Err(self
-                    .refuse(
-                        tls_node.as_str(),
-                        Some(verified.sealed()),
-                        refusal_status(&refusal),
-                    )
+                    .refuse(&sender, Some(verified.sealed()), refusal_status(&refusal))
                     .await)
             };
         }
@@ -355,17 +450,18 @@ impl PeerService for PeerApi {
         }
 
         let receipt = issue_receipt(&verified, &state.node_id, now, &state.keys.signer());
-        // The audit entry is durable before the inbox write, so no receipted message can be
-        // missing from the log; a crash in between leaves only an entry whose receipt the
-        // sender never got, and its retry is logged again.
         let mut entry = logged(pb::AuditEvent::Received);
         entry.peer = sender.clone();
         entry.receipt_digest = receipt.digest().0.to_vec();
-        state.auditor.record(&entry).await?;
+        let kind = header.kind as i32;
+        let replay = Refusal::Replay {
+            sender: header.sender.clone(),
+            message_id: header.message_id,
+        };
         let record = InboxRecord {
-            envelope: Some(verified.sealed().clone().into()),
-            sender: sender.clone(),
-            message_id: message_id.clone(),
+            envelope: Some(verified.into_sealed().into()),
+            sender,
+            message_id,
             received_at_ms: now.0,
             receipt: Some(receipt.into()),
             acknowledged: false,
@@ -373,42 +469,160 @@ impl PeerService for PeerApi {
             purged_at_ms: 0,
             unit,
         };
-        let receipt = match state
+        Ok(Step::Taken(Box::new(Taken {
+            entry,
+            record,
+            kind,
+            replay,
+        })))
+    }
+
+    /// Makes the envelopes of `group` durable and fills in their results; empties the group.
+    /// The audit entries are durable before the payloads and inbox records are written, so
+    /// no receipted message can be missing from the log: a crash in between leaves only
+    /// entries whose receipts the sender never got, and its retry is logged again. Returns
+    /// whether the batch must stop (a failure that may pass on a retry).
+    async fn commit_group(
+        &self,
+        peer: &NodeId,
+        group: &mut Vec<(usize, Box<Taken>)>,
+        results: &mut [Option<Result<pb::Receipt, Status>>],
+    ) -> bool {
+        if group.is_empty() {
+            return false;
+        }
+        let taken = std::mem::take(group);
+        let outcome = self.make_durable(&taken).await;
+        match outcome {
+            Err(status) => {
+                for (at, _) in &taken {
+                    results[*at] = Some(Err(status.clone()));
+                }
+                true
+            }
+            Ok(outcomes) => {
+                let mut failed = false;
+                for ((at, taken), outcome) in taken.into_iter().zip(outcomes) {
+                    let result = self.answer(peer, *taken, outcome).await;
+                    failed |= result.as_ref().is_err_and(is_transient);
+                    results[at] = Some(result);
+                }
+                failed
+            }
+        }
+    }
+
+    /// Logs, stores the payloads of and stores the inbox records of `taken`, in that order.
+    async fn make_durable(
+        &self,
+        taken: &[(usize, Box<Taken>)],
+    ) -> Result<Vec<(ReceiveOutcome, InboxRecord)>, Status> {
+        let state = &self.state;
+        let entries: Vec<pb::AuditEntry> = taken.iter().map(|(_, t)| t.entry.clone()).collect();
+        state.auditor.record_all(&entries).await?;
+        let mut records: Vec<InboxRecord> = taken.iter().map(|(_, t)| t.record.clone()).collect();
+        let envelopes = records
+            .iter_mut()
+            .map(|r| r.envelope.take().unwrap_or_default())
+            .collect();
+        let stripped = state
             .store
-            .receive(&record)
+            .put_payloads(envelopes)
             .await
-            .map_err(|e| store_status(&e))?
-        {
+            .map_err(|e| store_status(&e))?;
+        for (record, envelope) in records.iter_mut().zip(stripped) {
+            record.envelope = Some(envelope);
+        }
+        let outcomes = state
+            .store
+            .receive_stored(records.clone())
+            .await
+            .map_err(|e| store_status(&e))?;
+        Ok(outcomes.into_iter().zip(records).collect())
+    }
+
+    /// The answer to one envelope of a committed group.
+    async fn answer(
+        &self,
+        peer: &NodeId,
+        taken: Taken,
+        (outcome, record): (ReceiveOutcome, InboxRecord),
+    ) -> Result<pb::Receipt, Status> {
+        let metrics = &self.state.metrics;
+        let (kind, sender, message_id) = (taken.kind, &record.sender, &record.message_id);
+        match outcome {
             ReceiveOutcome::Stored(sequence) => {
-                tracing::info!(%message_id, kind = header.kind.as_str_name(), sequence, "envelope received");
-                state
-                    .metrics
-                    .received(header.kind as i32, "accepted", &sender);
-                record.receipt
+                tracing::debug!(%message_id, kind, sequence, "envelope received");
+                metrics.received(kind, "accepted", sender);
+                Ok(self.with_checkpoint(record.receipt.unwrap_or_default()))
             }
             ReceiveOutcome::Duplicate(original) => {
-                state
-                    .metrics
-                    .received(header.kind as i32, "duplicate", &sender);
-                original.receipt
+                metrics.received(kind, "duplicate", sender);
+                Ok(self.with_checkpoint(original.receipt.unwrap_or_default()))
             }
             ReceiveOutcome::Replay => {
-                let refusal = Refusal::Replay {
-                    sender: header.sender.clone(),
-                    message_id: header.message_id,
-                };
-                return Err(self
+                let sealed = record.envelope.map(SealedEnvelope::from);
+                Err(self
                     .refuse(
-                        tls_node.as_str(),
-                        Some(verified.sealed()),
-                        refusal_status(&refusal),
+                        peer.as_str(),
+                        sealed.as_ref(),
+                        refusal_status(&taken.replay),
                     )
-                    .await);
+                    .await)
             }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl PeerService for PeerApi {
+    #[tracing::instrument(skip_all, fields(peer))]
+    async fn deliver(
+        &self,
+        request: Request<pb::DeliverRequest>,
+    ) -> Result<Response<pb::DeliverResponse>, Status> {
+        let peer = self.authenticate(&request).await?;
+        self.limit(&peer, 1)?;
+        let Some(envelope) = request.into_inner().envelope else {
+            let status =
+                refusal_status(&Refusal::Malformed("the request holds no envelope".into()));
+            return Err(self.refuse(peer.as_str(), None, status).await);
         };
+        let result = self.deliver_all(&peer, vec![envelope]).await.pop();
+        let receipt = result.unwrap_or_else(|| Err(Status::internal("no result")))?;
         Ok(Response::new(pb::DeliverResponse {
-            receipt: self.receipt_with_checkpoint(receipt),
+            receipt: Some(receipt),
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(peer, envelopes))]
+    async fn deliver_batch(
+        &self,
+        request: Request<pb::DeliverBatchRequest>,
+    ) -> Result<Response<pb::DeliverBatchResponse>, Status> {
+        let peer = self.authenticate(&request).await?;
+        let envelopes = request.into_inner().envelopes;
+        tracing::Span::current().record("envelopes", envelopes.len());
+        if envelopes.is_empty() || envelopes.len() > MAX_BATCH {
+            let status = refusal_status(&Refusal::Malformed(format!(
+                "a batch holds 1 to {MAX_BATCH} envelopes; this one holds {}",
+                envelopes.len()
+            )));
+            return Err(self.refuse(peer.as_str(), None, status).await);
+        }
+        self.limit(&peer, envelopes.len())?;
+        let results = self
+            .deliver_all(&peer, envelopes)
+            .await
+            .into_iter()
+            .map(|result| pb::DeliverResult {
+                outcome: Some(match result {
+                    Ok(receipt) => pb::deliver_result::Outcome::Receipt(receipt),
+                    Err(status) => pb::deliver_result::Outcome::Error(to_deliver_error(&status)),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::DeliverBatchResponse { results }))
     }
 }
 

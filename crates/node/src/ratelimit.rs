@@ -47,6 +47,14 @@ impl RateLimiter {
 
     /// Takes one token for `key`, or says how long until one is available.
     pub fn check(&self, key: &str) -> Result<(), Duration> {
+        self.check_n(key, 1)
+    }
+
+    /// Takes `n` tokens for `key` at once (a batch of `n` items), or says how long until
+    /// they are available. A batch larger than the burst waits for a full bucket and then
+    /// takes it all.
+    pub fn check_n(&self, key: &str, n: usize) -> Result<(), Duration> {
+        let n = (n.max(1) as f64).min(self.rate.burst.max(1.0));
         let now = Instant::now();
         let mut buckets = self
             .buckets
@@ -63,12 +71,12 @@ impl RateLimiter {
         let elapsed = now.duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.rate.per_second).min(self.rate.burst);
         bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        if bucket.tokens >= n {
+            bucket.tokens -= n;
             Ok(())
         } else {
             Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) / self.rate.per_second.max(f64::MIN_POSITIVE),
+                (n - bucket.tokens) / self.rate.per_second.max(f64::MIN_POSITIVE),
             ))
         }
     }
@@ -104,5 +112,24 @@ mod tests {
         let wait = limiter.check("ZM-DSW").expect_err("over the burst");
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
         assert!(limiter.check("MW-DSW").is_ok(), "keys are independent");
+    }
+
+    #[test]
+    fn a_batch_takes_a_token_per_item() {
+        let limiter = RateLimiter::new(Rate {
+            per_second: 1.0,
+            burst: 10.0,
+        });
+        assert!(limiter.check_n("ZM-DSW", 8).is_ok());
+        let wait = limiter.check_n("ZM-DSW", 4).expect_err("only 2 left");
+        assert!(wait > Duration::from_millis(1500) && wait <= Duration::from_secs(2));
+        assert!(limiter.check_n("ZM-DSW", 2).is_ok());
+        // A batch larger than the burst needs a full bucket.
+        let big = RateLimiter::new(Rate {
+            per_second: 1.0,
+            burst: 10.0,
+        });
+        assert!(big.check_n("ZM-DSW", 50).is_ok());
+        assert!(big.check("ZM-DSW").is_err());
     }
 }

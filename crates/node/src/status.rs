@@ -3,6 +3,7 @@
 //! entry, so clients and tests can tell refusals apart without parsing prose.
 
 use kinbridge_core::Refusal;
+use kinbridge_proto::v1 as pb;
 use tonic::{Code, Status};
 
 use crate::registry::PeerAuthError;
@@ -104,4 +105,31 @@ pub fn key_status(e: &crate::keys::KeyBookError) -> Status {
             )
         }
     }
+}
+
+/// A status as one result of a `DeliverBatch` call.
+pub fn to_deliver_error(status: &Status) -> pb::DeliverError {
+    pb::DeliverError {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        reason: refusal_code(status).unwrap_or_default().to_owned(),
+    }
+}
+
+/// The status a peer's `DeliverBatch` result stands for. The reason code is the peer's text:
+/// it is kept only if it looks like a reason code (lower-case letters, digits and dashes, at
+/// most 64 characters), so a peer's bytes cannot reach the audit log or the metrics as
+/// anything else.
+pub fn from_deliver_error(error: &pb::DeliverError) -> Status {
+    let mut status = Status::new(Code::from_i32(error.code), error.message.clone());
+    let reason = &error.reason;
+    let plausible = !reason.is_empty()
+        && reason.len() <= 64
+        && reason
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if plausible && let Ok(value) = tonic::metadata::MetadataValue::try_from(reason.as_str()) {
+        status.metadata_mut().insert(REFUSAL_METADATA, value);
+    }
+    status
 }

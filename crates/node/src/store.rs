@@ -3,7 +3,10 @@
 //!
 //! Trees: `outbox` (message id → [`OutboxRecord`]), `outbox_pending` (queue sequence →
 //! `recipient 0x00 message id`, for queued messages only; a store of an earlier release holds
-//! the message id alone, which is read too), `inbox` (inbox sequence → [`InboxRecord`]) and `inbox_index`
+//! the message id alone, which is read too), `outbox_lanes` (`recipient 0x00 queue sequence` →
+//! message id: the same queue by recipient, so a recipient's next messages are one range read;
+//! rebuilt from `outbox_pending` when a store of an earlier release is opened), `inbox` (inbox
+//! sequence → [`InboxRecord`]) and `inbox_index`
 //! (`sender 0x00 message id` → inbox sequence, for deduplication) and `peer_checkpoints`
 //! (peer node id → the signed checkpoint of its audit log this node holds) and `keys`
 //! (`owner 0x00 key id` → [`crate::keys::KeyRecord`]: own keys made by rotation, peers' keys
@@ -117,6 +120,7 @@ pub struct Store {
     db: sled::Db,
     outbox: sled::Tree,
     outbox_pending: sled::Tree,
+    outbox_lanes: sled::Tree,
     inbox: sled::Tree,
     inbox_index: sled::Tree,
     peer_checkpoints: sled::Tree,
@@ -151,14 +155,21 @@ impl Store {
         let payloads = payloads::PayloadStore::open(&dir.join("payloads"))
             .map_err(|e| open_err(e.to_string()))?;
         let inbox = db.open_tree("inbox")?;
-        let queued = db.open_tree("outbox_pending")?.len() as u64;
+        let outbox = db.open_tree("outbox")?;
+        let outbox_pending = db.open_tree("outbox_pending")?;
+        let outbox_lanes = db.open_tree("outbox_lanes")?;
+        if outbox_lanes.len() != outbox_pending.len() {
+            rebuild_lanes(&outbox, &outbox_pending, &outbox_lanes)?;
+        }
+        let queued = outbox_pending.len() as u64;
         let tip = match inbox.last()? {
             Some((k, _)) => decode_seq(&k),
             None => 0,
         };
         Ok(Self {
-            outbox: db.open_tree("outbox")?,
-            outbox_pending: db.open_tree("outbox_pending")?,
+            outbox,
+            outbox_pending,
+            outbox_lanes,
             inbox_index: db.open_tree("inbox_index")?,
             peer_checkpoints: db.open_tree("peer_checkpoints")?,
             keys: db.open_tree("keys")?,
@@ -185,16 +196,18 @@ impl Store {
         mut record: OutboxRecord,
     ) -> Result<(), StoreError> {
         if let Some(envelope) = record.envelope.take() {
-            record.envelope = Some(self.store_payload(envelope).await?);
+            record.envelope = self.put_payloads(vec![envelope]).await?.pop();
         }
         let sequence = self.db.generate_id()? + 1;
         record.queue_sequence = sequence;
         let bytes = record.encode_to_vec();
         let pending_value = [record.recipient.as_bytes(), &[0], message_id.as_bytes()].concat();
-        (&self.outbox, &self.outbox_pending)
-            .transaction(|(outbox, pending)| {
+        let lane_key = lane_key(&record.recipient, sequence);
+        (&self.outbox, &self.outbox_pending, &self.outbox_lanes)
+            .transaction(|(outbox, pending, lanes)| {
                 outbox.insert(message_id.as_bytes(), bytes.as_slice())?;
                 pending.insert(&sequence.to_be_bytes(), pending_value.as_slice())?;
+                lanes.insert(lane_key.as_slice(), message_id.as_bytes())?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
@@ -217,28 +230,41 @@ impl Store {
             .transpose()
     }
 
-    /// The head of each recipient's queue among the first `limit` queued messages, in
-    /// submission order: what the delivery worker considers. Only the heads' records are read
-    /// and decoded, so a scan costs little however long the queues behind them are.
+    /// The head of each recipient's queue, oldest first, for at most `limit` recipients: what
+    /// the delivery worker considers. One record is read per recipient, so a scan costs little
+    /// however long the queues behind the heads are.
     pub fn pending_heads(&self, limit: usize) -> Result<Vec<(String, OutboxRecord)>, StoreError> {
-        let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
-        for entry in self.outbox_pending.iter().take(limit) {
-            let (_, value) = entry?;
-            let (recipient, id) = match value.iter().position(|b| *b == 0) {
-                Some(at) => (
-                    Some(String::from_utf8_lossy(&value[..at]).into_owned()),
-                    String::from_utf8_lossy(&value[at + 1..]).into_owned(),
-                ),
-                // An entry of an earlier release: the record says whose queue it is in.
-                None => (None, String::from_utf8_lossy(&value).into_owned()),
+        let mut from: Vec<u8> = Vec::new();
+        while out.len() < limit {
+            let Some(entry) = self.outbox_lanes.range(from.as_slice()..).next() else {
+                break;
             };
-            if recipient.as_ref().is_some_and(|r| seen.contains(r)) {
-                continue;
+            let (key, id) = entry?;
+            let recipient = lane_recipient(&key);
+            // Every key of this recipient sorts below `recipient 0x01`.
+            from = [recipient, &[1]].concat();
+            let id = String::from_utf8_lossy(&id).into_owned();
+            if let Some(record) = self.outbox_get(&id)? {
+                out.push((id, record));
             }
-            if let Some(record) = self.outbox_get(&id)?
-                && seen.insert(record.recipient.clone())
-            {
+        }
+        out.sort_by_key(|(_, r)| r.queue_sequence);
+        Ok(out)
+    }
+
+    /// The first `limit` queued messages to `recipient`, in the order they were queued.
+    pub fn pending_for(
+        &self,
+        recipient: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, OutboxRecord)>, StoreError> {
+        let mut out = Vec::new();
+        let prefix = [recipient.as_bytes(), &[0]].concat();
+        for entry in self.outbox_lanes.scan_prefix(&prefix).take(limit) {
+            let (_, id) = entry?;
+            let id = String::from_utf8_lossy(&id).into_owned();
+            if let Some(record) = self.outbox_get(&id)? {
                 out.push((id, record));
             }
         }
@@ -269,33 +295,53 @@ impl Store {
         message_id: &str,
         record: &OutboxRecord,
     ) -> Result<bool, StoreError> {
-        let bytes = record.encode_to_vec();
+        let updated = self.outbox_update_all(&[(message_id, record)]).await?;
+        Ok(updated.first().copied().unwrap_or(false))
+    }
+
+    /// [`Store::outbox_update`] of several records in one transaction and one commit; says for
+    /// each whether it was changed.
+    pub async fn outbox_update_all(
+        &self,
+        updates: &[(&str, &OutboxRecord)],
+    ) -> Result<Vec<bool>, StoreError> {
         let queued = kinbridge_proto::v1::DeliveryState::Queued as i32;
-        let still_queued = record.state == queued;
-        let sequence = record.queue_sequence.to_be_bytes();
-        let updated = (&self.outbox, &self.outbox_pending)
-            .transaction(|(outbox, pending)| {
-                if let Some(current) = outbox.get(message_id.as_bytes())? {
-                    let final_state =
-                        OutboxRecord::decode(current.as_ref()).is_ok_and(|c| c.state != queued);
-                    if final_state {
-                        return Ok(false);
+        let encoded: Vec<Vec<u8>> = updates.iter().map(|(_, r)| r.encode_to_vec()).collect();
+        let updated = (&self.outbox, &self.outbox_pending, &self.outbox_lanes)
+            .transaction(|(outbox, pending, lanes)| {
+                let mut updated = Vec::with_capacity(updates.len());
+                for ((message_id, record), bytes) in updates.iter().zip(&encoded) {
+                    if let Some(current) = outbox.get(message_id.as_bytes())? {
+                        let final_state =
+                            OutboxRecord::decode(current.as_ref()).is_ok_and(|c| c.state != queued);
+                        if final_state {
+                            updated.push(false);
+                            continue;
+                        }
                     }
+                    outbox.insert(message_id.as_bytes(), bytes.as_slice())?;
+                    if record.state != queued {
+                        pending.remove(&record.queue_sequence.to_be_bytes())?;
+                        lanes.remove(lane_key(&record.recipient, record.queue_sequence))?;
+                    }
+                    updated.push(true);
                 }
-                outbox.insert(message_id.as_bytes(), bytes.as_slice())?;
-                if !still_queued {
-                    pending.remove(&sequence)?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(true)
+                Ok::<_, ConflictableTransactionError<()>>(updated)
             })
             .map_err(tx_error)?;
-        if updated && !still_queued {
-            self.queued
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        let left = updates
+            .iter()
+            .zip(&updated)
+            .filter(|((_, r), changed)| **changed && r.state != queued)
+            .count() as u64;
+        self.queued
+            .fetch_sub(left, std::sync::atomic::Ordering::Relaxed);
         self.commit().await?;
-        if updated && let Some(watchers) = self.watchers().get(message_id) {
-            watchers.send_replace(());
+        let watchers = self.watchers();
+        for ((message_id, _), changed) in updates.iter().zip(&updated) {
+            if *changed && let Some(watch) = watchers.get(*message_id) {
+                watch.send_replace(());
+            }
         }
         Ok(updated)
     }
@@ -329,60 +375,101 @@ impl Store {
     pub async fn receive(&self, record: &InboxRecord) -> Result<ReceiveOutcome, StoreError> {
         let mut record = record.clone();
         if let Some(envelope) = record.envelope.take() {
-            record.envelope = Some(self.store_payload(envelope).await?);
+            record.envelope = self.put_payloads(vec![envelope]).await?.pop();
         }
-        let index_key = index_key(&record.sender, &record.message_id);
+        let mut outcomes = self.receive_stored(vec![record]).await?;
+        outcomes
+            .pop()
+            .ok_or_else(|| StoreError::Commit("no outcome".into()))
+    }
+
+    /// Stores verified envelopes in the inbox, in order, each unless its sender's message id
+    /// is already there: one transaction and one commit for all. Their payloads must already
+    /// be in the payload store ([`Store::put_payloads`]): the records' envelopes hold none.
+    pub async fn receive_stored(
+        &self,
+        records: Vec<InboxRecord>,
+    ) -> Result<Vec<ReceiveOutcome>, StoreError> {
         // Sequences start at 1: 0 is the cursor before the first item.
-        let sequence = self.db.generate_id()? + 1;
-        let bytes = record.encode_to_vec();
+        let mut prepared = Vec::with_capacity(records.len());
+        for record in &records {
+            let sequence = self.db.generate_id()? + 1;
+            prepared.push((
+                index_key(&record.sender, &record.message_id),
+                sequence,
+                record.encode_to_vec(),
+            ));
+        }
         let existing = (&self.inbox, &self.inbox_index)
             .transaction(|(inbox, index)| {
-                if let Some(seq) = index.get(&index_key)? {
-                    return Ok(Some(seq));
+                let mut existing = Vec::with_capacity(prepared.len());
+                for (index_key, sequence, bytes) in &prepared {
+                    if let Some(seq) = index.get(index_key)? {
+                        existing.push(Some(decode_seq(&seq)));
+                        continue;
+                    }
+                    index.insert(index_key.as_slice(), &sequence.to_be_bytes())?;
+                    inbox.insert(&sequence.to_be_bytes(), bytes.as_slice())?;
+                    existing.push(None);
                 }
-                index.insert(index_key.as_slice(), &sequence.to_be_bytes())?;
-                inbox.insert(&sequence.to_be_bytes(), bytes.as_slice())?;
-                Ok::<_, ConflictableTransactionError<()>>(None)
+                Ok::<_, ConflictableTransactionError<()>>(existing)
             })
             .map_err(tx_error)?;
         // A duplicate is answered only once the original is durable too.
         self.commit().await?;
-        match existing {
-            None => {
-                self.inbox_tip.send_if_modified(|tip| {
-                    let grew = sequence > *tip;
-                    *tip = (*tip).max(sequence);
-                    grew
-                });
-                Ok(ReceiveOutcome::Stored(sequence))
-            }
-            Some(seq) => {
-                let seq = decode_seq(&seq);
-                let stored = self.inbox_get(seq)?.ok_or_else(|| StoreError::Corrupt {
-                    key: format!("inbox/{seq}"),
-                    reason: "index points to no record".into(),
-                })?;
-                if stored.envelope_digest == record.envelope_digest {
-                    Ok(ReceiveOutcome::Duplicate(Box::new(stored)))
-                } else {
-                    Ok(ReceiveOutcome::Replay)
+        let mut outcomes = Vec::with_capacity(records.len());
+        let mut tip = 0;
+        for ((record, (_, sequence, _)), existing) in records.iter().zip(&prepared).zip(existing) {
+            outcomes.push(match existing {
+                None => {
+                    tip = tip.max(*sequence);
+                    ReceiveOutcome::Stored(*sequence)
                 }
-            }
+                Some(seq) => {
+                    let stored = self.inbox_get(seq)?.ok_or_else(|| StoreError::Corrupt {
+                        key: format!("inbox/{seq}"),
+                        reason: "index points to no record".into(),
+                    })?;
+                    if stored.envelope_digest == record.envelope_digest {
+                        ReceiveOutcome::Duplicate(Box::new(stored))
+                    } else {
+                        ReceiveOutcome::Replay
+                    }
+                }
+            });
         }
+        if tip > 0 {
+            self.inbox_tip.send_if_modified(|t| {
+                let grew = tip > *t;
+                *t = (*t).max(tip);
+                grew
+            });
+        }
+        Ok(outcomes)
     }
 
-    /// Writes an envelope's payload and salt to the payload store, durably, and returns the
-    /// envelope without them, for sled.
-    async fn store_payload(&self, mut envelope: pb::Envelope) -> Result<pb::Envelope, StoreError> {
-        let digest = EnvelopeDigest::compute(&envelope.header, &envelope.signature).0;
-        let payload = std::mem::take(&mut envelope.payload);
-        let salt = std::mem::take(&mut envelope.payload_salt);
+    /// Writes envelopes' payloads and salts to the payload store, durably (one directory sync
+    /// for all), and returns the envelopes without them, for sled.
+    pub async fn put_payloads(
+        &self,
+        envelopes: Vec<pb::Envelope>,
+    ) -> Result<Vec<pb::Envelope>, StoreError> {
         let payloads = std::sync::Arc::clone(&self.payloads);
-        tokio::task::spawn_blocking(move || payloads.put(&digest, &payload, &salt))
-            .await
-            .map_err(|e| StoreError::Commit(format!("payload write task failed: {e}")))?
-            .map_err(|e| StoreError::Commit(format!("cannot write a payload: {e}")))?;
-        Ok(envelope)
+        tokio::task::spawn_blocking(move || {
+            let mut stripped = Vec::with_capacity(envelopes.len());
+            let mut files = Vec::with_capacity(envelopes.len());
+            for mut envelope in envelopes {
+                let digest = EnvelopeDigest::compute(&envelope.header, &envelope.signature).0;
+                let payload = std::mem::take(&mut envelope.payload);
+                let salt = std::mem::take(&mut envelope.payload_salt);
+                files.push((digest, payload, salt));
+                stripped.push(envelope);
+            }
+            payloads.put_all(&files).map(|()| stripped)
+        })
+        .await
+        .map_err(|e| StoreError::Commit(format!("payload write task failed: {e}")))?
+        .map_err(|e| StoreError::Commit(format!("cannot write a payload: {e}")))
     }
 
     /// `envelope` (as stored, without payload) with its payload and salt restored, or `None`
@@ -634,6 +721,40 @@ impl Store {
     pub fn subscribe_inbox(&self) -> watch::Receiver<u64> {
         self.inbox_tip.subscribe()
     }
+}
+
+/// The `outbox_lanes` key of the message queued at `sequence` for `recipient`.
+fn lane_key(recipient: &str, sequence: u64) -> Vec<u8> {
+    [recipient.as_bytes(), &[0], &sequence.to_be_bytes()].concat()
+}
+
+/// The recipient part of an `outbox_lanes` key.
+fn lane_recipient(key: &[u8]) -> &[u8] {
+    &key[..key.len().saturating_sub(9)]
+}
+
+/// Rebuilds the queue by recipient from the pending queue: for a store an earlier release
+/// wrote, whose pending queue has no `outbox_lanes` beside it.
+fn rebuild_lanes(
+    outbox: &sled::Tree,
+    pending: &sled::Tree,
+    lanes: &sled::Tree,
+) -> Result<(), StoreError> {
+    lanes.clear()?;
+    for entry in pending.iter() {
+        let (seq, value) = entry?;
+        let id = match value.iter().position(|b| *b == 0) {
+            Some(at) => &value[at + 1..],
+            None => &value[..],
+        };
+        // The record says whose queue it is in (an early entry names no recipient).
+        let Some(bytes) = outbox.get(id)? else {
+            continue;
+        };
+        let record = decode::<OutboxRecord>(&String::from_utf8_lossy(id), &bytes)?;
+        lanes.insert(lane_key(&record.recipient, decode_seq(&seq)), id)?;
+    }
+    Ok(())
 }
 
 fn index_key(sender: &str, message_id: &str) -> Vec<u8> {

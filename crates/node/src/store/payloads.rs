@@ -11,6 +11,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+/// Threads writing and syncing the files of one batch at once.
+const SYNC_THREADS: usize = 8;
+
 /// Files of payloads.
 pub struct PayloadStore {
     dir: PathBuf,
@@ -37,18 +40,60 @@ impl PayloadStore {
 
     /// Stores `payload` and `salt` for the envelope with `digest`, durably.
     pub fn put(&self, digest: &[u8], payload: &[u8], salt: &[u8]) -> io::Result<()> {
-        let path = self.path(digest);
-        let tmp = path.with_extension("tmp");
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        file.write_all(&(salt.len() as u32).to_be_bytes())?;
-        file.write_all(salt)?;
-        file.write_all(payload)?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
+        self.put_all(&[(digest, payload, salt)])
+    }
+
+    /// Stores several `(digest, payload, salt)`, durably: each file is written and synced
+    /// (several at once, so the file system can commit them together), then all are renamed
+    /// into place and the directory is synced once.
+    pub fn put_all<D, P, S>(&self, items: &[(D, P, S)]) -> io::Result<()>
+    where
+        D: AsRef<[u8]> + Sync,
+        P: AsRef<[u8]> + Sync,
+        S: AsRef<[u8]> + Sync,
+    {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let write = |(digest, payload, salt): &(D, P, S)| -> io::Result<(PathBuf, PathBuf)> {
+            let path = self.path(digest.as_ref());
+            let tmp = path.with_extension("tmp");
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            let salt = salt.as_ref();
+            file.write_all(&(salt.len() as u32).to_be_bytes())?;
+            file.write_all(salt)?;
+            file.write_all(payload.as_ref())?;
+            file.sync_all()?;
+            Ok((tmp, path))
+        };
+        let written: Vec<(PathBuf, PathBuf)> = if items.len() == 1 {
+            vec![write(&items[0])?]
+        } else {
+            let per_thread = items.len().div_ceil(SYNC_THREADS);
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = items
+                    .chunks(per_thread)
+                    .map(|chunk| scope.spawn(move || chunk.iter().map(write).collect::<Vec<_>>()))
+                    .collect();
+                let mut written = Vec::with_capacity(items.len());
+                for worker in workers {
+                    let done = worker
+                        .join()
+                        .map_err(|_| io::Error::other("a payload writer thread panicked"))?;
+                    for file in done {
+                        written.push(file?);
+                    }
+                }
+                Ok::<_, io::Error>(written)
+            })?
+        };
+        for (tmp, path) in &written {
+            fs::rename(tmp, path)?;
+        }
         File::open(&self.dir)?.sync_all()
     }
 

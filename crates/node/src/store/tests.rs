@@ -245,7 +245,7 @@ async fn an_outbox_change_wakes_only_the_watchers_of_that_message() {
 #[tokio::test]
 async fn the_delivery_scan_reads_only_each_recipients_head() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
+    let mut store = Store::open(dir.path()).expect("open");
     let to = |recipient: &str, seq| OutboxRecord {
         recipient: recipient.into(),
         state: pb::DeliveryState::Queued as i32,
@@ -264,6 +264,9 @@ async fn the_delivery_scan_reads_only_each_recipients_head() {
         .outbox_pending
         .insert(4u64.to_be_bytes(), "d".as_bytes())
         .expect("legacy entry");
+    // An earlier release kept no queue by recipient: opening the store builds it.
+    drop(store);
+    store = Store::open(dir.path()).expect("reopen");
     let heads: Vec<String> = store
         .pending_heads(100)
         .expect("heads")
@@ -283,4 +286,17 @@ async fn the_delivery_scan_reads_only_each_recipients_head() {
         .collect();
     assert_eq!(heads, vec!["b", "c", "d"]);
     assert_eq!(store.pending(100).expect("pending").len(), 3);
+    // A recipient's queue is read in order, up to a bound.
+    store.enqueue("e", to("MW-DSW", 5)).await.expect("enqueue");
+    let lane = |limit| -> Vec<String> {
+        store
+            .pending_for("MW-DSW", limit)
+            .expect("lane")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    };
+    assert_eq!(lane(10), vec!["c", "e"]);
+    assert_eq!(lane(1), vec!["c"]);
+    assert!(store.pending_for("MW", 10).expect("lane").is_empty());
 }
