@@ -5,6 +5,11 @@
 
 mod cli;
 
+/// mimalloc: the node allocates and frees many small buffers per message (protobuf, TLS
+/// records, HTTP/2 frames) from several threads; see docs/performance.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::main()
 }

@@ -149,6 +149,7 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
         let db = sled::Config::new()
             .path(dir)
+            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| open_err(e.to_string()))?;
         let committer = Committer::start(db.clone(), dir).map_err(|e| open_err(e.to_string()))?;
