@@ -10,6 +10,9 @@
 //! serving a plain tonic unary echo of the same payload size over the same kind of mutual TLS
 //! (the node's own client channel settings), driven the same way.
 //!
+//! Each phase alternates slices of referrals and of echoes, so that the machine's drift weighs
+//! on both sides of the ratio.
+//!
 //! Run: `cargo bench --bench e2e` (`KINBRIDGE_BENCH_SECS` per phase, default 10;
 //! `KINBRIDGE_BENCH_RATES` the offered rates, default `250,1000,2500`).
 
@@ -44,6 +47,9 @@ const MAX_IN_FLIGHT: usize = 2048;
 /// Longest a process may take to say it is ready.
 const READY_WAIT: Duration = Duration::from_secs(60);
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
+/// Each phase runs as this many alternating slices of referrals and echoes, so that the
+/// machine's drift (these machines are shared and noisy) weighs on both sides of the ratio.
+const ROUNDS: u32 = 4;
 
 fn node(s: &str) -> NodeId {
     NodeId::new(s).expect("node id")
@@ -201,6 +207,14 @@ struct Phase {
 }
 
 impl Phase {
+    /// Adds what another slice of the same phase measured.
+    fn merge(&mut self, other: Phase) {
+        self.latencies.extend(other.latencies);
+        self.failed += other.failed;
+        self.shed += other.shed;
+        self.elapsed += other.elapsed;
+        self.latencies.sort();
+    }
     fn rate(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -328,7 +342,7 @@ async fn run() {
     println!("command: {COMMAND}");
     println!("machine: {}", machine());
     println!(
-        "each phase {secs} s; two `kinbridge node` processes and an echo process, release build, loopback, mutual TLS, rate limits lifted; \
+        "each phase {secs} s of referrals and {secs} s of echoes, in {ROUNDS} alternating slices; two `kinbridge node` processes and an echo process, release build, loopback, mutual TLS, rate limits lifted; \
          a referral is {payload_bytes} bytes encoded, and so is each echo"
     );
 
@@ -403,14 +417,22 @@ async fn run() {
         "| clients | referrals/s | p50 ms | p99 ms | p999 ms | node CPU ms/referral | echo calls/s | echo p50 ms | echo p99 ms | echo CPU ms/call | referrals/s ÷ echo calls/s |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let slice = run / ROUNDS;
+    let mut headline = (0.0, 0.0);
     for c in CONCURRENCY {
-        let cpu = nodes_cpu();
-        let r = closed_loop(c, run, e2e.clone()).await;
-        let cpu_per = (nodes_cpu() - cpu) * 1000.0 / r.latencies.len().max(1) as f64;
-        let echo_cpu = echo_process.cpu_seconds(tick);
-        let b = closed_loop(c, run, baseline.clone()).await;
-        let echo_cpu_per =
-            (echo_process.cpu_seconds(tick) - echo_cpu) * 1000.0 / b.latencies.len().max(1) as f64;
+        let (mut r, mut b) = (Phase::default(), Phase::default());
+        let (mut cpu, mut echo_cpu) = (0.0, 0.0);
+        for _ in 0..ROUNDS {
+            let before = nodes_cpu();
+            r.merge(closed_loop(c, slice, e2e.clone()).await);
+            cpu += nodes_cpu() - before;
+            let before = echo_process.cpu_seconds(tick);
+            b.merge(closed_loop(c, slice, baseline.clone()).await);
+            echo_cpu += echo_process.cpu_seconds(tick) - before;
+        }
+        let cpu_per = cpu * 1000.0 / r.latencies.len().max(1) as f64;
+        let echo_cpu_per = echo_cpu * 1000.0 / b.latencies.len().max(1) as f64;
+        headline = (r.rate(), b.rate());
         println!(
             "| {c} | {:.0} | {:.1} | {:.1} | {:.1} | {cpu_per:.2} | {:.0} | {:.2} | {:.2} | {echo_cpu_per:.3} | {:.4} |{}",
             r.rate(),
@@ -434,10 +456,15 @@ async fn run() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for rate in rates {
-        let cpu = nodes_cpu();
-        let r = open_loop(rate, run, e2e.clone()).await;
-        let cpu_per = (nodes_cpu() - cpu) * 1000.0 / r.latencies.len().max(1) as f64;
-        let b = open_loop(rate, run, baseline.clone()).await;
+        let (mut r, mut b) = (Phase::default(), Phase::default());
+        let mut cpu = 0.0;
+        for _ in 0..ROUNDS {
+            let before = nodes_cpu();
+            r.merge(open_loop(rate, slice, e2e.clone()).await);
+            cpu += nodes_cpu() - before;
+            b.merge(open_loop(rate, slice, baseline.clone()).await);
+        }
+        let cpu_per = cpu * 1000.0 / r.latencies.len().max(1) as f64;
         println!(
             "| {rate:.0} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {cpu_per:.2} | {:.0} | {:.2} | {:.2} | {:.4} |{}",
             r.rate(),
@@ -454,7 +481,16 @@ async fn run() {
     }
     println!();
     println!(
-        "(node CPU: user + system seconds of both node processes over the phase, per completed referral)"
+        "sustained (closed loop, {} clients): {:.0} referrals/s end to end; the echo baseline {:.0} calls/s; ratio {:.4}",
+        CONCURRENCY[CONCURRENCY.len() - 1],
+        headline.0,
+        headline.1,
+        headline.0 / headline.1.max(1e-9)
+    );
+    println!();
+    println!(
+        "(each phase: {ROUNDS} alternating slices of {:.1} s of referrals and of echoes; node CPU: user + system seconds of both node processes over the referral slices, per completed referral)",
+        slice.as_secs_f64()
     );
 }
 

@@ -389,6 +389,7 @@ async fn call(
         return vec![answer.map(|r| r.into_inner().receipt.unwrap_or_default())];
     }
     let sent = envelopes.len();
+    let head = envelopes.first().cloned();
     let mut request = tonic::Request::new(pb::DeliverBatchRequest { envelopes });
     request.set_timeout(DELIVERY_TIMEOUT);
     match bounded(client.deliver_batch(request)).await {
@@ -414,10 +415,11 @@ async fn call(
         Err(status) if status.code() == tonic::Code::Unimplemented => {
             tracing::info!(%recipient, "the peer does not take batches; sending one message at a time");
             lock(single).insert(recipient.to_owned());
-            // Nothing was taken: the head goes again at once, on its own.
-            vec![Err(tonic::Status::unavailable(
-                "the peer does not take batches; sent again one at a time",
-            ))]
+            // Nothing was taken: the head goes at once, on its own.
+            let mut request = tonic::Request::new(pb::DeliverRequest { envelope: head });
+            request.set_timeout(DELIVERY_TIMEOUT);
+            let answer = bounded(client.deliver(request)).await;
+            vec![answer.map(|r| r.into_inner().receipt.unwrap_or_default())]
         }
         Err(status) => vec![Err(status)],
     }

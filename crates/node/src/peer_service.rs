@@ -175,6 +175,8 @@ impl PeerApi {
         let mut results: Vec<Option<Result<pb::Receipt, Status>>> = Vec::new();
         let mut group: Vec<(usize, Box<Taken>)> = Vec::new();
         let mut in_group = std::collections::HashSet::new();
+        // Envelopes newly stored in the inbox.
+        let mut stored = 0;
         for envelope in envelopes {
             let at = results.len();
             let now = UnixMillis::now();
@@ -185,7 +187,9 @@ impl PeerApi {
                     let key = (header.sender.to_string(), header.message_id.to_string());
                     let acts = !matches!(verified.payload(), VerifiedPayload::Referral(_));
                     if acts || in_group.contains(&key) {
-                        let stop = self.commit_group(peer, &mut group, &mut results).await;
+                        let stop = self
+                            .commit_group(peer, &mut group, &mut results, &mut stored)
+                            .await;
                         in_group.clear();
                         if stop {
                             break;
@@ -210,7 +214,11 @@ impl PeerApi {
                 }
             }
         }
-        self.commit_group(peer, &mut group, &mut results).await;
+        self.commit_group(peer, &mut group, &mut results, &mut stored)
+            .await;
+        if stored > 0 {
+            tracing::info!(stored, envelopes = results.len(), "envelopes received");
+        }
         let mut answered = Vec::with_capacity(results.len());
         for result in results {
             // A slot is empty only if its group was never committed: it was not taken.
@@ -487,6 +495,7 @@ impl PeerApi {
         peer: &NodeId,
         group: &mut Vec<(usize, Box<Taken>)>,
         results: &mut [Option<Result<pb::Receipt, Status>>],
+        stored: &mut usize,
     ) -> bool {
         if group.is_empty() {
             return false;
@@ -503,6 +512,9 @@ impl PeerApi {
             Ok(outcomes) => {
                 let mut failed = false;
                 for ((at, taken), outcome) in taken.into_iter().zip(outcomes) {
+                    if matches!(outcome.0, ReceiveOutcome::Stored(_)) {
+                        *stored += 1;
+                    }
                     let result = self.answer(peer, *taken, outcome).await;
                     failed |= result.as_ref().is_err_and(is_transient);
                     results[at] = Some(result);
