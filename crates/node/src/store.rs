@@ -312,15 +312,23 @@ impl Store {
             .transaction(|(outbox, pending, lanes)| {
                 let mut updated = Vec::with_capacity(updates.len());
                 for ((message_id, record), bytes) in updates.iter().zip(&encoded) {
+                    let mut purged_at_ms = 0;
                     if let Some(current) = outbox.get(message_id.as_bytes())? {
-                        let final_state =
-                            OutboxRecord::decode(current.as_ref()).is_ok_and(|c| c.state != queued);
-                        if final_state {
+                        let current = OutboxRecord::decode(current.as_ref()).ok();
+                        if current.as_ref().is_some_and(|c| c.state != queued) {
                             updated.push(false);
                             continue;
                         }
+                        purged_at_ms = current.map_or(0, |c| c.purged_at_ms);
                     }
-                    outbox.insert(message_id.as_bytes(), bytes.as_slice())?;
+                    if purged_at_ms != 0 && record.purged_at_ms == 0 {
+                        // Purged since the caller read it: the mark stays.
+                        let mut kept = (*record).clone();
+                        kept.purged_at_ms = purged_at_ms;
+                        outbox.insert(message_id.as_bytes(), kept.encode_to_vec())?;
+                    } else {
+                        outbox.insert(message_id.as_bytes(), bytes.as_slice())?;
+                    }
                     if record.state != queued {
                         pending.remove(&record.queue_sequence.to_be_bytes())?;
                         lanes.remove(lane_key(&record.recipient, record.queue_sequence))?;
@@ -515,7 +523,7 @@ impl Store {
             }
             self.purge_payload(&envelope).await?;
             record.purged_at_ms = now;
-            self.inbox.insert(key, record.encode_to_vec())?;
+            mark::<InboxRecord>(&self.inbox, &key, |r| r.purged_at_ms = now)?;
             purged.push(envelope);
         }
         for entry in self.outbox.iter() {
@@ -532,7 +540,7 @@ impl Store {
             }
             self.purge_payload(&envelope).await?;
             record.purged_at_ms = now;
-            self.outbox.insert(key, record.encode_to_vec())?;
+            mark::<OutboxRecord>(&self.outbox, &key, |r| r.purged_at_ms = now)?;
             purged.push(envelope);
         }
         self.commit().await?;
@@ -722,6 +730,25 @@ impl Store {
     pub fn subscribe_inbox(&self) -> watch::Receiver<u64> {
         self.inbox_tip.subscribe()
     }
+}
+
+/// Changes the record under `key` as it is now, with `change`: a purge marks the current
+/// record, so a delivery outcome or an acknowledgement stored since it was read is kept.
+fn mark<M: Message + Default>(
+    tree: &sled::Tree,
+    key: &[u8],
+    change: impl Fn(&mut M),
+) -> Result<(), StoreError> {
+    tree.fetch_and_update(key, |old| {
+        old.map(|v| match M::decode(v) {
+            Ok(mut record) => {
+                change(&mut record);
+                record.encode_to_vec()
+            }
+            Err(_) => v.to_vec(),
+        })
+    })?;
+    Ok(())
 }
 
 /// The `outbox_lanes` key of the message queued at `sequence` for `recipient`.

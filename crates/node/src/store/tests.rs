@@ -300,3 +300,42 @@ async fn the_delivery_scan_reads_only_each_recipients_head() {
     assert_eq!(lane(1), vec!["c"]);
     assert!(store.pending_for("MW", 10).expect("lane").is_empty());
 }
+
+#[tokio::test]
+async fn a_delivery_outcome_read_before_a_purge_keeps_the_purge_mark() {
+    use kinbridge_proto::v1 as pb;
+    use prost::Message;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let header = pb::EnvelopeHeader {
+        consent_id: "C-7".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let queued = OutboxRecord {
+        recipient: "MW-DSW".into(),
+        state: pb::DeliveryState::Queued as i32,
+        envelope: Some(pb::Envelope {
+            header,
+            signature: vec![3; 64],
+            payload: b"PERSONAL-DATA-77".to_vec(),
+            payload_salt: vec![4; 32],
+        }),
+        ..Default::default()
+    };
+    store.enqueue("a", queued).await.expect("enqueue");
+    // The delivery worker read the record; then a withdrawal purged it.
+    let mut read = store.outbox_get("a").expect("get").expect("record");
+    let purged = store
+        .purge_where(|h, _| h.consent_id == "C-7")
+        .await
+        .expect("purge");
+    assert_eq!(purged.len(), 1);
+    // The worker stores the attempt it made with what it read: the purge stays marked.
+    read.attempts += 1;
+    read.last_error = "unavailable".into();
+    assert!(store.outbox_update("a", &read).await.expect("update"));
+    let now = store.outbox_get("a").expect("get").expect("record");
+    assert_eq!(now.attempts, 1);
+    assert!(now.purged_at_ms > 0, "the purge mark was kept");
+}
