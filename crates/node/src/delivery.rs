@@ -166,8 +166,15 @@ async fn attempt(state: &NodeState, recipient: &str, single: &Mutex<HashSet<Stri
     // Messages to send, as indexes into `items`, with their envelopes.
     let mut sending: Vec<(usize, pb::Envelope)> = Vec::new();
     let mut bytes = 0;
+    let mut settled = Vec::new();
     for (id, record) in queued {
-        if record.state != pb::DeliveryState::Queued as i32 || record.next_attempt_at_ms > now.0 {
+        if record.state != pb::DeliveryState::Queued as i32 {
+            // Settled, yet still in the queue (never so in a store this release wrote): it
+            // leaves the queue rather than hold the lane.
+            settled.push((id, record));
+            continue;
+        }
+        if record.next_attempt_at_ms > now.0 {
             break;
         }
         let mut item = Item {
@@ -217,6 +224,13 @@ async fn attempt(state: &NodeState, recipient: &str, single: &Mutex<HashSet<Stri
         bytes += size;
         sending.push((items.len(), envelope));
         items.push(item);
+    }
+    if !settled.is_empty() {
+        let settled: Vec<(&str, &OutboxRecord)> =
+            settled.iter().map(|(id, r)| (id.as_str(), r)).collect();
+        if let Err(e) = state.store.unqueue(&settled).await {
+            tracing::error!(%recipient, error = %e, "cannot take settled messages out of the queue");
+        }
     }
     if !sending.is_empty() {
         send(state, recipient, &mut items, sending, single).await;

@@ -355,6 +355,23 @@ impl Store {
         Ok(updated)
     }
 
+    /// Takes settled (delivered, refused, expired) messages out of the pending queue, durably.
+    pub async fn unqueue(&self, settled: &[(&str, &OutboxRecord)]) -> Result<(), StoreError> {
+        let queued = kinbridge_proto::v1::DeliveryState::Queued as i32;
+        let mut removed = 0;
+        for (_, record) in settled.iter().filter(|(_, r)| r.state != queued) {
+            let lane = self
+                .outbox_lanes
+                .remove(lane_key(&record.recipient, record.queue_sequence))?;
+            self.outbox_pending
+                .remove(record.queue_sequence.to_be_bytes())?;
+            removed += u64::from(lane.is_some());
+        }
+        self.queued
+            .fetch_sub(removed, std::sync::atomic::Ordering::Relaxed);
+        self.commit().await
+    }
+
     fn watchers(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, watch::Sender<()>>> {

@@ -339,3 +339,28 @@ async fn a_delivery_outcome_read_before_a_purge_keeps_the_purge_mark() {
     assert_eq!(now.attempts, 1);
     assert!(now.purged_at_ms > 0, "the purge mark was kept");
 }
+
+#[tokio::test]
+async fn a_settled_message_left_in_the_queue_can_be_taken_out() {
+    use kinbridge_proto::v1 as pb;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let record = OutboxRecord {
+        recipient: "MW-DSW".into(),
+        state: pb::DeliveryState::Queued as i32,
+        ..Default::default()
+    };
+    store.enqueue("a", record).await.expect("enqueue");
+    // Settled behind the queue's back.
+    let mut settled = store.outbox_get("a").expect("get").expect("record");
+    settled.state = pb::DeliveryState::Delivered as i32;
+    store
+        .outbox
+        .insert("a", settled.encode_to_vec())
+        .expect("insert");
+    assert_eq!(store.pending_for("MW-DSW", 10).expect("lane").len(), 1);
+    store.unqueue(&[("a", &settled)]).await.expect("unqueue");
+    assert!(store.pending_for("MW-DSW", 10).expect("lane").is_empty());
+    assert!(store.pending(10).expect("pending").is_empty());
+    assert_eq!(store.queued(), 0);
+}
