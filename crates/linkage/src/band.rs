@@ -1,0 +1,53 @@
+//! Score bands: what a peer reports of a comparison is a band, never the raw similarity, and
+//! the bands' thresholds are calibrated on data with known links (the accuracy benchmark
+//! prints them), not relative to the best hit: a lone weak hit stays weak.
+
+/// How strongly an encoding matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Band {
+    /// Below the "possible" threshold: not reported.
+    None,
+    /// Worth a caseworker's look.
+    Possible,
+    /// Calibrated so that at least 99% of such matches are true.
+    Likely,
+}
+
+/// The thresholds of the bands, on Dice similarity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bands {
+    /// Lowest similarity reported as possible.
+    pub possible: f64,
+    /// Lowest similarity reported as likely.
+    pub likely: f64,
+}
+
+impl Bands {
+    /// The band of `similarity`.
+    pub fn of(&self, similarity: f64) -> Band {
+        if similarity >= self.likely {
+            Band::Likely
+        } else if similarity >= self.possible {
+            Band::Possible
+        } else {
+            Band::None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bands_follow_thresholds() {
+        let b = Bands {
+            possible: 0.6,
+            likely: 0.8,
+        };
+        assert_eq!(b.of(0.59), Band::None);
+        assert_eq!(b.of(0.6), Band::Possible);
+        assert_eq!(b.of(0.8), Band::Likely);
+        assert!(Band::Likely > Band::Possible);
+    }
+}
