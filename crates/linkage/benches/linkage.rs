@@ -25,6 +25,8 @@ const SCALE: usize = 100_000;
 
 struct Record {
     entity: String,
+    /// The `language` column, if the file has one (the multilingual set does).
+    language: String,
     descriptor: Descriptor,
 }
 
@@ -44,6 +46,7 @@ fn read(path: &Path) -> Vec<Record> {
             .position(|c| c == name)
             .unwrap_or_else(|| panic!("{}: no column '{name}'", path.display()))
     };
+    let language = header.iter().position(|c| c == "language");
     let (id, given, surname, dob, suburb) = (
         column("rec_id"),
         column("given_name"),
@@ -68,6 +71,7 @@ fn read(path: &Path) -> Vec<Record> {
             let names = format!("{} {}", cell(given), cell(surname));
             Record {
                 entity,
+                language: language.map(cell).unwrap_or_default().to_owned(),
                 descriptor: Descriptor {
                     names: vec![names],
                     sex: None,
@@ -140,8 +144,19 @@ fn main() {
         .join("../../../shared/data/febrl4")
         .canonicalize()
         .unwrap_or_else(|_| manifest.join("../../../shared/data/febrl4"));
+    // cargo runs a benchmark in its package's folder: a relative path is read from there, or
+    // else from the workspace root, where the command was most likely typed.
+    let resolve = |p: &str| {
+        let path = PathBuf::from(p);
+        let from_root = manifest.join("../..").join(&path);
+        if path.is_relative() && !path.exists() && from_root.exists() {
+            from_root.canonicalize().unwrap_or(from_root)
+        } else {
+            path
+        }
+    };
     let (a_path, b_path) = match args.as_slice() {
-        [a, b, ..] => (PathBuf::from(a), PathBuf::from(b)),
+        [a, b, ..] => (resolve(a), resolve(b)),
         _ => (root.join("dataset4a.csv"), root.join("dataset4b.csv")),
     };
     println!("# kinbridge family-tracing matching benchmark");
@@ -182,18 +197,23 @@ fn main() {
     let mut calibration = Vec::new();
     let mut evaluation = Vec::new();
     let mut comparisons = 0u64;
+    // Per language: queries, found first, found in the first five.
+    let mut by_language: std::collections::BTreeMap<&str, (usize, usize, usize)> =
+        std::collections::BTreeMap::new();
     for (q, query) in eb.iter().enumerate() {
         let truth = by_entity.get(b[q].entity.as_str()).copied();
         let ranked = top(query, &ea, 5);
         comparisons += ea.len() as u64;
         let Some(truth) = truth else { continue };
         linked += 1;
-        if ranked.first().is_some_and(|(_, i)| *i == truth) {
-            at1 += 1;
-        }
-        if ranked.iter().any(|(_, i)| *i == truth) {
-            at5 += 1;
-        }
+        let first = ranked.first().is_some_and(|(_, i)| *i == truth);
+        let five = ranked.iter().any(|(_, i)| *i == truth);
+        at1 += usize::from(first);
+        at5 += usize::from(five);
+        let counts = by_language.entry(b[q].language.as_str()).or_default();
+        counts.0 += 1;
+        counts.1 += usize::from(first);
+        counts.2 += usize::from(five);
         let even = b[q]
             .entity
             .parse::<u64>()
@@ -276,4 +296,16 @@ fn main() {
         pct(&latencies, 0.5),
         pct(&latencies, 0.99)
     );
+    if by_language.keys().any(|l| !l.is_empty()) {
+        println!();
+        println!("| language | queries | recall@1 | recall@5 |");
+        println!("|---|---|---|---|");
+        for (language, (n, first, five)) in &by_language {
+            println!(
+                "| {language} | {n} | {:.3} | {:.3} |",
+                *first as f64 / (*n).max(1) as f64,
+                *five as f64 / (*n).max(1) as f64
+            );
+        }
+    }
 }
