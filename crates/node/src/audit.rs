@@ -55,15 +55,7 @@ impl Auditor {
             .log
             .append(encode(entry))
             .map_err(|e| audit_failure(&e.to_string()))?;
-        let (tx, rx) = oneshot::channel();
-        self.log.commit_then(move |result| {
-            let _ = tx.send(result);
-        });
-        match rx.await {
-            Ok(Ok(_)) => Ok(index),
-            Ok(Err(e)) => Err(audit_failure(&e)),
-            Err(_) => Err(audit_failure("the audit commit thread has stopped")),
-        }
+        self.commit().await.map(|()| index)
     }
 
     /// Appends `entries` in order and returns once all are durable, with one commit: a batch
@@ -78,6 +70,11 @@ impl Auditor {
                 .append(encode(entry))
                 .map_err(|e| audit_failure(&e.to_string()))?;
         }
+        self.commit().await
+    }
+
+    /// Returns once everything appended so far is durable.
+    async fn commit(&self) -> Result<(), Status> {
         let (tx, rx) = oneshot::channel();
         self.log.commit_then(move |result| {
             let _ = tx.send(result);
