@@ -342,6 +342,10 @@ impl PayloadStore {
             ];
             file.read_exact_at(&mut bytes, place.offset)?;
             let record = Record::parse(&bytes).ok_or_else(|| damaged("damaged payload record"))?;
+            if record.state == PURGED && record.digest == key {
+                // Purged while this read was under way.
+                return Ok(None);
+            }
             if record.state != LIVE || record.digest != key || !record.intact(&bytes) {
                 return Err(damaged("damaged payload record"));
             }
