@@ -22,6 +22,15 @@ pub struct Bands {
     pub likely: f64,
 }
 
+/// The bands a node reports with the adopted schema ([`crate::SCHEMA`]): calibrated on the
+/// even-numbered entities of FEBRL 4 by `cargo bench -p kinbridge-linkage --bench linkage`
+/// ("likely" where at least 99% of pairs are true links, "possible" where at least 10% are),
+/// and checked on the odd-numbered ones (docs/performance.md).
+pub const BANDS: Bands = Bands {
+    possible: 0.548,
+    likely: 0.749,
+};
+
 impl Bands {
     /// The band of `similarity`.
     pub fn of(&self, similarity: f64) -> Band {

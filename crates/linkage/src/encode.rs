@@ -111,6 +111,9 @@ pub const SCHEMA_V1: Schema = Schema {
     sex_k: 10,
 };
 
+/// The schema nodes encode with and accept in tracing queries.
+pub const SCHEMA: Schema = SCHEMA_V1;
+
 /// A keyed Bloom-filter encoding of [`BITS`] bits.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Encoding([u64; WORDS]);

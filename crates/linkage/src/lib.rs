@@ -7,5 +7,5 @@ pub mod band;
 pub mod encode;
 pub mod normalize;
 
-pub use band::{Band, Bands};
-pub use encode::{BITS, Descriptor, Encoding, LinkageKey, SCHEMA_V1, Schema, Sex, encode};
+pub use band::{BANDS, Band, Bands};
+pub use encode::{BITS, Descriptor, Encoding, LinkageKey, SCHEMA, SCHEMA_V1, Schema, Sex, encode};
