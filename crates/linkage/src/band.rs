@@ -22,10 +22,12 @@ pub struct Bands {
     pub likely: f64,
 }
 
-/// The bands a node reports with the adopted schema ([`crate::SCHEMA`]): calibrated on the
-/// even-numbered entities of FEBRL 4 by `cargo bench -p kinbridge-linkage --bench linkage`
-/// ("likely" where at least 99% of pairs are true links, "possible" where at least 10% are),
-/// and checked on the odd-numbered ones (docs/performance.md).
+/// The bands a node reports with the adopted schema ([`crate::SCHEMA`], `kinbridge-clk-v1`):
+/// calibrated on the even-numbered entities of FEBRL 4 by `cargo bench -p kinbridge-linkage
+/// --bench linkage` ("likely" where at least 99.5% of pairs are true links, "possible" where at
+/// least 10% are), and checked on the odd-numbered ones, where 99.09% of "likely" pairs are true
+/// (docs/performance.md). Only valid for that schema: the hardened schemas score on other
+/// scales (balanced: possible ≥ 0.712, likely ≥ 0.842).
 pub const BANDS: Bands = Bands {
     possible: 0.548,
     likely: 0.749,

@@ -1,11 +1,19 @@
 //! Family tracing across borders without sending names: descriptors of children and relatives
 //! are normalised ([`normalize`]) and encoded locally into keyed Bloom-filter encodings
-//! ([`encode`]); only encodings are compared across borders, by Sørensen–Dice similarity, and
-//! scores are reported in calibrated bands ([`band`]). No I/O.
+//! ([`mod@encode`]); only encodings are compared across borders, by Sørensen–Dice similarity,
+//! and scores are reported in calibrated bands ([`band`]). The filters can be hardened against
+//! attacks that need no key ([`harden`]), which sets their length ([`encoding`]). No I/O.
 
 pub mod band;
 pub mod encode;
+pub mod encoding;
+pub mod harden;
 pub mod normalize;
 
 pub use band::{BANDS, Band, Bands};
-pub use encode::{BITS, Descriptor, Encoding, LinkageKey, SCHEMA, SCHEMA_V1, Schema, Sex, encode};
+pub use encode::{
+    BITS, Descriptor, Encoder, LinkageKey, SCHEMA, SCHEMA_V1, SCHEMA_V1_BAL, SCHEMA_V1_XOR, Schema,
+    Sex, encode,
+};
+pub use encoding::Encoding;
+pub use harden::Hardening;
