@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "kinbridge/v1/local.proto",
         "kinbridge/v1/audit.proto",
         "kinbridge/v1/admin.proto",
+        "kinbridge/v1/tracing.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={}", proto_root.join(file).display());

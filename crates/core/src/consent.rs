@@ -185,8 +185,8 @@ pub fn permit_withdrawal(draft: EnvelopeDraft) -> Result<PermittedTransfer, Cons
 }
 
 /// A permit for a message that holds no personal data (a consent withdrawal, a referral status
-/// update, a key update: ids, codes and keys only), which no consent scope needs to cover.
-/// Refuses any other kind.
+/// update, a key update, a tracing match notice or confirmation: ids, handles, bands, codes
+/// and keys only), which no consent scope needs to cover. Refuses any other kind.
 pub fn permit_without_personal_data(
     draft: EnvelopeDraft,
 ) -> Result<PermittedTransfer, ConsentViolation> {
@@ -195,10 +195,12 @@ pub fn permit_without_personal_data(
         pb::MessageKind::ConsentWithdrawal
             | pb::MessageKind::StatusUpdate
             | pb::MessageKind::KeyUpdate
+            | pb::MessageKind::TracingMatchNotice
+            | pb::MessageKind::TracingConfirmation
     );
     if !kind_ok || !draft.data_categories.is_empty() {
         return Err(ConsentViolation::Malformed(
-            "only a withdrawal, status update or key update without data categories is permitted without a scope".into(),
+            "only a withdrawal, status update, key update, match notice or match confirmation without data categories is permitted without a scope".into(),
         ));
     }
     Ok(PermittedTransfer { draft })

@@ -10,6 +10,7 @@
 pub mod consent;
 pub mod digest;
 pub mod envelope;
+pub mod family_tracing;
 pub mod firewall;
 pub mod ids;
 pub mod keys;

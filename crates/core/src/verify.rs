@@ -11,6 +11,7 @@ use prost::Message;
 
 use crate::digest::{EnvelopeDigest, PayloadCommitment, PayloadSalt};
 use crate::envelope::{HEADER_VERSION, SealedEnvelope};
+use crate::family_tracing;
 use crate::ids::{KeyId, MessageId, NodeId, UnitName};
 use crate::keys::{KeyError, Keyring, PeerKey};
 use crate::limits::{
@@ -213,6 +214,14 @@ pub enum VerifiedPayload {
     Status(pb::StatusUpdate),
     /// The sender publishes or revokes one of its own signing keys (no personal data).
     Key(KeyChange),
+    /// A tracing query: a keyed encoding under a one-time handle.
+    TracingQuery(pb::TracingQuery),
+    /// Handles and bands answering a tracing query (no personal data).
+    TracingNotice(pb::TracingMatchNotice),
+    /// A caseworker's review of a tracing match (no personal data).
+    TracingConfirmation(pb::TracingConfirmation),
+    /// The agreed fields of a case after a confirmed match.
+    TracingDisclosure(Box<pb::TracingDisclosure>),
 }
 
 /// What a verified key update asks of the receiver.
@@ -256,9 +265,7 @@ impl VerifiedEnvelope {
     pub fn referral(&self) -> Option<&pb::ReferralPayload> {
         match &self.payload {
             VerifiedPayload::Referral(r) => Some(r),
-            VerifiedPayload::Withdrawal(_)
-            | VerifiedPayload::Status(_)
-            | VerifiedPayload::Key(_) => None,
+            _ => None,
         }
     }
 }
@@ -346,6 +353,38 @@ pub fn verify_envelope(
             })?;
             (VerifiedPayload::Key(key_change(update)?), Vec::new())
         }
+        pb::MessageKind::TracingRequest => {
+            let query = decode_tracing::<pb::TracingQuery>(&sealed.payload, "TracingQuery")?;
+            family_tracing::check_query(&query, &header.data_categories)
+                .map_err(tracing_malformed)?;
+            let declared = header.data_categories.clone();
+            (VerifiedPayload::TracingQuery(query), declared)
+        }
+        pb::MessageKind::TracingMatchNotice => {
+            let notice =
+                decode_tracing::<pb::TracingMatchNotice>(&sealed.payload, "TracingMatchNotice")?;
+            family_tracing::check_notice(&notice).map_err(tracing_malformed)?;
+            (VerifiedPayload::TracingNotice(notice), Vec::new())
+        }
+        pb::MessageKind::TracingConfirmation => {
+            let confirmation =
+                decode_tracing::<pb::TracingConfirmation>(&sealed.payload, "TracingConfirmation")?;
+            family_tracing::check_confirmation(&confirmation).map_err(tracing_malformed)?;
+            (
+                VerifiedPayload::TracingConfirmation(confirmation),
+                Vec::new(),
+            )
+        }
+        pb::MessageKind::TracingDisclosure => {
+            let disclosure =
+                decode_tracing::<pb::TracingDisclosure>(&sealed.payload, "TracingDisclosure")?;
+            let present =
+                family_tracing::check_disclosure(&disclosure).map_err(tracing_malformed)?;
+            (
+                VerifiedPayload::TracingDisclosure(Box::new(disclosure)),
+                present,
+            )
+        }
         other => return Err(Refusal::UnsupportedKind(other.as_str_name().to_owned())),
     };
     if present != header.data_categories {
@@ -365,6 +404,15 @@ pub fn verify_envelope(
         digest,
         payload,
     })
+}
+
+fn decode_tracing<M: Message + Default>(payload: &[u8], what: &str) -> Result<M, Refusal> {
+    M::decode(payload)
+        .map_err(|e| Refusal::Malformed(format!("payload is not a valid {what}: {e}")))
+}
+
+fn tracing_malformed(what: String) -> Refusal {
+    Refusal::Malformed(format!("tracing: {what}"))
 }
 
 /// Longest reason code of a key revocation.

@@ -93,6 +93,18 @@ pub struct NodeConfig {
     /// Most messages the outbox holds queued; submissions beyond are refused with
     /// RESOURCE_EXHAUSTED until deliveries drain it.
     pub max_queued: u64,
+    /// The federation's linkage keys for family tracing, one per epoch; empty: this node
+    /// takes no part in family tracing.
+    pub linkage_keys: Vec<LinkageKeyConfig>,
+}
+
+/// One epoch's linkage key: a secret the federation shares among its nodes only.
+#[derive(Debug, Clone)]
+pub struct LinkageKeyConfig {
+    /// Its epoch.
+    pub epoch: u32,
+    /// The file holding it: 32 bytes in hexadecimal.
+    pub file: PathBuf,
 }
 
 /// One peer of the registry.
@@ -159,6 +171,22 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     peers: Vec<RawPeer>,
+    #[serde(default)]
+    tracing: RawTracing,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTracing {
+    #[serde(default)]
+    linkage_keys: Vec<RawLinkageKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLinkageKey {
+    epoch: u32,
+    file: PathBuf,
 }
 
 #[derive(Deserialize, Default)]
@@ -447,6 +475,20 @@ impl Checker<'_> {
                 signing_keys,
             });
         }
+        let mut linkage_keys: Vec<LinkageKeyConfig> = Vec::new();
+        for (i, k) in raw.tracing.linkage_keys.iter().enumerate() {
+            let at = |name: &str| format!("tracing.linkage_keys[{i}].{name}");
+            if k.epoch == 0 || linkage_keys.iter().any(|l| l.epoch == k.epoch) {
+                return Err(self.err(
+                    &at("epoch"),
+                    format!("an epoch from 1 up, each listed once; {} is not", k.epoch),
+                ));
+            }
+            linkage_keys.push(LinkageKeyConfig {
+                epoch: k.epoch,
+                file: self.file(&at("file"), &k.file)?,
+            });
+        }
         let cli_client = match raw.client {
             Some(c) => Some(ClientIdentity {
                 certificate: self.file("client.certificate", &c.certificate)?,
@@ -509,6 +551,7 @@ impl Checker<'_> {
                 }
             },
             tags: raw.tags,
+            linkage_keys,
             peer_rate: self.rate("limits.peer_requests_per_second", raw.limits.peer_requests_per_second, raw.limits.peer_burst, DEFAULT_PEER_RATE)?,
             client_rate: self.rate(
                 "limits.client_requests_per_second",

@@ -33,6 +33,16 @@ pub const DEV_CASEWORKER_UNIT: &str = crate::config::DEFAULT_INTAKE_UNIT;
 /// Text written before the PEM block of a development signing key.
 pub const DEV_KEY_WARNING: &str = "# kinbridge development signing key: never use in production (made by `kinbridge dev-certs`)\n";
 
+/// The first line of a development linkage key file; a node that is not a development node
+/// refuses a key file holding it.
+pub const DEV_LINKAGE_MARKER: &str =
+    "# kinbridge development linkage key: never use in production (made by `kinbridge dev-certs`)";
+
+/// The development federation's linkage key of epoch 1, shared by every development node.
+pub fn dev_linkage_key(root: &Path) -> PathBuf {
+    root.join("federation").join("linkage-epoch-1.key")
+}
+
 /// Why the development PKI could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum DevPkiError {
@@ -118,6 +128,19 @@ pub fn ensure(root: &Path, nodes: &[NodeId]) -> Result<Vec<PathBuf>, DevPkiError
     let mut created = Vec::new();
     for node in nodes {
         ensure_node(&DevNodeFiles::new(root, node), &mut created)?;
+    }
+    let linkage = dev_linkage_key(root);
+    if !linkage.exists() {
+        if let Some(dir) = linkage.parent() {
+            mkdir(dir)?;
+        }
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+        write_secret(
+            &linkage,
+            &format!("{DEV_LINKAGE_MARKER}\n{}\n", hex::encode(secret)),
+        )?;
+        created.push(linkage);
     }
     Ok(created)
 }
@@ -401,6 +424,10 @@ pub fn node_config(
         peer_rate: crate::config::DEFAULT_PEER_RATE,
         client_rate: crate::config::DEFAULT_CLIENT_RATE,
         max_queued: crate::config::DEFAULT_MAX_QUEUED,
+        linkage_keys: vec![crate::config::LinkageKeyConfig {
+            epoch: 1,
+            file: dev_linkage_key(root),
+        }],
     }
 }
 
@@ -429,6 +456,10 @@ pub fn config_toml(
         f.client_cert("caseworker").display(),
         f.client_key("caseworker").display(),
     );
+    toml.push_str(&format!(
+        "\n[tracing]\nlinkage_keys = [{{ epoch = 1, file = \"{}\" }}]\n",
+        dev_linkage_key(pki).display()
+    ));
     for (peer, endpoint) in peers {
         let p = DevNodeFiles::new(pki, peer);
         toml.push_str(&format!("\n[[peers]]\nnode_id = \"{peer}\"\n"));

@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod delivery;
 pub mod devpki;
+pub mod family_tracing;
 pub mod identity;
 pub mod keys;
 pub mod local_service;
@@ -25,6 +26,7 @@ pub mod server;
 pub mod status;
 pub mod store;
 pub mod tls;
+pub mod tracing_service;
 
 pub use config::{ConfigError, NodeConfig};
 pub use server::{Listeners, NodeError, RunningNode, run, spawn};

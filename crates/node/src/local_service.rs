@@ -373,10 +373,23 @@ impl LocalApi {
         &self,
         client: &LocalClient,
         message_id: String,
+        record: OutboxRecord,
+    ) -> Result<Response<pb::SubmitReferralResponse>, Status> {
+        self.queue_as(&client.name, client.unit_str(), message_id, record)
+            .await
+    }
+
+    /// [`Self::queue`] for a message submitted by `actor` (a local client's name, or the node
+    /// itself answering a peer) on behalf of `unit`.
+    pub(crate) async fn queue_as(
+        &self,
+        actor: &str,
+        unit: &str,
+        message_id: String,
         mut record: OutboxRecord,
     ) -> Result<Response<pb::SubmitReferralResponse>, Status> {
         let state = &self.state;
-        record.unit = client.unit_str().to_owned();
+        record.unit = unit.to_owned();
         if state.store.queued() >= state.max_queued {
             let mut status = refused(
                 Code::ResourceExhausted,
@@ -400,7 +413,7 @@ impl LocalApi {
                 &e.header,
                 &digest.0,
             );
-            entry.actor = client.name.clone();
+            entry.actor = actor.to_owned();
             state.auditor.record(&entry).await?;
         }
         let recipient = record.recipient.clone();
@@ -411,7 +424,7 @@ impl LocalApi {
             .map_err(|e| store_status(&e))?;
         state.delivery_wake.notify_one();
         state.metrics.queued(&recipient);
-        tracing::info!(%message_id, %recipient, "referral queued");
+        tracing::info!(%message_id, %recipient, "message queued");
         Ok(Response::new(pb::SubmitReferralResponse {
             message_id,
             state: pb::DeliveryState::Queued as i32,
@@ -469,7 +482,14 @@ impl LocalApi {
                     && client.sees(&record.unit)
             })
             .map_err(|e| store_status(&e))?;
-        let Some(scope) = header.and_then(|h| h.consent) else {
+        // Or a tracing case registered here under it.
+        let scope = match header.and_then(|h| h.consent) {
+            Some(scope) => Some(scope),
+            None => state
+                .tracing
+                .consent_of(&consent_id, |unit| client.sees(unit))?,
+        };
+        let Some(scope) = scope else {
             let status = refused(
                 Code::NotFound,
                 "unknown-consent",
@@ -484,8 +504,9 @@ impl LocalApi {
         entry.consent_id = consent_id.clone();
         entry.actor = client.name.clone();
         state.auditor.record(&entry).await?;
-        let purged_here =
-            crate::purge::purge_consent(state, &consent_id, &me, "consent-withdrawn").await?;
+        let purged_here = crate::purge::purge_consent(state, &consent_id, &me, "consent-withdrawn")
+            .await?
+            + crate::family_tracing::forget_consent(state, &consent_id, &me).await?;
         let mut targets: Vec<&String> = scope
             .recipients
             .iter()

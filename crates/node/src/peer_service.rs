@@ -17,6 +17,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::audit::with_header;
+use crate::family_tracing;
 use crate::registry::PeerAuth;
 use crate::server::NodeState;
 use crate::status::{
@@ -314,8 +315,29 @@ impl PeerApi {
             now,
         };
         // A withdrawal holds no personal data: no consent scope covers it.
+        let tracing_purpose = match verified.payload() {
+            VerifiedPayload::TracingQuery(_)
+            | VerifiedPayload::TracingNotice(_)
+            | VerifiedPayload::TracingConfirmation(_)
+            | VerifiedPayload::TracingDisclosure(_) => header.purpose == pb::Purpose::FamilyTracing,
+            _ => true,
+        };
+        if !tracing_purpose {
+            let detail = "family tracing messages are sent for PURPOSE_FAMILY_TRACING only";
+            return self
+                .refuse_signed(
+                    &verified,
+                    "purpose-not-tracing",
+                    detail,
+                    logged(pb::AuditEvent::Refused),
+                    &sender,
+                )
+                .await;
+        }
         let checked = match verified.payload() {
-            VerifiedPayload::Referral(_) => consent::check_parts(
+            VerifiedPayload::Referral(_)
+            | VerifiedPayload::TracingQuery(_)
+            | VerifiedPayload::TracingDisclosure(_) => consent::check_parts(
                 header.consent.as_ref(),
                 &header.consent_id,
                 header.purpose,
@@ -327,7 +349,9 @@ impl PeerApi {
             ),
             VerifiedPayload::Withdrawal(_)
             | VerifiedPayload::Status(_)
-            | VerifiedPayload::Key(_) => Ok(()),
+            | VerifiedPayload::Key(_)
+            | VerifiedPayload::TracingNotice(_)
+            | VerifiedPayload::TracingConfirmation(_) => Ok(()),
         };
         if let Err(violation) = checked {
             let detail = violation.to_string();
@@ -363,6 +387,7 @@ impl PeerApi {
                     "consent-withdrawn",
                 )
                 .await?;
+                family_tracing::forget_consent(state, &withdrawal.consent_id, &sender).await?;
                 tracing::info!(%message_id, purged, "consent withdrawn by its originator; payloads deleted");
             }
             // A status update about a referral this node sent to the update's sender.
@@ -454,7 +479,43 @@ impl PeerApi {
                 applied.map_err(|e| key_status(&e))?;
                 tracing::info!(%message_id, peer = %owner, "peer's signing key update applied");
             }
-            VerifiedPayload::Referral(_) => {}
+            VerifiedPayload::Referral(_)
+            | VerifiedPayload::TracingQuery(_)
+            | VerifiedPayload::TracingNotice(_)
+            | VerifiedPayload::TracingConfirmation(_)
+            | VerifiedPayload::TracingDisclosure(_) => {}
+        }
+        // A tracing message: answered, noted or refused by the tracing state.
+        let peer = &header.sender;
+        let tracing_taken = match verified.payload() {
+            VerifiedPayload::TracingQuery(query) => {
+                Some(family_tracing::take_query(state, peer, header, query).await?)
+            }
+            VerifiedPayload::TracingNotice(notice) => {
+                Some(family_tracing::take_notice(state, peer, notice).await?)
+            }
+            VerifiedPayload::TracingConfirmation(confirmation) => {
+                Some(family_tracing::take_confirmation(state, peer, confirmation).await?)
+            }
+            VerifiedPayload::TracingDisclosure(disclosure) => {
+                Some(family_tracing::take_disclosure(state, peer, &message_id, disclosure).await?)
+            }
+            _ => None,
+        };
+        match tracing_taken {
+            Some(Ok(tracing_unit)) => unit = tracing_unit,
+            Some(Err((code, detail))) => {
+                return self
+                    .refuse_signed(
+                        &verified,
+                        code,
+                        &detail,
+                        logged(pb::AuditEvent::Refused),
+                        &sender,
+                    )
+                    .await;
+            }
+            None => {}
         }
 
         let receipt = issue_receipt(&verified, &state.node_id, now, &state.keys.signer());

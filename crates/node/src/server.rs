@@ -38,6 +38,8 @@ use crate::store::{Store, StoreError};
 use crate::tls::{
     TlsError, accept_loop, client_verifier, load_certs, load_private_key, root_store, server_config,
 };
+use crate::tracing_service::TracingApi;
+use kinbridge_proto::v1::tracing_service_server::TracingServiceServer;
 
 /// Largest gRPC message the node decodes: well above the payload limit, so an oversized
 /// payload gets kinbridge's own clear refusal rather than a transport error.
@@ -87,6 +89,14 @@ pub enum NodeError {
     /// The key book.
     #[error("signing keys: {0}")]
     Keys(#[from] KeyBookError),
+    /// A linkage key file.
+    #[error("{path}: {reason}")]
+    LinkageKey {
+        /// The key file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The node certificate does not name this node.
     #[error("{path}: {reason}")]
     Identity {
@@ -146,6 +156,8 @@ pub struct NodeState {
     pub intake_unit: kinbridge_core::UnitName,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Family tracing: cases, standing queries, matches.
+    pub tracing: crate::family_tracing::Tracing,
 }
 
 impl NodeState {
@@ -221,6 +233,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         local_ca,
         registry,
         signing_key,
+        linkage_keys,
     } = check_material(config)?;
     let cert_pem = std::fs::read(&config.tls_certificate).map_err(|e| TlsError::Pem {
         path: config.tls_certificate.clone(),
@@ -255,6 +268,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         &note_keys(&config.node_id, &keys.own_keyring()),
     )?;
     let auditor = Arc::new(Auditor::new(audit_log, config.node_id.clone()));
+    let tracing = crate::family_tracing::Tracing::open(&store, linkage_keys)?;
     let state = Arc::new(NodeState {
         node_id: config.node_id.clone(),
         keys: Arc::new(keys),
@@ -279,6 +293,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         max_queued: config.max_queued,
         intake_unit: config.intake_unit.clone(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
+        tracing,
     });
     let mut certificates = vec![
         ("node", &config.node_id, &config.tls_certificate),
@@ -326,6 +341,8 @@ pub struct Material {
     pub registry: PeerRegistry,
     /// The signing key the config names.
     pub signing_key: NodeSigningKey,
+    /// The federation's linkage keys for family tracing.
+    pub linkage_keys: Vec<kinbridge_linkage::LinkageKey>,
 }
 
 /// Loads and checks every file `config` names, without opening the store or binding: what
@@ -396,12 +413,18 @@ pub fn check_material(config: &NodeConfig) -> Result<Material, NodeError> {
             });
         }
     }
+    let linkage_keys = crate::family_tracing::load_keys(&config.linkage_keys, config.development)
+        .map_err(|(path, reason)| NodeError::LinkageKey {
+        path: path.display().to_string(),
+        reason,
+    })?;
     Ok(Material {
         chain,
         key,
         local_ca,
         registry,
         signing_key,
+        linkage_keys,
     })
 }
 
@@ -456,6 +479,8 @@ impl PreparedNode {
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let local_service = LocalServiceServer::new(LocalApi::new(Arc::clone(&state)))
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let tracing_service = TracingServiceServer::new(TracingApi::new(Arc::clone(&state)))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let wait_stop = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
@@ -469,6 +494,9 @@ impl PreparedNode {
         health.set_serving::<LocalServiceServer<LocalApi>>().await;
         health.set_serving::<AuditServiceServer<AuditApi>>().await;
         health.set_serving::<AdminServiceServer<AdminApi>>().await;
+        health
+            .set_serving::<TracingServiceServer<TracingApi>>()
+            .await;
         let reflection = || {
             LOCAL_SERVICES.iter().fold(
                 tonic_reflection::server::Builder::configure()
@@ -492,6 +520,7 @@ impl PreparedNode {
         let local_server = Server::builder()
             .trace_fn(|req| request_span("local", req))
             .add_service(local_service)
+            .add_service(tracing_service)
             .add_service(local_audit)
             .add_service(admin_service)
             .add_service(health_service)
@@ -548,8 +577,9 @@ impl PreparedNode {
 }
 
 /// The services of the local port, as reflection lists them.
-pub const LOCAL_SERVICES: [&str; 6] = [
+pub const LOCAL_SERVICES: [&str; 7] = [
     "kinbridge.v1.LocalService",
+    "kinbridge.v1.TracingService",
     "kinbridge.v1.AuditService",
     "kinbridge.v1.AdminService",
     "grpc.health.v1.Health",

@@ -498,6 +498,42 @@ impl Store {
         .map_err(|e| StoreError::Commit(format!("cannot write a payload: {e}")))
     }
 
+    /// Opens (or creates) a tree of this store, for records kept by other parts of the node.
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
+    /// Writes personal data that belongs to no envelope (a tracing case) to the payload store
+    /// under `key`, durably: out of sled, so that it can be purged for real.
+    pub async fn put_blob(&self, key: [u8; 32], data: Vec<u8>) -> Result<(), StoreError> {
+        let payloads = std::sync::Arc::clone(&self.payloads);
+        tokio::task::spawn_blocking(move || payloads.put(&key, &data, &[]))
+            .await
+            .map_err(|e| StoreError::Commit(format!("payload write task failed: {e}")))?
+            .map_err(|e| StoreError::Commit(format!("cannot write a payload: {e}")))
+    }
+
+    /// What [`Self::put_blob`] wrote under `key`, or `None` if it was purged.
+    pub fn get_blob(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.payloads.get(key) {
+            Ok(found) => Ok(found.map(|(data, _)| data)),
+            Err(e) => Err(StoreError::Corrupt {
+                key: format!("payload {}", hex::encode(key)),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Purges what [`Self::put_blob`] wrote under `key`, durably.
+    pub async fn purge_blob(&self, key: [u8; 32]) -> Result<(), StoreError> {
+        let payloads = std::sync::Arc::clone(&self.payloads);
+        tokio::task::spawn_blocking(move || payloads.purge(&key))
+            .await
+            .map_err(|e| StoreError::Commit(format!("payload purge task failed: {e}")))?
+            .map_err(|e| StoreError::Commit(format!("cannot purge a payload: {e}")))?;
+        Ok(())
+    }
+
     /// `envelope` (as stored, without payload) with its payload and salt restored, or `None`
     /// if the payload was purged.
     pub fn with_payload(
