@@ -589,3 +589,265 @@ async fn a_family_in_malawi_finds_a_child_in_zambia_without_names_crossing_first
     }
     t.stop().await;
 }
+
+/// Seals `payload` of `kind` from `from` to `to` as the sending node would, for a test that
+/// plays a peer.
+fn sealed(
+    fed: &Federation,
+    from: &str,
+    to: &str,
+    kind: pb::MessageKind,
+    categories: Vec<pb::DataCategory>,
+    payload: Vec<u8>,
+) -> pb::Envelope {
+    let mut d = draft(from, to);
+    d.kind = kind;
+    d.purpose = pb::Purpose::FamilyTracing;
+    d.data_categories = categories;
+    let mut consent = tracing_consent("MW-CONSENT-TRACE-4", &[to]);
+    consent.categories = vec![
+        pb::DataCategory::Identity as i32,
+        pb::DataCategory::Family as i32,
+        pb::DataCategory::Location as i32,
+    ];
+    d.consent_id = consent.consent_id.clone();
+    d.consent = Some(consent);
+    kinbridge_core::envelope::danger::seal_unchecked(&d, payload, &fed.signing_key(from)).into()
+}
+
+/// The status of a refusal receipt.
+fn refusal_of(receipt: &pb::Receipt) -> (i32, String) {
+    let body = pb::ReceiptBody::decode(receipt.body.as_slice()).expect("receipt body");
+    (body.status, body.refusal_reason)
+}
+
+#[tokio::test]
+async fn bad_tracing_messages_are_refused_and_the_node_keeps_serving() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let mut peer = fed.peer_client_as("ZM-DSW", "MW-DSW");
+    let handle = kinbridge_core::family_tracing::random_handle;
+    let query = |epoch: u32, bytes: usize| {
+        pb::TracingQuery {
+            handle: handle(),
+            schema_id: kinbridge_linkage::SCHEMA.id.into(),
+            key_epoch: epoch,
+            encoding: vec![0x5a; bytes],
+        }
+        .encode_to_vec()
+    };
+    let identity = vec![pb::DataCategory::Identity];
+    let cases = [
+        // A query under a linkage key Zambia does not hold.
+        (
+            pb::MessageKind::TracingRequest,
+            identity.clone(),
+            query(7, 128),
+            "linkage-epoch-unknown",
+        ),
+        // An encoding of another length than the schema's.
+        (
+            pb::MessageKind::TracingRequest,
+            identity.clone(),
+            query(1, 100),
+            "bad-encoding",
+        ),
+        // A notice for a query Zambia never sent.
+        (
+            pb::MessageKind::TracingMatchNotice,
+            Vec::new(),
+            pb::TracingMatchNotice {
+                query_handle: handle(),
+                candidates: Vec::new(),
+            }
+            .encode_to_vec(),
+            "unknown-tracing-query",
+        ),
+        // A disclosure for a match nobody confirmed (none exists).
+        (
+            pb::MessageKind::TracingDisclosure,
+            identity.clone(),
+            pb::TracingDisclosure {
+                query_handle: handle(),
+                candidate_handle: handle(),
+                identity: Some(pb::IdentityData {
+                    given_names: vec!["Someone".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            "unknown-tracing-match",
+        ),
+    ];
+    for (kind, categories, payload, reason) in cases {
+        let envelope = sealed(&fed, "MW-DSW", "ZM-DSW", kind, categories, payload);
+        let receipt = peer
+            .deliver(pb::DeliverRequest {
+                envelope: Some(envelope),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{kind:?}: a signed refusal, not {e:?}"))
+            .into_inner()
+            .receipt
+            .expect("receipt");
+        assert_eq!(
+            refusal_of(&receipt),
+            (pb::ReceiptStatus::Refused as i32, reason.to_owned()),
+            "{kind:?}"
+        );
+    }
+    // A disclosure holding more than the agreed fields never reaches the tracing state.
+    let beyond = pb::TracingDisclosure {
+        query_handle: handle(),
+        candidate_handle: handle(),
+        location: Some(pb::LocationData {
+            current_location: "somewhere".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let envelope = sealed(
+        &fed,
+        "MW-DSW",
+        "ZM-DSW",
+        pb::MessageKind::TracingDisclosure,
+        vec![pb::DataCategory::Location],
+        beyond.encode_to_vec(),
+    );
+    let status = peer
+        .deliver(pb::DeliverRequest {
+            envelope: Some(envelope),
+        })
+        .await
+        .expect_err("malformed");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("agreed"), "{}", status.message());
+    assert!(!status.message().contains("somewhere"));
+
+    // Zambia still serves, and logged every refusal.
+    let mut zm = TracingServiceClient::new(fed.channel("ZM-DSW", "caseworker"));
+    register(
+        &mut zm,
+        pb::TracingCaseKind::Record,
+        tracing_consent("ZM-CONSENT-TRACE-2", &["MW-DSW"]),
+        child_in_zambia(),
+    )
+    .await;
+    let out = fed.dir.path().join("zm-audit.export");
+    let export = export_and_verify(&fed.pki, "ZM-DSW", fed.node("ZM-DSW").local_addr, &out).await;
+    assert_eq!(count(&entries(&export), pb::AuditEvent::Refused), 5);
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_withdrawn_record_is_purged_and_matches_no_later_query() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let mut zm = TracingServiceClient::new(fed.channel("ZM-DSW", "caseworker"));
+    let mut mw = TracingServiceClient::new(fed.channel("MW-DSW", "caseworker"));
+    register(
+        &mut zm,
+        pb::TracingCaseKind::Record,
+        tracing_consent("ZM-CONSENT-TRACE-3", &["MW-DSW"]),
+        child_in_zambia(),
+    )
+    .await;
+    let zm_data = fed.dir.path().join("data").join("ZM-DSW");
+    assert!(!files_containing(&zm_data, b"Kalingalinga").is_empty());
+    let withdrawn = fed
+        .local("ZM-DSW", "caseworker")
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            consent_id: "ZM-CONSENT-TRACE-3".into(),
+        })
+        .await
+        .expect("withdraw")
+        .into_inner();
+    assert_eq!(withdrawn.purged_here, 1);
+    assert_eq!(withdrawn.notices.len(), 1);
+    assert!(
+        files_containing(&zm_data, b"Kalingalinga").is_empty(),
+        "the case's data is gone from Zambia's disk"
+    );
+
+    // Malawi's query is answered, with no candidate.
+    let request = register(
+        &mut mw,
+        pb::TracingCaseKind::Request,
+        tracing_consent("MW-CONSENT-TRACE-5", &["ZM-DSW"]),
+        family_request_in_malawi(),
+    )
+    .await;
+    let mut mw_local = fed.local("MW-DSW", "caseworker");
+    let query = wait_delivery(&mut mw_local, &request.queries[0].message_id).await;
+    assert_eq!(query.state, pb::DeliveryState::Delivered as i32);
+    eventually("Malawi receives Zambia's notice", || {
+        let mut mw_local = mw_local.clone();
+        async move {
+            whole_inbox(&mut mw_local)
+                .await
+                .iter()
+                .any(|i| i.kind == pb::MessageKind::TracingMatchNotice as i32)
+        }
+    })
+    .await;
+    assert!(matches(&mut mw).await.is_empty());
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn queries_use_a_new_linkage_key_only_from_its_date() {
+    // Zambia already holds epoch 2 of the linkage key, for queries from tomorrow; Malawi holds
+    // only epoch 1. Zambia's query goes under epoch 1, and matches.
+    let fed = Federation::start_with(&["ZM-DSW", "MW-DSW"], |config| {
+        if config.node_id.as_str() == "ZM-DSW" {
+            let file = config.data_dir.with_extension("linkage-epoch-2.key");
+            std::fs::create_dir_all(file.parent().expect("dir")).expect("dir");
+            std::fs::write(&file, format!("{}\n", "ab".repeat(32))).expect("key");
+            config
+                .linkage_keys
+                .push(kinbridge_node::config::LinkageKeyConfig {
+                    epoch: 2,
+                    file,
+                    queries_from: Some(UnixMillis::now().plus_ms(86_400_000)),
+                });
+        }
+    })
+    .await;
+    let mut zm = TracingServiceClient::new(fed.channel("ZM-DSW", "caseworker"));
+    let mut mw = TracingServiceClient::new(fed.channel("MW-DSW", "caseworker"));
+    register(
+        &mut mw,
+        pb::TracingCaseKind::Record,
+        tracing_consent("MW-CONSENT-TRACE-6", &["ZM-DSW"]),
+        family_request_in_malawi(),
+    )
+    .await;
+    let request = register(
+        &mut zm,
+        pb::TracingCaseKind::Request,
+        tracing_consent("ZM-CONSENT-TRACE-7", &["MW-DSW"]),
+        child_in_zambia(),
+    )
+    .await;
+    let mut zm_local = fed.local("ZM-DSW", "caseworker");
+    let sent = wait_delivery(&mut zm_local, &request.queries[0].message_id).await;
+    assert_eq!(
+        sent.state,
+        pb::DeliveryState::Delivered as i32,
+        "{}",
+        sent.last_error
+    );
+    let received = whole_inbox(&mut fed.local("MW-DSW", "system"))
+        .await
+        .into_iter()
+        .find(|i| i.kind == pb::MessageKind::TracingRequest as i32)
+        .and_then(|i| i.envelope)
+        .expect("the query in Malawi's inbox");
+    let query = pb::TracingQuery::decode(received.payload.as_slice()).expect("query");
+    assert_eq!(query.key_epoch, 1);
+    eventually("Zambia's request matches Malawi's record", || {
+        let mut zm = zm.clone();
+        async move { !matches(&mut zm).await.is_empty() }
+    })
+    .await;
+    fed.shutdown().await;
+}

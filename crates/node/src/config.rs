@@ -105,6 +105,9 @@ pub struct LinkageKeyConfig {
     pub epoch: u32,
     /// The file holding it: 32 bytes in hexadecimal.
     pub file: PathBuf,
+    /// From when this node's queries use it (a rotation: every node holds the new key
+    /// before this instant); `None`: at once. Queries use the newest epoch in use.
+    pub queries_from: Option<UnixMillis>,
 }
 
 /// One peer of the registry.
@@ -187,6 +190,7 @@ struct RawTracing {
 struct RawLinkageKey {
     epoch: u32,
     file: PathBuf,
+    queries_from: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -487,6 +491,7 @@ impl Checker<'_> {
             linkage_keys.push(LinkageKeyConfig {
                 epoch: k.epoch,
                 file: self.file(&at("file"), &k.file)?,
+                queries_from: self.instant(&at("queries_from"), k.queries_from.as_deref())?,
             });
         }
         let cli_client = match raw.client {

@@ -427,6 +427,7 @@ pub fn node_config(
         linkage_keys: vec![crate::config::LinkageKeyConfig {
             epoch: 1,
             file: dev_linkage_key(root),
+            queries_from: None,
         }],
     }
 }

@@ -173,10 +173,20 @@ struct Index {
 /// it in a signed negative receipt.
 pub type Refused = (&'static str, String);
 
+/// A linkage key this node holds.
+#[derive(Debug, Clone)]
+pub struct HeldKey {
+    /// The key of one epoch.
+    pub key: LinkageKey,
+    /// From when this node's queries use it; `None`: at once.
+    pub queries_from: Option<UnixMillis>,
+}
+
 /// Family tracing state of a node.
 pub struct Tracing {
-    /// The federation's linkage keys, oldest epoch first; queries use the newest.
-    keys: Vec<LinkageKey>,
+    /// The federation's linkage keys, oldest epoch first. Records are encoded under each;
+    /// queries use the newest whose time has come.
+    keys: Vec<HeldKey>,
     cases: sled::Tree,
     queries: sled::Tree,
     matches: sled::Tree,
@@ -260,9 +270,9 @@ fn band_of(band: Band) -> Option<pb::MatchBand> {
 impl Tracing {
     /// Opens the tracing state in `store` and rebuilds the encodings: from the cases held, and
     /// from the standing queries in the inbox.
-    pub fn open(store: &crate::store::Store, keys: Vec<LinkageKey>) -> Result<Self, StoreError> {
+    pub fn open(store: &crate::store::Store, keys: Vec<HeldKey>) -> Result<Self, StoreError> {
         let mut keys = keys;
-        keys.sort_by_key(LinkageKey::epoch);
+        keys.sort_by_key(|k| k.key.epoch());
         let tracing = Self {
             keys,
             cases: store.tree("tracing_cases")?,
@@ -315,7 +325,16 @@ impl Tracing {
 
     /// The epochs of the linkage keys held.
     pub fn epochs(&self) -> Vec<u32> {
-        self.keys.iter().map(LinkageKey::epoch).collect()
+        self.keys.iter().map(|k| k.key.epoch()).collect()
+    }
+
+    /// The key this node's queries use at `now`: the newest whose time has come.
+    pub fn query_key(&self, now: UnixMillis) -> Option<&LinkageKey> {
+        self.keys
+            .iter()
+            .rev()
+            .find(|k| k.queries_from.is_none_or(|from| from <= now))
+            .map(|k| &k.key)
     }
 
     fn indexed(&self, case: &CaseRecord, payload: &pb::ReferralPayload) -> IndexedRecord {
@@ -326,7 +345,7 @@ impl Tracing {
             encodings: self
                 .keys
                 .iter()
-                .map(|k| (k.epoch(), encode(&d, &SCHEMA, k)))
+                .map(|k| (k.key.epoch(), encode(&d, &SCHEMA, &k.key)))
                 .collect(),
         }
     }
@@ -538,8 +557,12 @@ pub async fn register(
     let local = LocalApi::new(Arc::clone(state));
     let mut sealed = Vec::new();
     if kind == pb::TracingCaseKind::Request {
-        let Some(key) = tracing.keys.last() else {
-            return Err(disabled());
+        let Some(key) = tracing.query_key(now) else {
+            return Err(refused(
+                Code::FailedPrecondition,
+                "no-linkage-key-in-use",
+                "no linkage key of this node is in use for queries yet (see queries_from in [tracing] linkage_keys)",
+            ));
         };
         let d = descriptor(&case);
         let encoding = encode(&d, &SCHEMA, key);
@@ -1246,7 +1269,7 @@ fn printable(s: &str) -> String {
 pub fn load_keys(
     keys: &[crate::config::LinkageKeyConfig],
     development: bool,
-) -> Result<Vec<LinkageKey>, (std::path::PathBuf, String)> {
+) -> Result<Vec<HeldKey>, (std::path::PathBuf, String)> {
     let mut out = Vec::new();
     for k in keys {
         let err = |reason: String| (k.file.clone(), reason);
@@ -1269,7 +1292,10 @@ pub fn load_keys(
             .ok_or_else(|| {
                 err("a linkage key is 32 bytes written as 64 hexadecimal digits".into())
             })?;
-        out.push(LinkageKey::new(bytes, k.epoch));
+        out.push(HeldKey {
+            key: LinkageKey::new(bytes, k.epoch),
+            queries_from: k.queries_from,
+        });
     }
     Ok(out)
 }

@@ -342,7 +342,7 @@ pub struct Material {
     /// The signing key the config names.
     pub signing_key: NodeSigningKey,
     /// The federation's linkage keys for family tracing.
-    pub linkage_keys: Vec<kinbridge_linkage::LinkageKey>,
+    pub linkage_keys: Vec<crate::family_tracing::HeldKey>,
 }
 
 /// Loads and checks every file `config` names, without opening the store or binding: what
