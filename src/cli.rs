@@ -10,6 +10,7 @@ mod keys;
 mod node;
 mod peers;
 mod send;
+mod tracing_cmd;
 
 use std::process::ExitCode;
 
@@ -52,6 +53,8 @@ enum Command {
     Peers(peers::Args),
     /// Check a node's config and every file it names, without starting the node.
     Config(config::Args),
+    /// Family tracing: register a record or request, list matches, confirm (caseworker role).
+    Tracing(tracing_cmd::Args),
 }
 
 /// Parses the command line, runs the command, and turns an error into exit code 1.
@@ -87,6 +90,7 @@ pub fn main() -> ExitCode {
             Command::Keys(args) => keys::run(args).await,
             Command::Peers(args) => peers::run(args).await,
             Command::Config(args) => config::run(&args),
+            Command::Tracing(args) => tracing_cmd::run(args).await,
         }
     });
     match result {

@@ -360,3 +360,138 @@ async fn keys_and_peers_from_the_command_line() {
         "{stderr}"
     );
 }
+
+/// `kinbridge tracing` at two in-process nodes: a record in Malawi, a family's request in
+/// Zambia, the match listed at both, confirmed at both, and the disclosure shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracing_from_the_command_line() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let mut configs = std::collections::HashMap::new();
+    for (me, peer) in [("ZM-DSW", "MW-DSW"), ("MW-DSW", "ZM-DSW")] {
+        let toml = dev_config_toml(
+            &fed.pki,
+            me,
+            &fed.dir.path().join("cli-data").join(me),
+            &[(peer, None)],
+        );
+        let path = fed.dir.path().join(format!("{me}.toml"));
+        std::fs::write(&path, toml).expect("config");
+        configs.insert(me, path);
+    }
+    let run = |node: &str, args: Vec<String>| {
+        let mut cmd = kinbridge();
+        cmd.arg("tracing")
+            .arg(&args[0])
+            .arg("--config")
+            .arg(&configs[node])
+            .arg("--node")
+            .arg(fed.node(node).local_addr.to_string())
+            .args(&args[1..]);
+        async move {
+            let out = tokio::task::spawn_blocking(move || run_bounded(cmd))
+                .await
+                .expect("command task");
+            let stdout = text(&out.stdout);
+            assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+            stdout
+        }
+    };
+    let args = |s: &[&str]| s.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+    let record = run(
+        "MW-DSW",
+        args(&[
+            "register",
+            "--record",
+            "--consent",
+            "MW-TRACE-1",
+            "--given-by",
+            "child",
+            "--recipient",
+            "ZM-DSW",
+            "--given-name",
+            "Chikondi",
+            "--family-name",
+            "Banda",
+            "--sex",
+            "female",
+            "--birth-date",
+            "2013-07-21",
+            "--separated-at",
+            "Mchinji border",
+            "--relative",
+            "father:Yohane Banda",
+        ]),
+    )
+    .await;
+    assert!(record.starts_with("registered tracing case"), "{record}");
+    let request = run(
+        "ZM-DSW",
+        args(&[
+            "register",
+            "--request",
+            "--consent",
+            "ZM-TRACE-2",
+            "--given-by",
+            "parent",
+            "--recipient",
+            "MW-DSW",
+            "--given-name",
+            "Chikondi",
+            "--family-name",
+            "Bandah",
+            "--sex",
+            "female",
+            "--birth-year",
+            "2013",
+            "--separated-at",
+            "Mchinji",
+            "--relative",
+            "father:Yohane Banda",
+        ]),
+    )
+    .await;
+    assert!(request.contains("queued for MW-DSW"), "{request}");
+
+    // Poll (bounded) until each side lists the match.
+    let mut ids = std::collections::HashMap::new();
+    for node in ["ZM-DSW", "MW-DSW"] {
+        let deadline = std::time::Instant::now() + WAIT;
+        let listed = loop {
+            let listed = run(node, args(&["matches"])).await;
+            if !listed.starts_with("no tracing match") {
+                break listed;
+            }
+            assert!(std::time::Instant::now() < deadline, "{node}: no match");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert!(listed.contains("pending"), "{listed}");
+        assert!(
+            !listed.contains("Chikondi"),
+            "no name before confirmation: {listed}"
+        );
+        ids.insert(
+            node,
+            listed.split_whitespace().next().expect("id").to_owned(),
+        );
+    }
+    for node in ["ZM-DSW", "MW-DSW"] {
+        let confirmed = run(node, args(&["confirm", &ids[node]])).await;
+        assert!(confirmed.contains("confirmed here: yes"), "{confirmed}");
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let listed = run("ZM-DSW", args(&["matches"])).await;
+        if listed.contains("disclosed by MW-DSW") {
+            assert!(listed.contains("Chikondi Banda"), "{listed}");
+            assert!(listed.contains("born 2013-07-21"), "{listed}");
+            assert!(listed.contains("father: Yohane Banda"), "{listed}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no disclosure: {listed}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    fed.shutdown().await;
+}

@@ -106,6 +106,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .map(|k| k.fingerprint())
         .unwrap_or_default()
     );
+    let epochs: Vec<String> = config
+        .linkage_keys
+        .iter()
+        .map(|k| k.epoch.to_string())
+        .collect();
+    println!(
+        "  family tracing: {}",
+        if epochs.is_empty() {
+            "off (no linkage key)".to_owned()
+        } else {
+            format!("linkage key epoch(s) {}", epochs.join(", "))
+        }
+    );
     let peers: Vec<String> = config.peers.iter().map(|p| p.node_id.to_string()).collect();
     println!(
         "  peers: {}; intake unit: {}; {} warning(s)",
