@@ -261,18 +261,24 @@ fn print_match(m: &pb::TracingMatch) {
             } else {
                 i.birth_date.clone()
             };
+            let also = if i.other_names.is_empty() {
+                String::new()
+            } else {
+                format!(" (also {})", i.other_names.join(", "))
+            };
             println!(
-                "    disclosed by {}: {} (also {}), born {born}",
+                "    disclosed by {}: {}{also}, born {born}",
                 m.peer,
-                names.join(" "),
-                i.other_names.join(", ")
+                names.join(" ")
             );
         }
         if let Some(l) = &d.location {
-            println!(
-                "    separated at {} on {}",
-                l.place_of_separation, l.date_of_separation
-            );
+            let on = if l.date_of_separation.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", l.date_of_separation)
+            };
+            println!("    separated at {}{on}", l.place_of_separation);
         }
         for r in d.family.iter().flat_map(|f| &f.members) {
             println!("    {}: {}", r.relationship, r.names.join(", "));
