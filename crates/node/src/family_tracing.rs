@@ -891,6 +891,12 @@ pub async fn take_notice(
             format!("this node sent {peer} no tracing query with that handle"),
         )));
     };
+    if case.purged_at_ms != 0 {
+        return Ok(Err((
+            "tracing-case-withdrawn",
+            "the consent of the request this query was sent for was withdrawn".to_owned(),
+        )));
+    }
     for c in &notice.candidates {
         if tracing
             .match_by_handles(peer.as_str(), &notice.query_handle, &c.handle)?
@@ -998,7 +1004,13 @@ pub async fn review(
         m.ruled_out = true;
         "ruled-out"
     };
-    let case = tracing.case(&m.case_id)?.unwrap_or_default();
+    let Some(case) = tracing.case(&m.case_id)?.filter(|c| c.purged_at_ms == 0) else {
+        return Err(refused(
+            Code::FailedPrecondition,
+            "tracing-case-withdrawn",
+            format!("the consent of the case of tracing match {match_id} was withdrawn"),
+        ));
+    };
     let consent_id = case
         .consent
         .as_ref()
@@ -1150,6 +1162,15 @@ pub async fn take_disclosure(
             format!("this node holds no tracing match with {peer} under those handles"),
         )));
     };
+    if tracing
+        .case(&m.case_id)?
+        .is_none_or(|c| c.purged_at_ms != 0)
+    {
+        return Ok(Err((
+            "tracing-case-withdrawn",
+            "the consent of this node's case in this match was withdrawn".to_owned(),
+        )));
+    }
     if !m.confirmed() {
         return Ok(Err((
             "tracing-match-not-confirmed",
