@@ -7,8 +7,10 @@
 //! file is a query, ranked against every record of the first by Dice similarity of their
 //! encodings. The band thresholds are calibrated on the queries of even-numbered entities and
 //! evaluated on the odd-numbered ones. This is done for the unhardened, XOR-folded and
-//! balanced schemas on the same data, so that the recall a hardening costs is measured; the
-//! adopted schema ([`kinbridge_linkage::SCHEMA`]) gets the full table.
+//! balanced schemas on the same data, so that the recall a hardening costs is measured, and
+//! for the schema with phonetic keys ([`kinbridge_linkage::SCHEMA_V2`]) at several weights of
+//! its phonetic feature, so that what phonetic keys give (or cost) is measured; the adopted
+//! schema ([`kinbridge_linkage::SCHEMA`]) gets the full table.
 //!
 //! Run: `cargo bench -p kinbridge-linkage --bench linkage [-- A.csv B.csv]` (default: FEBRL 4,
 //! `../shared/data/febrl4/dataset4a.csv` and `dataset4b.csv` beside the project).
@@ -19,12 +21,28 @@ use std::time::{Duration, Instant};
 
 use kinbridge_linkage::{
     Band, Bands, Descriptor, Encoder, Encoding, LinkageKey, SCHEMA, SCHEMA_V1, SCHEMA_V1_BAL,
-    SCHEMA_V1_XOR, Schema,
+    SCHEMA_V1_XOR, SCHEMA_V2, Schema,
 };
 
 const COMMAND: &str = "cargo bench -p kinbridge-linkage --bench linkage";
 /// The schemas compared: unhardened first, the baseline of the recall differences.
 const SCHEMAS: [Schema; 3] = [SCHEMA_V1, SCHEMA_V1_XOR, SCHEMA_V1_BAL];
+/// The phonetic settings compared with [`SCHEMA_V1`]: (`name_phonetic_k`, `name_bigram_k`),
+/// the rest as in [`SCHEMA_V2`] (which is one of them). All keep [`SCHEMA_V2`]'s id, so that
+/// [`SCHEMA_V2`]'s figures are exactly those of its setting. The id is hashed with every
+/// feature, so a new id draws every position anew, as another key would: the settings with
+/// `name_phonetic_k` 0 are the controls, telling what the phonetic keys change from what the
+/// new id (and the bigrams' weight) alone change.
+const PHONETIC: [(usize, usize); 8] = [
+    (0, 15),
+    (4, 15),
+    (8, 15),
+    (12, 15),
+    (0, 12),
+    (4, 12),
+    (8, 12),
+    (12, 12),
+];
 /// Records a query is answered against in the speed test.
 const SCALE: usize = 100_000;
 /// Queries timed against [`SCALE`] records.
@@ -334,11 +352,7 @@ fn measure(schema: &Schema, key: &LinkageKey, a: &[Record], b: &[Record], timed:
 /// The full table of one schema's figures.
 fn print_adopted(f: &Figures) {
     println!();
-    println!(
-        "## adopted schema {} ({} bits)",
-        f.schema.id,
-        f.schema.hardening.bits()
-    );
+    println!("## adopted schema {}", label(&f.schema));
     println!();
     println!("| measure | value |");
     println!("|---|---|");
@@ -386,19 +400,29 @@ fn print_adopted(f: &Figures) {
     }
 }
 
-/// One row per measure, one column per schema.
-fn print_comparison(all: &[Figures]) {
+/// A schema's id, length and, if it has phonetic keys, their weight and the bigrams'.
+fn label(schema: &Schema) -> String {
+    let bits = schema.hardening.bits();
+    if schema.id == SCHEMA_V2.id {
+        format!(
+            "{} (phonetic k {}, bigram k {}; {bits} bits)",
+            schema.id, schema.name_phonetic_k, schema.name_bigram_k
+        )
+    } else {
+        format!("{} ({bits} bits)", schema.id)
+    }
+}
+
+/// One row per measure, one column per schema; the first is the baseline of the differences.
+fn print_comparison(title: &str, all: &[&Figures]) {
     println!();
-    println!("## hardening: every schema on the same data and key");
+    println!("## {title}");
     println!();
-    let ids: Vec<String> = all
-        .iter()
-        .map(|f| format!("{} ({} bits)", f.schema.id, f.schema.hardening.bits()))
-        .collect();
+    let ids: Vec<String> = all.iter().map(|f| label(&f.schema)).collect();
     println!("| measure | {} |", ids.join(" | "));
     println!("|---|{}", "---|".repeat(all.len()));
     let row = |name: &str, cell: &dyn Fn(&Figures) -> String| {
-        let cells: Vec<String> = all.iter().map(cell).collect();
+        let cells: Vec<String> = all.iter().map(|f| cell(f)).collect();
         println!("| {name} | {} |", cells.join(" | "));
     };
     row("recall@1", &|f| format!("{:.4}", f.recall_at1()));
@@ -450,17 +474,19 @@ fn print_comparison(all: &[Figures]) {
             format!("{:.3}", first as f64 / n.max(1) as f64)
         });
     }
-    if let Some((base, hardened)) = all.split_first() {
-        let diffs: Vec<String> = hardened
+    if let Some((base, others)) = all.split_first() {
+        let diffs: Vec<String> = others
             .iter()
-            .map(|f| format!("{} {:+.4}", f.schema.id, f.recall_at1() - base.recall_at1()))
+            .map(|f| {
+                format!(
+                    "{} {:+.4}",
+                    label(&f.schema),
+                    f.recall_at1() - base.recall_at1()
+                )
+            })
             .collect();
         println!();
-        println!(
-            "recall@1 vs. unhardened {}: {}",
-            base.schema.id,
-            diffs.join(", ")
-        );
+        println!("recall@1 vs. {}: {}", base.schema.id, diffs.join(", "));
     }
 }
 
@@ -497,28 +523,46 @@ fn main() {
     );
     println!("machine: {}", machine());
     let (a, b) = (read(&a_path), read(&b_path));
-    let ids: Vec<&str> = SCHEMAS.iter().map(|s| s.id).collect();
+    // The hardenings, then the phonetic settings: every schema measured, in this order.
+    let phonetic = PHONETIC.map(|(phonetic_k, bigram_k)| Schema {
+        name_phonetic_k: phonetic_k,
+        name_bigram_k: bigram_k,
+        ..SCHEMA_V2
+    });
+    let schemas: Vec<Schema> = SCHEMAS.iter().chain(&phonetic).copied().collect();
+    let ids: Vec<String> = schemas.iter().map(label).collect();
     println!(
         "records: {} and {}; fields: given name + surname (one bag of tokens), date of birth, suburb; schemas {}; adopted {}",
         a.len(),
         b.len(),
         ids.join(", "),
-        SCHEMA.id
+        label(&SCHEMA)
     );
     let key = LinkageKey::new([KEY; 32], 1);
-    let all: Vec<Figures> = SCHEMAS
+    let all: Vec<Figures> = schemas
         .iter()
         .map(|schema| measure(schema, &key, &a, &b, true))
         .collect();
     if let Some(adopted) = all.iter().find(|f| f.schema == SCHEMA) {
         print_adopted(adopted);
     }
-    print_comparison(&all);
+    let (hardened, with_phonetic) = all.split_at(SCHEMAS.len());
+    print_comparison(
+        "hardening: every schema on the same data and key",
+        &hardened.iter().collect::<Vec<_>>(),
+    );
+    print_comparison(
+        "phonetic keys: kinbridge-clk-v1 and kinbridge-clk-v2's settings on the same data and key",
+        &hardened[..1]
+            .iter()
+            .chain(with_phonetic)
+            .collect::<Vec<_>>(),
+    );
     let by_key: Vec<Vec<Figures>> = MORE_KEYS
         .iter()
         .map(|k| {
             let key = LinkageKey::new([*k; 32], 1);
-            SCHEMAS
+            schemas
                 .iter()
                 .map(|schema| measure(schema, &key, &a, &b, false))
                 .collect()
@@ -540,9 +584,9 @@ fn print_key_spread(all: &[Figures], by_key: &[Vec<Figures>]) {
     );
     println!();
     println!(
-        "| schema | recall@1 min / mean / max | recall@5 min / mean / max | precision of \"likely\" min / mean / max | keys meeting the FEBRL 4 targets |"
+        "| schema | recall@1 min / mean / max | recall@5 min / mean / max | precision of \"likely\" min / mean / max | recall of \"likely\" min / mean / max | keys meeting the FEBRL 4 targets |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for (i, first) in all.iter().enumerate() {
         let runs: Vec<&Figures> = std::iter::once(first)
             .chain(by_key.iter().filter_map(|figures| figures.get(i)))
@@ -555,11 +599,12 @@ fn print_key_spread(all: &[Figures], by_key: &[Vec<Figures>]) {
             format!("{min:.4} / {mean:.4} / {max:.4}")
         };
         println!(
-            "| {} | {} | {} | {} | {} of {} |",
-            first.schema.id,
+            "| {} | {} | {} | {} | {} | {} of {} |",
+            label(&first.schema),
             spread(&Figures::recall_at1),
             spread(&Figures::recall_at5),
             spread(&Figures::likely_precision),
+            spread(&Figures::likely_recall),
             runs.iter().filter(|f| f.meets_targets()).count(),
             runs.len()
         );

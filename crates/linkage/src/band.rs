@@ -27,7 +27,8 @@ pub struct Bands {
 /// --bench linkage` ("likely" where at least 99.5% of pairs are true links, "possible" where at
 /// least 10% are), and checked on the odd-numbered ones, where 99.09% of "likely" pairs are true
 /// (docs/performance.md). Only valid for that schema: the hardened schemas score on other
-/// scales (balanced: possible ≥ 0.712, likely ≥ 0.842).
+/// scales (balanced: possible ≥ 0.712, likely ≥ 0.842), and the schema with phonetic keys,
+/// [`crate::SCHEMA_V2`], not adopted, on its own (possible ≥ 0.554, likely ≥ 0.745).
 pub const BANDS: Bands = Bands {
     possible: 0.548,
     likely: 0.749,
