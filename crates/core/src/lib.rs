@@ -18,6 +18,7 @@ pub mod limits;
 pub mod pae;
 pub mod receipt;
 pub mod referral;
+pub mod reporting;
 pub mod time;
 pub mod verify;
 pub mod workflow;
