@@ -10,6 +10,7 @@ mod keys;
 mod node;
 mod peers;
 mod send;
+mod stats;
 mod tracing_cmd;
 
 use std::process::ExitCode;
@@ -55,6 +56,9 @@ enum Command {
     Config(config::Args),
     /// Family tracing: register a record or request, list matches, confirm (caseworker role).
     Tracing(tracing_cmd::Args),
+    /// Counts for reporting, grouped by age band, sex, migratory status, purpose, route,
+    /// month or outcome, small counts withheld (auditor or admin role).
+    Stats(stats::Args),
 }
 
 /// Parses the command line, runs the command, and turns an error into exit code 1.
@@ -91,6 +95,7 @@ pub fn main() -> ExitCode {
             Command::Peers(args) => peers::run(args).await,
             Command::Config(args) => config::run(&args),
             Command::Tracing(args) => tracing_cmd::run(args).await,
+            Command::Stats(args) => stats::run(args).await,
         }
     });
     match result {

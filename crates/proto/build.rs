@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "kinbridge/v1/audit.proto",
         "kinbridge/v1/admin.proto",
         "kinbridge/v1/tracing.proto",
+        "kinbridge/v1/reporting.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={}", proto_root.join(file).display());

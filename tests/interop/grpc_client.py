@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 TIMEOUT = 30
 REQUIRED = {
     "kinbridge.v1.LocalService",
+    "kinbridge.v1.ReportingService",
     "kinbridge.v1.TracingService",
     "kinbridge.v1.AuditService",
     "kinbridge.v1.AdminService",

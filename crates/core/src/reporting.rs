@@ -6,6 +6,7 @@
 //! dimension summed out, at every level, down to the grand total), and suppresses:
 //!
 //! 1. **Primary**: every entry (cell or total) from 1 to `threshold - 1` is withheld.
+//!    Outputs show every withheld entry alike, not which ones are the small ones.
 //! 2. **Complementary**: every line of the table (the entries along one dimension, other
 //!    coordinates fixed, and their total) that has exactly one withheld entry gets a second
 //!    one, the smallest non-zero entry of the line (cells before totals), so that no withheld
@@ -17,6 +18,8 @@
 //! Zero counts are published: a zero withheld as a complement could only move one way.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use kinbridge_proto::v1 as pb;
 
 /// A dimension a count can be grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -77,6 +80,93 @@ pub fn age_band(age: Option<i64>) -> &'static str {
         Some(15..=17) => "15-17",
         Some(18..) => "18+",
         _ => "unknown",
+    }
+}
+
+/// The civil date (year, month, day; UTC) of `ms` milliseconds since the Unix epoch.
+pub fn civil(ms: i64) -> (i64, u32, u32) {
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = ms.div_euclid(86_400_000) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `YYYY-MM` of `ms` (UTC).
+pub fn month_of(ms: i64) -> String {
+    let (y, m, _) = civil(ms);
+    format!("{y:04}-{m:02}")
+}
+
+/// The age in whole years at `ms` of a person described by `identity`: from the birth date
+/// (`YYYY-MM-DD`, or `YYYY`) or else the estimated birth year.
+pub fn age_at(identity: &pb::IdentityData, ms: i64) -> Option<i64> {
+    let (y, m, d) = civil(ms);
+    let mut parts = identity
+        .birth_date
+        .split('-')
+        .map(|p| p.parse::<i64>().ok());
+    match (
+        parts.next().flatten(),
+        parts.next().flatten(),
+        parts.next().flatten(),
+    ) {
+        (Some(by), Some(bm), Some(bd)) => {
+            let before_birthday = (i64::from(m), i64::from(d)) < (bm, bd);
+            Some(y - by - i64::from(before_birthday))
+        }
+        (Some(by), _, _) => Some(y - by),
+        _ if identity.estimated_birth_year > 0 => {
+            Some(y - i64::from(identity.estimated_birth_year))
+        }
+        _ => None,
+    }
+    .filter(|age| *age >= 0)
+}
+
+fn enum_name(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix)
+        .to_ascii_lowercase()
+        .replace('_', "-")
+}
+
+/// The dimensions of a referral `payload` sent for `purpose` from `origin` to `destination`
+/// at `at_ms`, with `outcome`.
+pub fn fact_of(
+    payload: &pb::ReferralPayload,
+    purpose: pb::Purpose,
+    origin: &str,
+    destination: &str,
+    at_ms: i64,
+    outcome: &str,
+) -> Fact {
+    let identity = payload.identity.clone().unwrap_or_default();
+    let sex = match pb::Sex::try_from(identity.sex) {
+        Ok(pb::Sex::Unspecified) | Err(_) => "unknown".to_owned(),
+        Ok(s) => enum_name(s.as_str_name(), "SEX_"),
+    };
+    let status = payload
+        .protection_concerns
+        .as_ref()
+        .and_then(|p| pb::MigratoryStatus::try_from(p.migratory_status).ok())
+        .filter(|s| *s != pb::MigratoryStatus::Unspecified)
+        .map_or("unknown".to_owned(), |s| {
+            enum_name(s.as_str_name(), "MIGRATORY_STATUS_")
+        });
+    Fact {
+        age_band: age_band(age_at(&identity, at_ms)).to_owned(),
+        sex,
+        migratory_status: status,
+        purpose: enum_name(purpose.as_str_name(), "PURPOSE_"),
+        route: format!("{origin} → {destination}"),
+        month: month_of(at_ms),
+        outcome: outcome.to_owned(),
     }
 }
 
@@ -333,26 +423,84 @@ fn suppress(grid: &Grid, counts: &[u64], threshold: u64) -> Vec<bool> {
                 }
             }
         }
-        // Audit: an entry the equations still determine gets a further complement.
-        let determined = determined(&withheld, &lines);
-        let Some(at) = determined else {
-            return withheld;
-        };
-        let extra = lines
-            .iter()
-            .filter(|l| l.contains(&at))
-            .find_map(|l| complement(grid, counts, &withheld, l));
-        match extra {
-            Some(c) => withheld[c] = true,
-            // Nothing left to withhold along its lines: withhold every non-zero entry.
-            None => {
-                for (i, c) in counts.iter().enumerate() {
-                    withheld[i] |= *c > 0;
+        // Audit, one group of connected withheld entries at a time: each entry the
+        // equations still determine gets a further complement on one of its lines, or else on
+        // any line of its group. Once every non-zero entry on a group's lines is withheld, the
+        // group's equations hold only unknowns and zeros, and then none is determined.
+        let mut added = false;
+        for group in groups(&withheld, &lines) {
+            let group_lines: Vec<&Vec<usize>> = lines
+                .iter()
+                .filter(|l| l.iter().any(|i| group.contains(i)))
+                .collect();
+            if group.len() > MAX_AUDITED {
+                // Too large to audit: withhold what makes it safe without the audit.
+                for line in &group_lines {
+                    for i in line.iter().copied() {
+                        if counts[i] > 0 && !withheld[i] {
+                            withheld[i] = true;
+                            added = true;
+                        }
+                    }
                 }
-                return withheld;
+                continue;
+            }
+            for at in determined(&group, &group_lines) {
+                let mut extra = group_lines
+                    .iter()
+                    .filter(|l| l.contains(&at))
+                    .find_map(|l| complement(grid, counts, &withheld, l));
+                if extra.is_none() {
+                    extra = group_lines
+                        .iter()
+                        .filter_map(|l| complement(grid, counts, &withheld, l))
+                        .min_by_key(|i| (grid.is_total(*i), counts[*i], *i));
+                }
+                if let Some(c) = extra {
+                    withheld[c] = true;
+                    added = true;
+                }
+            }
+        }
+        if !added {
+            return withheld;
+        }
+    }
+}
+
+/// Most withheld entries one connected group may hold for the audit's elimination; a larger
+/// group (a sparse table grouped by many dimensions) has every non-zero entry on its lines
+/// withheld instead.
+pub const MAX_AUDITED: usize = 600;
+
+/// The withheld entries in groups: two are in one group if a line holds both.
+fn groups(withheld: &[bool], lines: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let mut parent: Vec<usize> = (0..withheld.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for line in lines {
+        let mut first = None;
+        for i in line.iter().copied().filter(|i| withheld[*i]) {
+            match first {
+                None => first = Some(i),
+                Some(f) => {
+                    let (a, b) = (root(&mut parent, f), root(&mut parent, i));
+                    parent[a] = b;
+                }
             }
         }
     }
+    let mut by_root: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in (0..withheld.len()).filter(|i| withheld[*i]) {
+        let r = root(&mut parent, i);
+        by_root.entry(r).or_default().push(i);
+    }
+    by_root.into_values().collect()
 }
 
 /// The entry of `line` to withhold beside the ones already withheld: the smallest non-zero
@@ -387,16 +535,12 @@ fn inverse(a: u64) -> u64 {
     out
 }
 
-/// A withheld entry that the table's equations determine, if any. The unknowns are the
-/// withheld entries; each line holding one gives an equation (its cells sum to its total).
+/// The withheld entries among `unknowns` (one group) that the table's equations determine.
+/// Each line holding one of them gives an equation (its cells sum to its total).
 /// An unknown is determined exactly when its unit vector lies in the equations' row space:
 /// in reduced row echelon form, its column is a pivot whose row has no other entry. Ranks are
 /// taken modulo the prime 2^61 − 1.
-fn determined(withheld: &[bool], lines: &[Vec<usize>]) -> Option<usize> {
-    let unknowns: Vec<usize> = (0..withheld.len()).filter(|i| withheld[*i]).collect();
-    if unknowns.is_empty() {
-        return None;
-    }
+fn determined(unknowns: &[usize], lines: &[&Vec<usize>]) -> Vec<usize> {
     let column: BTreeMap<usize, usize> =
         unknowns.iter().enumerate().map(|(c, i)| (*i, c)).collect();
     let mut rows: Vec<Vec<u64>> = Vec::new();
@@ -404,7 +548,7 @@ fn determined(withheld: &[bool], lines: &[Vec<usize>]) -> Option<usize> {
         let mut row = vec![0u64; unknowns.len()];
         let mut any = false;
         let total = line[line.len() - 1];
-        for i in line {
+        for i in line.iter() {
             if let Some(c) = column.get(i) {
                 row[*c] = if *i == total { P - 1 } else { 1 };
                 any = true;
@@ -443,13 +587,14 @@ fn determined(withheld: &[bool], lines: &[Vec<usize>]) -> Option<usize> {
     }
     pivots
         .into_iter()
-        .find(|(row, col)| {
+        .filter(|(row, col)| {
             rows[*row]
                 .iter()
                 .enumerate()
                 .all(|(j, v)| j == *col || *v == 0)
         })
         .map(|(_, col)| unknowns[col])
+        .collect()
 }
 
 #[cfg(test)]
@@ -768,6 +913,59 @@ mod tests {
                 "{target}"
             );
         }
+    }
+
+    #[test]
+    fn dates_ages_and_facts() {
+        assert_eq!(civil(0), (1970, 1, 1));
+        // 2026-11-22T12:00:00Z.
+        let at = 1_795_348_800_000;
+        assert_eq!(civil(at), (2026, 11, 22));
+        assert_eq!(month_of(at), "2026-11");
+        assert_eq!(civil(951_782_400_000), (2000, 2, 29));
+        let born = |date: &str, year: u32| pb::IdentityData {
+            birth_date: date.into(),
+            estimated_birth_year: year,
+            ..Default::default()
+        };
+        assert_eq!(age_at(&born("2014-11-22", 0), at), Some(12));
+        assert_eq!(age_at(&born("2014-11-23", 0), at), Some(11));
+        assert_eq!(age_at(&born("", 2010), at), Some(16));
+        assert_eq!(age_at(&born("", 0), at), None);
+        assert_eq!(age_at(&born("2030-01-01", 0), at), None);
+        let payload = pb::ReferralPayload {
+            identity: Some(pb::IdentityData {
+                given_names: vec!["Amina".into()],
+                sex: pb::Sex::Female as i32,
+                estimated_birth_year: 2014,
+                ..Default::default()
+            }),
+            protection_concerns: Some(pb::ProtectionConcerns {
+                migratory_status: pb::MigratoryStatus::LeftBehind as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let f = fact_of(
+            &payload,
+            pb::Purpose::ServiceReferral,
+            "ZM-DSW",
+            "MW-DSW",
+            at,
+            "pending",
+        );
+        assert_eq!(
+            f,
+            Fact {
+                age_band: "12-14".into(),
+                sex: "female".into(),
+                migratory_status: "left-behind".into(),
+                purpose: "service-referral".into(),
+                route: "ZM-DSW → MW-DSW".into(),
+                month: "2026-11".into(),
+                outcome: "pending".into(),
+            }
+        );
     }
 
     #[test]

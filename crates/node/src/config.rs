@@ -96,7 +96,12 @@ pub struct NodeConfig {
     /// The federation's linkage keys for family tracing, one per epoch; empty: this node
     /// takes no part in family tracing.
     pub linkage_keys: Vec<LinkageKeyConfig>,
+    /// Counts from 1 to this minus one are withheld from reports (default 5).
+    pub suppression_threshold: u64,
 }
+
+/// Counts from 1 to this minus one are withheld from reports unless the config says otherwise.
+pub const DEFAULT_SUPPRESSION_THRESHOLD: u64 = 5;
 
 /// One epoch's linkage key: a secret the federation shares among its nodes only.
 #[derive(Debug, Clone)]
@@ -176,6 +181,14 @@ struct RawConfig {
     peers: Vec<RawPeer>,
     #[serde(default)]
     tracing: RawTracing,
+    #[serde(default)]
+    reporting: RawReporting,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReporting {
+    suppression_threshold: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -557,6 +570,11 @@ impl Checker<'_> {
             },
             tags: raw.tags,
             linkage_keys,
+            suppression_threshold: match raw.reporting.suppression_threshold {
+                None => DEFAULT_SUPPRESSION_THRESHOLD,
+                Some(n @ 2..=1000) => n,
+                Some(_) => return Err(self.err("reporting.suppression_threshold", "a count from 2 to 1000")),
+            },
             peer_rate: self.rate("limits.peer_requests_per_second", raw.limits.peer_requests_per_second, raw.limits.peer_burst, DEFAULT_PEER_RATE)?,
             client_rate: self.rate(
                 "limits.client_requests_per_second",

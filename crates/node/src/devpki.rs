@@ -429,6 +429,7 @@ pub fn node_config(
             file: dev_linkage_key(root),
             queries_from: None,
         }],
+        suppression_threshold: crate::config::DEFAULT_SUPPRESSION_THRESHOLD,
     }
 }
 

@@ -22,6 +22,8 @@ pub mod peer_service;
 pub mod purge;
 pub mod ratelimit;
 pub mod registry;
+pub mod reporting;
+pub mod reporting_service;
 pub mod server;
 pub mod status;
 pub mod store;

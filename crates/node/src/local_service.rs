@@ -417,11 +417,17 @@ impl LocalApi {
             state.auditor.record(&entry).await?;
         }
         let recipient = record.recipient.clone();
-        state
-            .store
-            .enqueue(&message_id, record)
-            .await
+        // Its reporting dimensions, made durable by the queue's own commit.
+        let noted = state
+            .reporting
+            .note_sent(&record)
             .map_err(|e| store_status(&e))?;
+        if let Err(e) = state.store.enqueue(&message_id, record).await {
+            if let Some(key) = noted {
+                let _ = state.reporting.forget(&key);
+            }
+            return Err(store_status(&e));
+        }
         state.delivery_wake.notify_one();
         state.metrics.queued(&recipient);
         tracing::info!(%message_id, %recipient, "message queued");

@@ -594,6 +594,13 @@ impl PeerApi {
         let entries: Vec<pb::AuditEntry> = taken.iter().map(|(_, t)| t.entry.clone()).collect();
         state.auditor.record_all(&entries).await?;
         let mut records: Vec<InboxRecord> = taken.iter().map(|(_, t)| t.record.clone()).collect();
+        // Reporting dimensions, from the payloads, made durable by the inbox's commit.
+        for record in &records {
+            state
+                .reporting
+                .note_received(record)
+                .map_err(|e| store_status(&e))?;
+        }
         let envelopes = records
             .iter_mut()
             .map(|r| r.envelope.take().unwrap_or_default())

@@ -34,11 +34,13 @@ use crate::identity::{is_development, local_client_of, node_id_of};
 use crate::local_service::{LocalApi, LocalAuth};
 use crate::peer_service::PeerApi;
 use crate::registry::{PeerRegistry, RegistryError};
+use crate::reporting_service::ReportingApi;
 use crate::store::{Store, StoreError};
 use crate::tls::{
     TlsError, accept_loop, client_verifier, load_certs, load_private_key, root_store, server_config,
 };
 use crate::tracing_service::TracingApi;
+use kinbridge_proto::v1::reporting_service_server::ReportingServiceServer;
 use kinbridge_proto::v1::tracing_service_server::TracingServiceServer;
 
 /// Largest gRPC message the node decodes: well above the payload limit, so an oversized
@@ -158,6 +160,10 @@ pub struct NodeState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Family tracing: cases, standing queries, matches.
     pub tracing: crate::family_tracing::Tracing,
+    /// The dimensions of every referral sent or received, for reporting.
+    pub reporting: crate::reporting::Reporting,
+    /// Counts from 1 to this minus one are withheld from reports.
+    pub suppression_threshold: u64,
 }
 
 impl NodeState {
@@ -269,6 +275,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
     )?;
     let auditor = Arc::new(Auditor::new(audit_log, config.node_id.clone()));
     let tracing = crate::family_tracing::Tracing::open(&store, linkage_keys)?;
+    let reporting = crate::reporting::Reporting::open(&store)?;
     let state = Arc::new(NodeState {
         node_id: config.node_id.clone(),
         keys: Arc::new(keys),
@@ -294,6 +301,8 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         intake_unit: config.intake_unit.clone(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
         tracing,
+        reporting,
+        suppression_threshold: config.suppression_threshold,
     });
     let mut certificates = vec![
         ("node", &config.node_id, &config.tls_certificate),
@@ -481,6 +490,7 @@ impl PreparedNode {
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let tracing_service = TracingServiceServer::new(TracingApi::new(Arc::clone(&state)))
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let reporting_service = ReportingServiceServer::new(ReportingApi::new(Arc::clone(&state)));
         let wait_stop = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
@@ -496,6 +506,9 @@ impl PreparedNode {
         health.set_serving::<AdminServiceServer<AdminApi>>().await;
         health
             .set_serving::<TracingServiceServer<TracingApi>>()
+            .await;
+        health
+            .set_serving::<ReportingServiceServer<ReportingApi>>()
             .await;
         let reflection = || {
             LOCAL_SERVICES.iter().fold(
@@ -521,6 +534,7 @@ impl PreparedNode {
             .trace_fn(|req| request_span("local", req))
             .add_service(local_service)
             .add_service(tracing_service)
+            .add_service(reporting_service)
             .add_service(local_audit)
             .add_service(admin_service)
             .add_service(health_service)
@@ -577,9 +591,10 @@ impl PreparedNode {
 }
 
 /// The services of the local port, as reflection lists them.
-pub const LOCAL_SERVICES: [&str; 7] = [
+pub const LOCAL_SERVICES: [&str; 8] = [
     "kinbridge.v1.LocalService",
     "kinbridge.v1.TracingService",
+    "kinbridge.v1.ReportingService",
     "kinbridge.v1.AuditService",
     "kinbridge.v1.AdminService",
     "grpc.health.v1.Health",
