@@ -401,3 +401,94 @@ async fn statistics_are_for_auditors_and_admins_and_bad_requests_are_refused() {
     );
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn tracing_queries_count_with_their_request_s_dimensions_at_the_sender() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let mut mw = kinbridge_proto::v1::tracing_service_client::TracingServiceClient::new(
+        fed.channel("MW-DSW", "caseworker"),
+    );
+    let (year, _, _) = kinbridge_core::reporting::civil(UnixMillis::now().0);
+    let mut queries = Vec::new();
+    for i in 0..5 {
+        let now = UnixMillis::now();
+        let registered = mw
+            .register_tracing_case(pb::RegisterTracingCaseRequest {
+                kind: pb::TracingCaseKind::Request as i32,
+                consent: Some(pb::ConsentScope {
+                    consent_id: format!("TRACE-CONSENT-{i}"),
+                    given_by: pb::ConsentGiver::Parent as i32,
+                    purposes: vec![pb::Purpose::FamilyTracing as i32],
+                    categories: vec![
+                        pb::DataCategory::Identity as i32,
+                        pb::DataCategory::ProtectionConcerns as i32,
+                    ],
+                    recipients: vec!["ZM-DSW".into()],
+                    valid_from_ms: now.plus_ms(-60_000).0,
+                    expires_at_ms: now.plus_ms(86_400_000).0,
+                    ..Default::default()
+                }),
+                case: Some(pb::ReferralPayload {
+                    identity: Some(pb::IdentityData {
+                        given_names: vec![format!("Sought{i}")],
+                        sex: pb::Sex::Female as i32,
+                        estimated_birth_year: u32::try_from(year - 9).expect("year"),
+                        ..Default::default()
+                    }),
+                    protection_concerns: Some(pb::ProtectionConcerns {
+                        migratory_status: pb::MigratoryStatus::Separated as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                peers: Vec::new(),
+                ttl_seconds: 3600,
+            })
+            .await
+            .expect("register")
+            .into_inner();
+        queries.extend(registered.queries.into_iter().map(|q| q.message_id));
+    }
+    let mut local = fed.local("MW-DSW", "caseworker");
+    for id in &queries {
+        assert_eq!(
+            wait_delivery(&mut local, id).await.state,
+            pb::DeliveryState::Delivered as i32
+        );
+    }
+    let dims = ["purpose", "route", "age_band", "sex", "migratory_status"];
+    let sent = statistics(&fed, "MW-DSW", &dims).await;
+    let cell = sent
+        .entries
+        .iter()
+        .find(|e| {
+            e.values
+                == [
+                    "family-tracing",
+                    "MW-DSW → ZM-DSW",
+                    "5-11",
+                    "female",
+                    "separated",
+                ]
+        })
+        .expect("the queries' cell");
+    assert_eq!((cell.count, cell.withheld), (5, false));
+    // The receiver cannot read a query's dimensions: it counts the queries, as unknown.
+    let received = statistics(&fed, "ZM-DSW", &dims).await;
+    let cell = received
+        .entries
+        .iter()
+        .find(|e| {
+            e.values
+                == [
+                    "family-tracing",
+                    "MW-DSW → ZM-DSW",
+                    "unknown",
+                    "unknown",
+                    "unknown",
+                ]
+        })
+        .expect("the received queries' cell");
+    assert_eq!((cell.count, cell.withheld), (5, false));
+    fed.shutdown().await;
+}

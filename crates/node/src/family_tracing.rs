@@ -631,6 +631,10 @@ pub async fn register(
     state.store.commit().await.map_err(|e| store_status(&e))?;
     let mut sent = Vec::new();
     for (message_id, outbox) in sealed {
+        state
+            .reporting
+            .note_query(&outbox, &case)
+            .map_err(|e| store_status(&e))?;
         let peer = outbox.recipient.clone();
         local
             .queue_as(actor, unit, message_id.clone(), outbox)

@@ -53,16 +53,28 @@ fn key(origin: &str, message_id: &str) -> Vec<u8> {
     k
 }
 
-/// The record of a referral or case transfer `envelope` (with its payload); `None` for any
-/// other kind.
+/// The record of `envelope` (with its payload) if it carries a case: a referral or case
+/// transfer, a tracing disclosure (its agreed fields), a tracing query (no dimension can be
+/// read from an encoding: its sender notes the request's own with [`Reporting::note_query`]);
+/// `None` for any other kind.
 fn record_of(envelope: &pb::Envelope, at_ms: i64, sent: bool) -> Option<(Vec<u8>, StatsRecord)> {
     let header = pb::EnvelopeHeader::decode(envelope.header.as_slice()).ok()?;
-    let carries_case = header.kind == pb::MessageKind::Referral as i32
-        || header.kind == pb::MessageKind::CaseTransfer as i32;
-    if !carries_case {
-        return None;
-    }
-    let payload = pb::ReferralPayload::decode(envelope.payload.as_slice()).ok()?;
+    let payload = match pb::MessageKind::try_from(header.kind).ok()? {
+        pb::MessageKind::Referral | pb::MessageKind::CaseTransfer => {
+            pb::ReferralPayload::decode(envelope.payload.as_slice()).ok()?
+        }
+        pb::MessageKind::TracingDisclosure => {
+            let d = pb::TracingDisclosure::decode(envelope.payload.as_slice()).ok()?;
+            pb::ReferralPayload {
+                identity: d.identity,
+                location: d.location,
+                family: d.family,
+                ..Default::default()
+            }
+        }
+        pb::MessageKind::TracingRequest => pb::ReferralPayload::default(),
+        _ => return None,
+    };
     let purpose = pb::Purpose::try_from(header.purpose).unwrap_or(pb::Purpose::Unspecified);
     let f = fact_of(
         &payload,
@@ -93,8 +105,9 @@ impl Reporting {
         })
     }
 
-    /// Notes a message this node is about to queue (made durable by the queue's commit).
-    /// Returns the key to forget if queueing fails.
+    /// Notes a message this node is about to queue (made durable by the queue's commit),
+    /// unless it was noted already (a tracing query, by [`Self::note_query`]). Returns the key
+    /// to forget if queueing fails.
     pub fn note_sent(&self, record: &OutboxRecord) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(envelope) = &record.envelope else {
             return Ok(None);
@@ -102,8 +115,46 @@ impl Reporting {
         let Some((k, r)) = record_of(envelope, record.submitted_at_ms, true) else {
             return Ok(None);
         };
-        self.tree.insert(&k, r.encode_to_vec())?;
+        let _ = self
+            .tree
+            .compare_and_swap(&k, None::<&[u8]>, Some(r.encode_to_vec()))?;
         Ok(Some(k))
+    }
+
+    /// Notes a tracing query this node is about to send for `request` (whose dimensions the
+    /// query's encoding does not show), before it is queued.
+    pub fn note_query(
+        &self,
+        record: &OutboxRecord,
+        request: &pb::ReferralPayload,
+    ) -> Result<(), StoreError> {
+        let Some(envelope) = &record.envelope else {
+            return Ok(());
+        };
+        let Ok(header) = pb::EnvelopeHeader::decode(envelope.header.as_slice()) else {
+            return Ok(());
+        };
+        let f = fact_of(
+            request,
+            pb::Purpose::FamilyTracing,
+            &header.sender,
+            &header.recipient,
+            record.submitted_at_ms,
+            "",
+        );
+        let r = StatsRecord {
+            age_band: f.age_band,
+            sex: f.sex,
+            migratory_status: f.migratory_status,
+            purpose: f.purpose,
+            origin: header.sender.clone(),
+            destination: header.recipient,
+            at_ms: record.submitted_at_ms,
+            sent: true,
+        };
+        self.tree
+            .insert(key(&header.sender, &header.message_id), r.encode_to_vec())?;
+        Ok(())
     }
 
     /// Forgets what [`Self::note_sent`] noted for a message that was not queued after all.
