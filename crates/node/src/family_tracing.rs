@@ -1189,25 +1189,28 @@ pub async fn take_disclosure(
 
 /// The match as the local API shows it, with the peer's disclosure once received.
 pub fn to_api(state: &NodeState, m: &MatchRecord) -> Result<pb::TracingMatch, Status> {
-    let disclosure = if m.disclosure_received.is_empty() {
+    // The peer's disclosure counts as received once it is in the inbox (the match notes it
+    // just before the inbox commit); a purged one stays received, without its fields.
+    let item = if m.disclosure_received.is_empty() {
         None
     } else {
-        let item = state
+        state
             .store
             .inbox_lookup(&m.peer, &m.disclosure_received)
-            .map_err(|e| store_status(&e))?;
-        match item.and_then(|i| i.envelope.filter(|_| i.purged_at_ms == 0)) {
-            Some(envelope) => state
-                .store
-                .with_payload(envelope)
-                .map_err(|e| store_status(&e))?
-                .and_then(|e| pb::TracingDisclosure::decode(e.payload.as_slice()).ok()),
-            None => None,
-        }
+            .map_err(|e| store_status(&e))?
+    };
+    let received = item.is_some();
+    let disclosure = match item.and_then(|i| i.envelope.filter(|_| i.purged_at_ms == 0)) {
+        Some(envelope) => state
+            .store
+            .with_payload(envelope)
+            .map_err(|e| store_status(&e))?
+            .and_then(|e| pb::TracingDisclosure::decode(e.payload.as_slice()).ok()),
+        None => None,
     };
     let state_of = if m.ruled_out {
         pb::TracingMatchState::RuledOut
-    } else if !m.disclosure_received.is_empty() {
+    } else if received {
         pb::TracingMatchState::Disclosed
     } else if m.confirmed() {
         pb::TracingMatchState::Confirmed
