@@ -851,3 +851,52 @@ async fn queries_use_a_new_linkage_key_only_from_its_date() {
     .await;
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_query_answered_after_a_failed_notice_keeps_its_matches() {
+    // Zambia's outbox holds one message at most, and one is stuck (to a peer that is down,
+    // expiring in a second): the notice answering Malawi's query cannot be queued at first,
+    // Malawi's node retries, and the retry is answered with the same match, not a second.
+    let fed = Federation::start_with(&["ZM-DSW", "MW-DSW", "ZW-DSD"], |config| {
+        if config.node_id.as_str() == "ZM-DSW" {
+            config.max_queued = 1;
+            for peer in &mut config.peers {
+                if peer.node_id.as_str() == "ZW-DSD" {
+                    peer.endpoint = Some("https://127.0.0.1:9".into());
+                }
+            }
+        }
+    })
+    .await;
+    let mut zm = TracingServiceClient::new(fed.channel("ZM-DSW", "caseworker"));
+    let mut mw = TracingServiceClient::new(fed.channel("MW-DSW", "caseworker"));
+    register(
+        &mut zm,
+        pb::TracingCaseKind::Record,
+        tracing_consent("ZM-CONSENT-TRACE-8", &["MW-DSW"]),
+        child_in_zambia(),
+    )
+    .await;
+    let mut stuck = submit_request("ZW-DSD");
+    stuck.ttl_seconds = 1;
+    let mut zm_local = fed.local("ZM-DSW", "caseworker");
+    zm_local.submit_referral(stuck).await.expect("queued");
+    register(
+        &mut mw,
+        pb::TracingCaseKind::Request,
+        tracing_consent("MW-CONSENT-TRACE-9", &["ZM-DSW"]),
+        family_request_in_malawi(),
+    )
+    .await;
+    eventually(
+        "Malawi holds the match once Zambia's outbox has room",
+        || {
+            let mut mw = mw.clone();
+            async move { !matches(&mut mw).await.is_empty() }
+        },
+    )
+    .await;
+    assert_eq!(matches(&mut mw).await.len(), 1);
+    assert_eq!(matches(&mut zm).await.len(), 1);
+    fed.shutdown().await;
+}

@@ -405,6 +405,21 @@ impl Tracing {
         self.get_match(&String::from_utf8_lossy(&id))
     }
 
+    /// The matches noted here for `peer`'s query `query_handle`, best band first.
+    fn matches_of_query(&self, peer: &str, query_handle: &str) -> Result<Vec<MatchRecord>, Status> {
+        let mut prefix = handle_key(peer, query_handle, None);
+        prefix.push(0);
+        let mut out = Vec::new();
+        for entry in self.handles.scan_prefix(prefix) {
+            let (_, id) = entry.map_err(sled_status)?;
+            if let Some(m) = self.get_match(&String::from_utf8_lossy(&id))? {
+                out.push(m);
+            }
+        }
+        out.sort_by_key(|m| std::cmp::Reverse(m.band));
+        Ok(out)
+    }
+
     /// Every match, newest first, with its case's unit.
     pub fn all_matches(&self) -> Result<Vec<(MatchRecord, String)>, Status> {
         let mut out = Vec::new();
@@ -844,21 +859,27 @@ pub async fn take_query(
     if tracing.queries.get(&key).map_err(sled_status)?.is_some() {
         return Ok(Ok(unit));
     }
-    let now = UnixMillis::now();
-    let found = candidates(
-        state,
-        &tracing.read_index(),
-        peer,
-        query.key_epoch,
-        &encoding,
-        now,
-    );
-    let mut matches = Vec::new();
-    for (case_id, band, _) in found {
-        if let Some(case) = tracing.case(&case_id)? {
-            matches.push(new_match(state, &case, peer.as_str(), &query.handle, band).await?);
+    // A query whose notice could not be queued (the sender retries it) has its matches
+    // already: the same candidates, under the same handles, go in the notice.
+    let mut matches = tracing.matches_of_query(peer.as_str(), &query.handle)?;
+    if matches.is_empty() {
+        let now = UnixMillis::now();
+        let found = candidates(
+            state,
+            &tracing.read_index(),
+            peer,
+            query.key_epoch,
+            &encoding,
+            now,
+        );
+        for (case_id, band, _) in found {
+            if let Some(case) = tracing.case(&case_id)? {
+                matches.push(new_match(state, &case, peer.as_str(), &query.handle, band).await?);
+            }
         }
     }
+    notify(state, &record, &matches).await?;
+    // Only once answered does the query stand, and a re-delivery find it answered.
     tracing
         .queries
         .insert(key, record.encode_to_vec())
@@ -867,7 +888,6 @@ pub async fn take_query(
         record: record.clone(),
         encoding,
     });
-    notify(state, &record, &matches).await?;
     tracing::info!(peer = %peer, candidates = matches.len(), "tracing query answered");
     Ok(Ok(unit))
 }
