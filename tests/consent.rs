@@ -401,7 +401,11 @@ async fn onward_transfer_and_withdrawal_along_a_three_node_route() {
     if let Some(r) = request.referral.as_mut() {
         r.case_reference = String::from_utf8(marker.to_vec()).expect("utf8");
     }
-    submit_delivered(&mut zambia, request).await;
+    let sent = submit_delivered(&mut zambia, request).await;
+    // The sender reads back the envelope as sent, payload included.
+    let payload = |d: pb::GetDeliveryResponse| d.envelope.expect("envelope").payload;
+    let before = payload(wait_delivery(&mut zambia, &sent).await);
+    assert!(before.windows(marker.len()).any(|w| w == marker));
 
     // Malawi, a transit country, passes it on to Zimbabwe; not to anyone else.
     let mut malawi = fed.local("MW-DSW", "caseworker");
@@ -493,6 +497,8 @@ async fn onward_transfer_and_withdrawal_along_a_three_node_route() {
         .expect("signed by the recipient");
         assert_eq!(receipt.status, pb::ReceiptStatus::Accepted);
     }
+    // Read back after the withdrawal, the envelope has no payload.
+    assert!(payload(wait_delivery(&mut zambia, &sent).await).is_empty());
     // The bytes are gone from every node's store, not just hidden.
     for node in ["ZM-DSW", "MW-DSW", "ZW-DSD"] {
         let left = files_containing(&data.join(node), marker);

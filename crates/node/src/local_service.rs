@@ -698,7 +698,7 @@ impl LocalApi {
                 })?;
             let queued = record.state == pb::DeliveryState::Queued as i32;
             if !queued || tokio::time::Instant::now() >= deadline {
-                return Ok(Response::new(delivery_response(id, record)));
+                return Ok(Response::new(delivery_response(store, id, record)));
             }
             let mut stopping = state_stopping.subscribe();
             let changed = tokio::select! {
@@ -708,7 +708,7 @@ impl LocalApi {
             if !changed || *state_stopping.borrow() {
                 let record = store.outbox_get(&id).map_err(|e| store_status(&e))?;
                 if let Some(record) = record {
-                    return Ok(Response::new(delivery_response(id, record)));
+                    return Ok(Response::new(delivery_response(store, id, record)));
                 }
                 continue;
             }
@@ -836,7 +836,21 @@ impl LocalApi {
     }
 }
 
-fn delivery_response(message_id: String, r: OutboxRecord) -> pb::GetDeliveryResponse {
+/// The delivery of an outbox record, with its envelope's payload restored from the payload
+/// store (none once purged).
+fn delivery_response(
+    store: &crate::store::Store,
+    message_id: String,
+    r: OutboxRecord,
+) -> pb::GetDeliveryResponse {
+    let envelope = r.envelope.map(|e| {
+        let restored = if r.purged_at_ms == 0 {
+            store.with_payload(e.clone()).ok().flatten()
+        } else {
+            None
+        };
+        restored.unwrap_or(e)
+    });
     pb::GetDeliveryResponse {
         message_id,
         recipient: r.recipient,
@@ -846,7 +860,7 @@ fn delivery_response(message_id: String, r: OutboxRecord) -> pb::GetDeliveryResp
         receipt: r.receipt,
         submitted_at_ms: r.submitted_at_ms,
         delivered_at_ms: r.delivered_at_ms,
-        envelope: r.envelope,
+        envelope,
     }
 }
 
