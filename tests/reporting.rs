@@ -136,6 +136,15 @@ async fn statistics(fed: &Federation, node: &str, group_by: &[&str]) -> pb::GetS
         .into_inner()
 }
 
+/// The entry of `table` with `values`.
+fn entry<'a>(table: &'a pb::GetStatisticsResponse, values: &[&str]) -> &'a pb::StatisticsEntry {
+    table
+        .entries
+        .iter()
+        .find(|e| e.values == values)
+        .unwrap_or_else(|| panic!("no entry {values:?}"))
+}
+
 /// Checks a table against the cases `node` sent or received.
 fn check(table: &pb::GetStatisticsResponse, cases: &[Case], node: &str) -> usize {
     let mine: Vec<&Case> = cases
@@ -458,37 +467,29 @@ async fn tracing_queries_count_with_their_request_s_dimensions_at_the_sender() {
     }
     let dims = ["purpose", "route", "age_band", "sex", "migratory_status"];
     let sent = statistics(&fed, "MW-DSW", &dims).await;
-    let cell = sent
-        .entries
-        .iter()
-        .find(|e| {
-            e.values
-                == [
-                    "family-tracing",
-                    "MW-DSW → ZM-DSW",
-                    "5-11",
-                    "female",
-                    "separated",
-                ]
-        })
-        .expect("the queries' cell");
+    let cell = entry(
+        &sent,
+        &[
+            "family-tracing",
+            "MW-DSW → ZM-DSW",
+            "5-11",
+            "female",
+            "separated",
+        ],
+    );
     assert_eq!((cell.count, cell.withheld), (5, false));
     // The receiver cannot read a query's dimensions: it counts the queries, as unknown.
     let received = statistics(&fed, "ZM-DSW", &dims).await;
-    let cell = received
-        .entries
-        .iter()
-        .find(|e| {
-            e.values
-                == [
-                    "family-tracing",
-                    "MW-DSW → ZM-DSW",
-                    "unknown",
-                    "unknown",
-                    "unknown",
-                ]
-        })
-        .expect("the received queries' cell");
+    let cell = entry(
+        &received,
+        &[
+            "family-tracing",
+            "MW-DSW → ZM-DSW",
+            "unknown",
+            "unknown",
+            "unknown",
+        ],
+    );
     assert_eq!((cell.count, cell.withheld), (5, false));
     fed.shutdown().await;
 }

@@ -263,17 +263,7 @@ pub fn tabulate(
         }
     }
     // The observed values of each dimension; index `len` is that dimension's total.
-    let values: Vec<Vec<String>> = dimensions
-        .iter()
-        .map(|d| {
-            facts
-                .iter()
-                .map(|f| f.value(*d).to_owned())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect()
-        })
-        .collect();
+    let values = values_seen(facts, dimensions);
     let shape: Vec<usize> = values.iter().map(|v| v.len() + 1).collect();
     let size = shape
         .iter()
@@ -343,6 +333,21 @@ pub fn tabulate(
         primary,
         complementary,
     })
+}
+
+/// The values of each of `dimensions` that `facts` hold, sorted.
+fn values_seen(facts: &[Fact], dimensions: &[Dimension]) -> Vec<Vec<String>> {
+    dimensions
+        .iter()
+        .map(|d| {
+            facts
+                .iter()
+                .map(|f| f.value(*d).to_owned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        })
+        .collect()
 }
 
 /// A dense array over the extended table (each dimension's last index is its total).
@@ -790,17 +795,7 @@ mod tests {
                 }
             }
             // Rebuild the grid to search alternatives.
-            let values: Vec<Vec<String>> = dims
-                .iter()
-                .map(|d| {
-                    facts
-                        .iter()
-                        .map(|f| f.value(*d).to_owned())
-                        .collect::<BTreeSet<_>>()
-                        .into_iter()
-                        .collect()
-                })
-                .collect();
+            let values = values_seen(&facts, dims);
             let grid = Grid::new(values.iter().map(|v| v.len() + 1).collect());
             let mut counts = vec![0u64; grid.size()];
             let mut withheld = vec![false; grid.size()];

@@ -405,6 +405,23 @@ impl Tracing {
         self.get_match(&String::from_utf8_lossy(&id))
     }
 
+    /// The match with `peer` under the handles, or the refusal naming it unknown.
+    fn find_match(
+        &self,
+        peer: &NodeId,
+        query: &str,
+        candidate: &str,
+    ) -> Result<Result<MatchRecord, Refused>, Status> {
+        Ok(self
+            .match_by_handles(peer.as_str(), query, candidate)?
+            .ok_or_else(|| {
+                (
+                    "unknown-tracing-match",
+                    format!("this node holds no tracing match with {peer} under those handles"),
+                )
+            }))
+    }
+
     /// The matches noted here for `peer`'s query `query_handle`, best band first.
     fn matches_of_query(&self, peer: &str, query_handle: &str) -> Result<Vec<MatchRecord>, Status> {
         let mut prefix = handle_key(peer, query_handle, None);
@@ -963,16 +980,13 @@ pub async fn take_confirmation(
 ) -> Result<Result<String, Refused>, Status> {
     let tracing = &state.tracing;
     let edit = tracing.edit.lock().await;
-    let Some(mut m) = tracing.match_by_handles(
-        peer.as_str(),
+    let mut m = match tracing.find_match(
+        peer,
         &confirmation.query_handle,
         &confirmation.candidate_handle,
-    )?
-    else {
-        return Ok(Err((
-            "unknown-tracing-match",
-            format!("this node holds no tracing match with {peer} under those handles"),
-        )));
+    )? {
+        Ok(m) => m,
+        Err(refused) => return Ok(Err(refused)),
     };
     let verdict = if confirmation.confirmed {
         m.confirmed_by_peer_at_ms = UnixMillis::now().0;
@@ -1175,17 +1189,11 @@ pub async fn take_disclosure(
 ) -> Result<Result<String, Refused>, Status> {
     let tracing = &state.tracing;
     let _edit = tracing.edit.lock().await;
-    let Some(mut m) = tracing.match_by_handles(
-        peer.as_str(),
-        &disclosure.query_handle,
-        &disclosure.candidate_handle,
-    )?
-    else {
-        return Ok(Err((
-            "unknown-tracing-match",
-            format!("this node holds no tracing match with {peer} under those handles"),
-        )));
-    };
+    let mut m =
+        match tracing.find_match(peer, &disclosure.query_handle, &disclosure.candidate_handle)? {
+            Ok(m) => m,
+            Err(refused) => return Ok(Err(refused)),
+        };
     if tracing
         .case(&m.case_id)?
         .is_none_or(|c| c.purged_at_ms != 0)

@@ -76,25 +76,36 @@ fn record_of(envelope: &pb::Envelope, at_ms: i64, sent: bool) -> Option<(Vec<u8>
         _ => return None,
     };
     let purpose = pb::Purpose::try_from(header.purpose).unwrap_or(pb::Purpose::Unspecified);
+    let record = stats_record(&payload, purpose, &header, at_ms, sent);
+    Some((key(&header.sender, &header.message_id), record))
+}
+
+/// What the `stats` tree keeps of a message of `header` carrying `payload`.
+fn stats_record(
+    payload: &pb::ReferralPayload,
+    purpose: pb::Purpose,
+    header: &pb::EnvelopeHeader,
+    at_ms: i64,
+    sent: bool,
+) -> StatsRecord {
     let f = fact_of(
-        &payload,
+        payload,
         purpose,
         &header.sender,
         &header.recipient,
         at_ms,
         "",
     );
-    let record = StatsRecord {
+    StatsRecord {
         age_band: f.age_band,
         sex: f.sex,
         migratory_status: f.migratory_status,
         purpose: f.purpose,
         origin: header.sender.clone(),
-        destination: header.recipient,
+        destination: header.recipient.clone(),
         at_ms,
         sent,
-    };
-    Some((key(&header.sender, &header.message_id), record))
+    }
 }
 
 impl Reporting {
@@ -134,24 +145,13 @@ impl Reporting {
         let Ok(header) = pb::EnvelopeHeader::decode(envelope.header.as_slice()) else {
             return Ok(());
         };
-        let f = fact_of(
+        let r = stats_record(
             request,
             pb::Purpose::FamilyTracing,
-            &header.sender,
-            &header.recipient,
+            &header,
             record.submitted_at_ms,
-            "",
+            true,
         );
-        let r = StatsRecord {
-            age_band: f.age_band,
-            sex: f.sex,
-            migratory_status: f.migratory_status,
-            purpose: f.purpose,
-            origin: header.sender.clone(),
-            destination: header.recipient,
-            at_ms: record.submitted_at_ms,
-            sent: true,
-        };
         self.tree
             .insert(key(&header.sender, &header.message_id), r.encode_to_vec())?;
         Ok(())
