@@ -731,6 +731,18 @@ mod tests {
         search(0, &order, &lines, counts, &mut change, &mut assigned, step)
     }
 
+    /// How many of `facts` an entry with `key` over `dims` counts.
+    fn truth(facts: &[Fact], dims: &[Dimension], key: &[Option<String>]) -> u64 {
+        facts
+            .iter()
+            .filter(|f| {
+                dims.iter()
+                    .zip(key)
+                    .all(|(d, k)| k.as_deref().is_none_or(|k| f.value(*d) == k))
+            })
+            .count() as u64
+    }
+
     /// A reproducible stream of small numbers.
     fn numbers(seed: u64) -> impl FnMut(u64) -> u64 {
         let mut s = seed;
@@ -778,14 +790,7 @@ mod tests {
             let t = tabulate(&facts, dims, 5).expect("table");
             // Published counts are exact.
             for e in &t.entries {
-                let truth = facts
-                    .iter()
-                    .filter(|f| {
-                        dims.iter()
-                            .zip(&e.key)
-                            .all(|(d, k)| k.as_deref().is_none_or(|k| f.value(*d) == k))
-                    })
-                    .count() as u64;
+                let truth = truth(&facts, dims, &e.key);
                 match e.count {
                     Some(c) => assert_eq!(c, truth),
                     None => assert!(truth > 0, "a zero is never withheld"),
@@ -810,14 +815,7 @@ mod tests {
                     })
                     .collect();
                 let i = grid.flat(&coords);
-                let truth = facts
-                    .iter()
-                    .filter(|f| {
-                        dims.iter()
-                            .zip(&e.key)
-                            .all(|(d, k)| k.as_deref().is_none_or(|k| f.value(*d) == k))
-                    })
-                    .count() as u64;
+                let truth = truth(&facts, dims, &e.key);
                 counts[i] = truth;
                 withheld[i] = e.count.is_none();
             }
@@ -891,15 +889,7 @@ mod tests {
                 })
                 .collect();
             let i = grid.flat(&coords);
-            counts[i] = facts
-                .iter()
-                .filter(|f| {
-                    [Dimension::Route, Dimension::Sex]
-                        .iter()
-                        .zip(&e.key)
-                        .all(|(d, k)| k.as_deref().is_none_or(|k| f.value(*d) == k))
-                })
-                .count() as u64;
+            counts[i] = truth(&facts, &[Dimension::Route, Dimension::Sex], &e.key);
             withheld[i] = e.count.is_none();
         }
         for target in (0..25).filter(|i| withheld[*i]) {

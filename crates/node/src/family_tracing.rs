@@ -224,6 +224,25 @@ fn decode<M: Message + Default>(what: &str, bytes: &[u8]) -> Result<M, Status> {
     })
 }
 
+/// The record under `key` in `tree`, if any.
+fn get_record<M: Message + Default>(
+    tree: &sled::Tree,
+    key: &str,
+    what: &str,
+) -> Result<Option<M>, Status> {
+    tree.get(key.as_bytes())
+        .map_err(sled_status)?
+        .map(|v| decode::<M>(what, &v))
+        .transpose()
+}
+
+/// Writes `record` under `key` in `tree` (durable with the next store commit).
+fn put_record<M: Message>(tree: &sled::Tree, key: &str, record: &M) -> Result<(), Status> {
+    tree.insert(key.as_bytes(), record.encode_to_vec())
+        .map_err(sled_status)?;
+    Ok(())
+}
+
 fn sled_status(e: sled::Error) -> Status {
     store_status(&StoreError::from(e))
 }
@@ -359,34 +378,20 @@ impl Tracing {
     }
 
     fn case(&self, case_id: &str) -> Result<Option<CaseRecord>, Status> {
-        self.cases
-            .get(case_id.as_bytes())
-            .map_err(sled_status)?
-            .map(|v| decode::<CaseRecord>("tracing case", &v))
-            .transpose()
+        get_record(&self.cases, case_id, "tracing case")
     }
 
     fn put_case(&self, case: &CaseRecord) -> Result<(), Status> {
-        self.cases
-            .insert(case.case_id.as_bytes(), case.encode_to_vec())
-            .map_err(sled_status)?;
-        Ok(())
+        put_record(&self.cases, &case.case_id, case)
     }
 
     /// The match `match_id`.
     pub fn get_match(&self, match_id: &str) -> Result<Option<MatchRecord>, Status> {
-        self.matches
-            .get(match_id.as_bytes())
-            .map_err(sled_status)?
-            .map(|v| decode::<MatchRecord>("tracing match", &v))
-            .transpose()
+        get_record(&self.matches, match_id, "tracing match")
     }
 
     fn put_match(&self, m: &MatchRecord) -> Result<(), Status> {
-        self.matches
-            .insert(m.match_id.as_bytes(), m.encode_to_vec())
-            .map_err(sled_status)?;
-        Ok(())
+        put_record(&self.matches, &m.match_id, m)
     }
 
     fn match_by_handles(
