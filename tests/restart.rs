@@ -34,3 +34,23 @@ async fn inbox_survives_sigkill_and_restart() {
         assert_eq!(item.referral, Some(sample_referral()));
     }
 }
+
+/// A caseworker who says "item 3" on the phone must keep meaning one item: inbox items are
+/// numbered 1, 2, 3, … and go on from the last number after a SIGKILL and restart.
+#[tokio::test]
+async fn inbox_numbers_go_on_without_a_jump_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes = TwoNodes::start(dir.path());
+    let mut zambia = nodes.client("ZM-DSW", "caseworker");
+    deliver_referrals(&mut zambia, "MW-DSW", 3).await;
+    nodes.restart_malawi();
+    let mut zambia = nodes.client("ZM-DSW", "caseworker");
+    deliver_referrals(&mut zambia, "MW-DSW", 2).await;
+    let mut malawi = nodes.client("MW-DSW", "caseworker");
+    let numbers: Vec<u64> = open_inbox(&mut malawi)
+        .await
+        .iter()
+        .map(|i| i.sequence)
+        .collect();
+    assert_eq!(numbers, vec![1, 2, 3, 4, 5]);
+}

@@ -132,6 +132,10 @@ pub struct Store {
     committer: Committer,
     /// Highest inbox sequence stored; watchers of the inbox wake on a change.
     inbox_tip: watch::Sender<u64>,
+    /// Highest inbox sequence given out. Inbox items are numbered 1, 2, 3, … without gaps and
+    /// across restarts (a caseworker's "item 59" keeps meaning one item): numbers are taken
+    /// under this lock, inside the transaction that stores the items, and only for new items.
+    inbox_last: std::sync::Mutex<u64>,
     /// Per-message watchers of outbox changes: a `GetDelivery` long poll waits on its own
     /// message, so a change wakes the callers waiting for that message and no other.
     outbox_watchers: std::sync::Mutex<std::collections::HashMap<String, watch::Sender<()>>>,
@@ -180,6 +184,7 @@ impl Store {
             db,
             committer,
             inbox_tip: watch::Sender::new(tip),
+            inbox_last: std::sync::Mutex::new(tip),
             outbox_watchers: std::sync::Mutex::default(),
             queued: std::sync::atomic::AtomicU64::new(queued),
         })
@@ -416,42 +421,46 @@ impl Store {
         &self,
         records: Vec<InboxRecord>,
     ) -> Result<Vec<ReceiveOutcome>, StoreError> {
-        // Sequences start at 1: 0 is the cursor before the first item.
-        let mut prepared = Vec::with_capacity(records.len());
-        for record in &records {
-            let sequence = self.db.generate_id()? + 1;
-            prepared.push((
-                index_key(&record.sender, &record.message_id),
-                sequence,
-                record.encode_to_vec(),
-            ));
-        }
-        let existing = (&self.inbox, &self.inbox_index)
-            .transaction(|(inbox, index)| {
-                let mut existing = Vec::with_capacity(prepared.len());
-                for (index_key, sequence, bytes) in &prepared {
-                    if let Some(seq) = index.get(index_key)? {
-                        existing.push(Some(decode_seq(&seq)));
-                        continue;
+        let prepared: Vec<(Vec<u8>, Vec<u8>)> = records
+            .iter()
+            .map(|r| (index_key(&r.sender, &r.message_id), r.encode_to_vec()))
+            .collect();
+        let stored = {
+            let mut last = self.inbox_last.lock().unwrap_or_else(|e| e.into_inner());
+            let base = *last;
+            let (stored, next) = (&self.inbox, &self.inbox_index)
+                .transaction(|(inbox, index)| {
+                    // Numbered from `base` again on every try, so a retried transaction
+                    // leaves no gap. Sequences start at 1: 0 is the cursor before the first.
+                    let mut next = base;
+                    let mut stored = Vec::with_capacity(prepared.len());
+                    for (index_key, bytes) in &prepared {
+                        if let Some(seq) = index.get(index_key)? {
+                            stored.push(Err(decode_seq(&seq)));
+                            continue;
+                        }
+                        next += 1;
+                        index.insert(index_key.as_slice(), &next.to_be_bytes())?;
+                        inbox.insert(&next.to_be_bytes(), bytes.as_slice())?;
+                        stored.push(Ok(next));
                     }
-                    index.insert(index_key.as_slice(), &sequence.to_be_bytes())?;
-                    inbox.insert(&sequence.to_be_bytes(), bytes.as_slice())?;
-                    existing.push(None);
-                }
-                Ok::<_, ConflictableTransactionError<()>>(existing)
-            })
-            .map_err(tx_error)?;
+                    Ok::<_, ConflictableTransactionError<()>>((stored, next))
+                })
+                .map_err(tx_error)?;
+            *last = next;
+            stored
+        };
         // A duplicate is answered only once the original is durable too.
         self.commit().await?;
         let mut outcomes = Vec::with_capacity(records.len());
         let mut tip = 0;
-        for ((record, (_, sequence, _)), existing) in records.iter().zip(&prepared).zip(existing) {
-            outcomes.push(match existing {
-                None => {
-                    tip = tip.max(*sequence);
-                    ReceiveOutcome::Stored(*sequence)
+        for (record, stored) in records.iter().zip(stored) {
+            outcomes.push(match stored {
+                Ok(sequence) => {
+                    tip = tip.max(sequence);
+                    ReceiveOutcome::Stored(sequence)
                 }
-                Some(seq) => {
+                Err(seq) => {
                     let stored = self.inbox_get(seq)?.ok_or_else(|| StoreError::Corrupt {
                         key: format!("inbox/{seq}"),
                         reason: "index points to no record".into(),
