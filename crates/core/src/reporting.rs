@@ -71,6 +71,10 @@ impl Dimension {
     }
 }
 
+/// The age bands, youngest first, as tables list them (not in text order, where 12-14 would
+/// come before 5-11).
+pub const AGE_BANDS: [&str; 6] = ["0-4", "5-11", "12-14", "15-17", "18+", "unknown"];
+
 /// The age band of a child `age` years old.
 pub fn age_band(age: Option<i64>) -> &'static str {
     match age {
@@ -335,17 +339,27 @@ pub fn tabulate(
     })
 }
 
-/// The values of each of `dimensions` that `facts` hold, sorted.
+/// The values of each of `dimensions` that `facts` hold, sorted: age bands youngest first,
+/// every other dimension in text order.
 fn values_seen(facts: &[Fact], dimensions: &[Dimension]) -> Vec<Vec<String>> {
     dimensions
         .iter()
         .map(|d| {
-            facts
+            let mut values: Vec<String> = facts
                 .iter()
                 .map(|f| f.value(*d).to_owned())
                 .collect::<BTreeSet<_>>()
                 .into_iter()
-                .collect()
+                .collect();
+            if *d == Dimension::AgeBand {
+                values.sort_by_key(|v| {
+                    AGE_BANDS
+                        .iter()
+                        .position(|b| b == v)
+                        .unwrap_or(AGE_BANDS.len())
+                });
+            }
+            values
         })
         .collect()
 }
@@ -962,5 +976,25 @@ mod tests {
         assert_eq!(age_band(Some(30)), "18+");
         assert_eq!(age_band(None), "unknown");
         assert_eq!(age_band(Some(-1)), "unknown");
+    }
+
+    #[test]
+    fn age_bands_are_listed_youngest_first_not_in_text_order() {
+        let facts: Vec<Fact> = ["15-17", "unknown", "5-11", "18+", "12-14", "0-4"]
+            .iter()
+            .flat_map(|band| {
+                (0..3).map(|_| Fact {
+                    age_band: (*band).into(),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let table = tabulate(&facts, &[Dimension::AgeBand], 2).expect("table");
+        let listed: Vec<&str> = table
+            .entries
+            .iter()
+            .filter_map(|e| e.key[0].as_deref())
+            .collect();
+        assert_eq!(listed, AGE_BANDS);
     }
 }
