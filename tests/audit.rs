@@ -414,3 +414,64 @@ async fn check_peers_passes_and_then_exposes_a_rewritten_log() {
     let text = check(false);
     assert!(text.contains("FAIL MW-DSW: inconsistent"), "{text}");
 }
+
+/// A proof from an empty log proves nothing: `CheckPeers` says so instead of reporting
+/// "consistent from size 0 to N", and only the check after it compares two real sizes.
+#[tokio::test]
+async fn check_peers_does_not_call_a_proof_from_an_empty_log_evidence() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let mut auditor = AuditServiceClient::new(fed.channel("ZM-DSW", "auditor"));
+    let mut check = async || {
+        auditor
+            .check_peers(pb::CheckPeersRequest::default())
+            .await
+            .expect("check peers")
+            .into_inner()
+            .peers
+            .into_iter()
+            .find(|p| p.peer == "MW-DSW")
+            .expect("Malawi checked")
+    };
+    let first = check().await;
+    assert!(first.consistent, "{first:?}");
+    assert!(
+        first.detail.starts_with("first checkpoint held"),
+        "{first:?}"
+    );
+    assert_eq!(
+        first.current_size, 0,
+        "a new node's log is empty: {first:?}"
+    );
+    let second = check().await;
+    assert!(second.consistent, "{second:?}");
+    assert_eq!(second.held_size, 0, "{second:?}");
+    assert!(
+        second.detail.contains("nothing to compare yet"),
+        "{second:?}"
+    );
+    assert!(
+        !second.detail.contains("from size 0"),
+        "a proof from size 0 is reported as evidence: {second:?}"
+    );
+    let mut zambia = fed.local("ZM-DSW", "caseworker");
+    deliver_referrals(&mut zambia, "MW-DSW", 1).await;
+    let mut mw_auditor = AuditServiceClient::new(fed.channel("MW-DSW", "auditor"));
+    mw_auditor
+        .get_checkpoint(pb::GetCheckpointRequest {
+            min_size: 1,
+            wait_ms: 30_000,
+        })
+        .await
+        .expect("Malawi signs a checkpoint with its entry");
+    let third = check().await;
+    let fourth = check().await;
+    assert!(
+        third.consistent && fourth.consistent,
+        "{third:?} {fourth:?}"
+    );
+    assert!(
+        fourth.detail.starts_with("consistent from size ") && fourth.held_size > 0,
+        "{fourth:?}"
+    );
+    fed.shutdown().await;
+}

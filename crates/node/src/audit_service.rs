@@ -325,8 +325,11 @@ async fn check_peer(state: &NodeState, peer: &Peer) -> (pb::PeerCheck, String) {
     check.current_size = current.size;
     let Some(held_note) = held else {
         check.consistent = true;
-        check.detail = "first checkpoint held; nothing to compare yet".into();
-        let _ = state.store.hold_checkpoint(node.as_str(), &note).await;
+        check.detail = format!(
+            "first checkpoint held (size {}); nothing to compare yet: the next check proves {node}'s log consistent with it",
+            current.size
+        );
+        hold_checked(state, node, &note).await;
         return (check, note);
     };
     let held = match verify_peer_note(&held_note, node, &keyring) {
@@ -339,6 +342,16 @@ async fn check_peer(state: &NodeState, peer: &Peer) -> (pb::PeerCheck, String) {
         }
     };
     check.held_size = held.size;
+    if held.size == 0 {
+        // Every log extends an empty one: a proof from size 0 proves nothing, so say so.
+        check.consistent = true;
+        check.detail = format!(
+            "the checkpoint held was of an empty log, so there is nothing to compare yet; now holding size {}: the next check proves {node}'s log consistent with it",
+            current.size
+        );
+        hold_checked(state, node, &note).await;
+        return (check, note);
+    }
     if current.size < held.size {
         check.detail = format!(
             "inconsistent: {node}'s log has {} entries now but signed a checkpoint of {} before: it was truncated or rewritten",
@@ -376,9 +389,7 @@ async fn check_peer(state: &NodeState, peer: &Peer) -> (pb::PeerCheck, String) {
         Ok(()) => {
             check.consistent = true;
             check.detail = format!("consistent from size {} to {}", held.size, current.size);
-            if let Err(e) = state.store.hold_checkpoint(node.as_str(), &note).await {
-                tracing::error!(peer = %node, error = %e, "cannot hold the checked checkpoint");
-            }
+            hold_checked(state, node, &note).await;
         }
         Err(e) => {
             check.detail = format!(
@@ -388,4 +399,12 @@ async fn check_peer(state: &NodeState, peer: &Peer) -> (pb::PeerCheck, String) {
         }
     }
     (check, note)
+}
+
+/// Holds `note`, just checked, as the checkpoint the next check of `node` starts from. A failure
+/// is logged: the next check then starts from the older one, which is still sound.
+async fn hold_checked(state: &NodeState, node: &kinbridge_core::NodeId, note: &str) {
+    if let Err(e) = state.store.hold_checkpoint(node.as_str(), note).await {
+        tracing::error!(peer = %node, error = %e, "cannot hold the checked checkpoint; the next check starts from the one held before");
+    }
 }
