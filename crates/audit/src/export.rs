@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{NoteKey, verify_note};
+use crate::checkpoint::{NoteKey, verify_note_any};
 use crate::merkle::{Hash, MerkleTree, leaf_hash};
 
 /// The format name in the header line.
@@ -349,20 +349,3 @@ fn misplaced(
 
 #[cfg(test)]
 mod tests;
-
-/// Verifies `note` under the first of `keys` that signed it.
-fn verify_note_any(
-    note: &str,
-    keys: &[NoteKey],
-) -> Result<crate::checkpoint::VerifiedCheckpoint, crate::checkpoint::CheckpointError> {
-    let mut last = None;
-    for key in keys {
-        match verify_note(note, key) {
-            Ok(cp) => return Ok(cp),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        crate::checkpoint::CheckpointError::NoSignature("no key to verify with".into())
-    }))
-}

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use kinbridge_core::{NodeId, NodeSigningKey};
 
 use crate::checkpoint::{
-    Checkpoint, CheckpointError, NoteKey, VerifiedCheckpoint, origin_of, verify_note,
+    Checkpoint, CheckpointError, NoteKey, VerifiedCheckpoint, origin_of, verify_note_any,
 };
 use crate::journal::{Journal, JournalError, read_record_at};
 use crate::merkle::{Hash, MerkleTree, ProofError, leaf_hash, verify_consistency};
@@ -119,7 +119,7 @@ impl AuditLog {
         let mut checkpoints: Vec<VerifiedCheckpoint> = Vec::with_capacity(cps.records.len());
         for (index, (_, note)) in cps.records.iter().enumerate() {
             let note = String::from_utf8_lossy(note);
-            let verified = verify_with_any(&note, keys)
+            let verified = verify_note_any(&note, keys)
                 .map_err(|source| LogError::Checkpoint { index, source })?;
             if verified.size > tree.size() {
                 return Err(LogError::Inconsistent {
@@ -313,17 +313,6 @@ impl Drop for AuditLog {
             let _ = thread.join();
         }
     }
-}
-
-fn verify_with_any(note: &str, keys: &[NoteKey]) -> Result<VerifiedCheckpoint, CheckpointError> {
-    let mut last = CheckpointError::NoSignature("(no key given)".into());
-    for key in keys {
-        match verify_note(note, key) {
-            Ok(v) => return Ok(v),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
 }
 
 fn commit_loop(shared: &Shared, journal: &mut Journal, rx: &std_mpsc::Receiver<Waiter>) {
