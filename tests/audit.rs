@@ -148,6 +148,18 @@ async fn a_real_exchange_leaves_logs_that_verify_and_reconcile() {
         mw_pub.as_os_str(),
     ]);
     assert!(!ok && text.contains("FAILED"), "{text}");
+    // It names the key given (by its fingerprint) and the key that did sign.
+    let mw_files = fed.files("MW-DSW");
+    let mw_key = kinbridge_core::PeerKey::from_public_key_pem(
+        mw_files.signing_key_id(),
+        &std::fs::read_to_string(&mw_pub).expect("pub"),
+    )
+    .expect("key");
+    assert!(
+        text.contains(&format!("(fingerprint {})", mw_key.fingerprint()))
+            && text.contains("it is signed by kinbridge.audit/ZM-DSW+"),
+        "{text}"
+    );
     // A byte flipped in entry 4 (line 6) is named.
     let mut lines: Vec<String> = std::fs::read_to_string(&zm_file)
         .expect("read")

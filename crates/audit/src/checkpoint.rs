@@ -33,9 +33,19 @@ pub enum CheckpointError {
     /// The note is not in the signed-note format.
     #[error("malformed checkpoint note: {0}")]
     Malformed(String),
-    /// No signature line by the expected key.
-    #[error("the checkpoint carries no signature by key '{0}'")]
-    NoSignature(String),
+    /// No signature line by any key given: names the keys given and the signers the note
+    /// does carry, so an auditor sees which key to ask for.
+    #[error(
+        "the checkpoint carries no signature by key {}; {}",
+        or_list(given),
+        signed_by(signers)
+    )]
+    NoSignature {
+        /// Each key given, as `name+keyhash (fingerprint <hex SHA-256 of the public key>)`.
+        given: Vec<String>,
+        /// Each signature line of the note, as `name+keyhash`.
+        signers: Vec<String>,
+    },
     /// A signature line by the expected key that does not verify.
     #[error("the checkpoint signature by key '{0}' does not verify")]
     BadSignature(String),
@@ -87,6 +97,54 @@ impl NoteKey {
     pub fn key_hash(&self) -> [u8; 4] {
         key_hash(&self.name, &self.key)
     }
+
+    /// The key as an auditor can recognise it: `name+keyhash` as in a signature line, and the
+    /// fingerprint `kinbridge keys list` shows (hex SHA-256 of the public key).
+    pub fn describe(&self) -> String {
+        format!(
+            "{}+{} (fingerprint {})",
+            self.name,
+            hex::encode(self.key_hash()),
+            hex::encode(Sha256::digest(self.key.as_bytes()))
+        )
+    }
+}
+
+fn or_list(given: &[String]) -> String {
+    if given.is_empty() {
+        "(none was given)".to_owned()
+    } else {
+        given.join(" or ")
+    }
+}
+
+fn signed_by(signers: &[String]) -> String {
+    if signers.is_empty() {
+        "it carries no signature at all".to_owned()
+    } else {
+        format!(
+            "it is signed by {}: verify with that key (after a key rotation, give every key the log was signed with), or this is not the log of the key's node",
+            signers.join(", ")
+        )
+    }
+}
+
+/// The signers of `note`'s well-formed signature lines, as `name+keyhash`.
+fn signers_of(note: &str) -> Vec<String> {
+    let Some(split) = note.find("\n\n") else {
+        return Vec::new();
+    };
+    note[split + 2..]
+        .lines()
+        .filter_map(|line| line.strip_prefix(SIGNATURE_PREFIX)?.split_once(' '))
+        .map(|(name, blob)| {
+            let name: String = name.chars().take(80).collect();
+            match STANDARD.decode(blob) {
+                Ok(b) if b.len() >= 4 => format!("{name}+{}", hex::encode(&b[..4])),
+                _ => name,
+            }
+        })
+        .collect()
 }
 
 fn key_hash(name: &str, key: &VerifyingKey) -> [u8; 4] {
@@ -122,6 +180,29 @@ impl Checkpoint<'_> {
             STANDARD.encode(blob)
         )
     }
+}
+
+/// Verifies `note` with the first of `keys` that signed it (a log whose key was rotated has
+/// older checkpoints signed by an older key). When none did, the error names every key given
+/// and the note's signers; a signature by a given key that does not verify is reported as such.
+pub fn verify_note_any(
+    note: &str,
+    keys: &[NoteKey],
+) -> Result<VerifiedCheckpoint, CheckpointError> {
+    let mut other = None;
+    for key in keys {
+        match verify_note(note, key) {
+            Ok(cp) => return Ok(cp),
+            Err(CheckpointError::NoSignature { .. }) => {}
+            Err(e) => {
+                other.get_or_insert(e);
+            }
+        }
+    }
+    Err(other.unwrap_or_else(|| CheckpointError::NoSignature {
+        given: keys.iter().map(NoteKey::describe).collect(),
+        signers: signers_of(note),
+    }))
 }
 
 /// Verifies `note` with `key` and reads its checkpoint; the origin must equal the key name.
@@ -163,7 +244,10 @@ pub fn verify_note(note: &str, key: &NoteKey) -> Result<VerifiedCheckpoint, Chec
             .map_err(|_| CheckpointError::BadSignature(key.name.clone()))?;
     }
     if !found {
-        return Err(CheckpointError::NoSignature(key.name.clone()));
+        return Err(CheckpointError::NoSignature {
+            given: vec![key.describe()],
+            signers: signers_of(note),
+        });
     }
     let mut lines = body.lines();
     let origin = lines
@@ -247,11 +331,70 @@ mod tests {
         .sign(&other);
         assert_eq!(
             verify_note(&forged, &note_key),
-            Err(CheckpointError::NoSignature(origin.clone()))
+            Err(CheckpointError::NoSignature {
+                given: vec![note_key.describe()],
+                signers: vec![format!(
+                    "{origin}+{}",
+                    hex::encode(key_hash(&origin, &other.verifying_key()))
+                )],
+            })
         );
         assert!(matches!(
             verify_note("garbage", &note_key),
             Err(CheckpointError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_wrong_key_names_the_key_given_and_the_signer() {
+        let (key, note_key, origin) = setup();
+        let other = NodeSigningKey::generate(KeyId::new("k2").expect("key id"));
+        let other_key = NoteKey {
+            name: origin.clone(),
+            key: other.verifying_key(),
+        };
+        let note = Checkpoint {
+            origin: &origin,
+            size: 3,
+            root: [1; 32],
+        }
+        .sign(&key);
+        let err =
+            verify_note_any(&note, std::slice::from_ref(&other_key)).expect_err("another key");
+        let given_hash = hex::encode(other_key.key_hash());
+        let signer_hash = hex::encode(note_key.key_hash());
+        let fingerprint = hex::encode(Sha256::digest(other.verifying_key().as_bytes()));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the checkpoint carries no signature by key kinbridge.audit/ZM-DSW+{given_hash} (fingerprint {fingerprint}); it is signed by kinbridge.audit/ZM-DSW+{signer_hash}: verify with that key (after a key rotation, give every key the log was signed with), or this is not the log of the key's node"
+            )
+        );
+        assert_ne!(given_hash, signer_hash);
+        // With two wrong keys, both are named; with the right one among them, it verifies.
+        let third = NodeSigningKey::generate(KeyId::new("k3").expect("key id"));
+        let third_key = NoteKey {
+            name: origin.clone(),
+            key: third.verifying_key(),
+        };
+        let err = verify_note_any(&note, &[other_key.clone(), third_key.clone()])
+            .expect_err("two other keys");
+        assert!(
+            matches!(&err, CheckpointError::NoSignature { given, .. } if *given == vec![other_key.describe(), third_key.describe()]),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(" or kinbridge.audit/ZM-DSW+"),
+            "{err}"
+        );
+        verify_note_any(&note, &[other_key, note_key]).expect("the right key among others");
+        assert_eq!(
+            verify_note_any(&note, &[])
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(format!(
+                "the checkpoint carries no signature by key (none was given); it is signed by kinbridge.audit/ZM-DSW+{signer_hash}: verify with that key (after a key rotation, give every key the log was signed with), or this is not the log of the key's node"
+            ))
+        );
     }
 }

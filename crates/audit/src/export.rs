@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{NoteKey, verify_note};
+use crate::checkpoint::{NoteKey, verify_note_any};
 use crate::merkle::{Hash, MerkleTree, leaf_hash};
 
 /// The format name in the header line.
@@ -179,7 +179,7 @@ pub fn verify_export<R: BufRead>(
     let mut tree = MerkleTree::new();
     let mut entries = Vec::new();
     let mut notes: Vec<(usize, String)> = Vec::new();
-    for (n, text) in lines {
+    while let Some((n, text)) = lines.next() {
         let line = n + 1;
         let text = text.map_err(|e| fail(line, None, format!("unreadable: {e}")))?;
         if text.is_empty() {
@@ -196,16 +196,8 @@ pub fn verify_export<R: BufRead>(
                     ));
                 }
                 if index != expected {
-                    let what = if index > expected {
-                        "missing (dropped)"
-                    } else {
-                        "out of order or repeated"
-                    };
-                    return Err(fail(
-                        line,
-                        Some(expected),
-                        format!("entry {expected} is {what}: the next line holds entry {index}"),
-                    ));
+                    let reason = misplaced(expected, index, line, &mut lines);
+                    return Err(fail(line, Some(expected), reason));
                 }
                 let bytes = STANDARD
                     .decode(entry)
@@ -314,22 +306,46 @@ pub fn verify_export<R: BufRead>(
     })
 }
 
-#[cfg(test)]
-mod tests;
-
-/// Verifies `note` under the first of `keys` that signed it.
-fn verify_note_any(
-    note: &str,
-    keys: &[NoteKey],
-) -> Result<crate::checkpoint::VerifiedCheckpoint, crate::checkpoint::CheckpointError> {
-    let mut last = None;
-    for key in keys {
-        match verify_note(note, key) {
-            Ok(cp) => return Ok(cp),
-            Err(e) => last = Some(e),
+/// Says what an entry line holding `found` where entry `expected` belongs (on `line`) means:
+/// a reorder when entry `expected` comes later in `rest`, a drop when it never does, a repeat
+/// when `found` came before.
+fn misplaced(
+    expected: u64,
+    found: u64,
+    line: usize,
+    rest: &mut impl Iterator<Item = (usize, std::io::Result<String>)>,
+) -> String {
+    if found < expected {
+        return format!(
+            "the entry at position {expected} (line {line}) has index {found}, which came before: entry {found} is repeated, or entries were renumbered"
+        );
+    }
+    // Where entry `expected` is, if anywhere: its position among the entries, and its line.
+    let mut position = expected + 1;
+    let mut later = None;
+    for (n, text) in rest {
+        match text.map(|t| serde_json::from_str::<Line>(&t)) {
+            Ok(Ok(Line::Entry { index, .. })) if index == expected => {
+                later = Some((position, n + 1));
+                break;
+            }
+            Ok(Ok(Line::Entry { .. })) => position += 1,
+            Ok(Ok(Line::Checkpoint { .. })) | Err(_) => break,
+            Ok(_) => {}
         }
     }
-    Err(last.unwrap_or_else(|| {
-        crate::checkpoint::CheckpointError::NoSignature("no key to verify with".into())
-    }))
+    match later {
+        Some((at, at_line)) if at == found => format!(
+            "entries {expected} and {found} are out of order (swapped): the entry at position {expected} (line {line}) has index {found}, and the one at position {found} (line {at_line}) has index {expected}"
+        ),
+        Some((at, at_line)) => format!(
+            "entry {expected} is out of order: the entry at position {expected} (line {line}) has index {found}, and entry {expected} comes later, at position {at} (line {at_line})"
+        ),
+        None => format!(
+            "entry {expected} is missing (dropped): the entry at position {expected} (line {line}) has index {found}, and no line holds entry {expected}"
+        ),
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,6 @@
 //! when everything appended before it is on disk. A node acknowledges an event only after
 //! that report.
 
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -14,9 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use kinbridge_core::{NodeId, NodeSigningKey};
 
 use crate::checkpoint::{
-    Checkpoint, CheckpointError, NoteKey, VerifiedCheckpoint, origin_of, verify_note,
+    Checkpoint, CheckpointError, NoteKey, VerifiedCheckpoint, origin_of, verify_note_any,
 };
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, read_record_at};
 use crate::merkle::{Hash, MerkleTree, ProofError, leaf_hash, verify_consistency};
 
 /// Entries committed in one group commit at most.
@@ -120,7 +119,7 @@ impl AuditLog {
         let mut checkpoints: Vec<VerifiedCheckpoint> = Vec::with_capacity(cps.records.len());
         for (index, (_, note)) in cps.records.iter().enumerate() {
             let note = String::from_utf8_lossy(note);
-            let verified = verify_with_any(&note, keys)
+            let verified = verify_note_any(&note, keys)
                 .map_err(|source| LogError::Checkpoint { index, source })?;
             if verified.size > tree.size() {
                 return Err(LogError::Inconsistent {
@@ -301,11 +300,7 @@ impl AuditLog {
         let file = std::fs::File::open(&self.shared.entries_path).map_err(io)?;
         let mut out = Vec::with_capacity(offsets.len());
         for offset in offsets {
-            let mut len = [0u8; 4];
-            file.read_exact_at(&mut len, offset).map_err(io)?;
-            let mut record = vec![0u8; u32::from_be_bytes(len) as usize];
-            file.read_exact_at(&mut record, offset + 4).map_err(io)?;
-            out.push(record);
+            out.push(read_record_at(&file, offset).map_err(io)?);
         }
         Ok(out)
     }
@@ -318,17 +313,6 @@ impl Drop for AuditLog {
             let _ = thread.join();
         }
     }
-}
-
-fn verify_with_any(note: &str, keys: &[NoteKey]) -> Result<VerifiedCheckpoint, CheckpointError> {
-    let mut last = CheckpointError::NoSignature("(no key given)".into());
-    for key in keys {
-        match verify_note(note, key) {
-            Ok(v) => return Ok(v),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
 }
 
 fn commit_loop(shared: &Shared, journal: &mut Journal, rx: &std_mpsc::Receiver<Waiter>) {

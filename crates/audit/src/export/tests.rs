@@ -89,16 +89,56 @@ fn a_dropped_entry_is_named() {
         .collect();
     let err = verify(&f, &lines.join("\n")).expect_err("must fail");
     assert_eq!(err.index, Some(3), "{err}");
-    assert!(err.reason.contains("missing"), "{err}");
+    assert_eq!(err.line, 5);
+    assert_eq!(
+        err.reason,
+        "entry 3 is missing (dropped): the entry at position 3 (line 5) has index 4, and no line holds entry 3"
+    );
 }
 
 #[test]
-fn a_reordered_entry_is_named() {
+fn two_swapped_entries_are_named_as_a_reorder_not_a_drop() {
     let f = honest(10);
     let mut lines: Vec<&str> = f.text.lines().collect();
-    lines.swap(3, 4);
+    // Lines 5 and 6 hold entries 3 and 4.
+    lines.swap(4, 5);
     let err = verify(&f, &lines.join("\n")).expect_err("must fail");
-    assert_eq!(err.index, Some(2), "{err}");
+    assert_eq!((err.index, err.line), (Some(3), 5), "{err}");
+    assert_eq!(
+        err.reason,
+        "entries 3 and 4 are out of order (swapped): the entry at position 3 (line 5) has index 4, and the one at position 4 (line 6) has index 3"
+    );
+    assert!(!err.reason.contains("missing"), "{err}");
+}
+
+#[test]
+fn an_entry_moved_later_is_named_as_out_of_order() {
+    let f = honest(10);
+    let mut lines: Vec<&str> = f.text.lines().collect();
+    // Entry 2 (line 4) moved after entry 6 (line 8).
+    let moved = lines.remove(3);
+    lines.insert(7, moved);
+    let err = verify(&f, &lines.join("\n")).expect_err("must fail");
+    assert_eq!((err.index, err.line), (Some(2), 4), "{err}");
+    assert_eq!(
+        err.reason,
+        "entry 2 is out of order: the entry at position 2 (line 4) has index 3, and entry 2 comes later, at position 6 (line 8)"
+    );
+}
+
+#[test]
+fn a_repeated_entry_is_named() {
+    let f = honest(10);
+    let mut lines: Vec<&str> = f.text.lines().collect();
+    // Entry 1 (line 3) again after entry 4 (line 6).
+    let again = lines[2];
+    lines.insert(6, again);
+    let err = verify(&f, &lines.join("\n")).expect_err("must fail");
+    assert_eq!((err.index, err.line), (Some(5), 7), "{err}");
+    assert!(
+        err.reason.contains("has index 1, which came before"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -75,3 +75,38 @@ fn an_altered_log_is_refused_at_open() {
         "{err}"
     );
 }
+
+#[test]
+fn zeros_after_both_journals_are_cut_and_the_log_goes_on() {
+    let (dir, node, key, keys) = setup();
+    {
+        let log = AuditLog::open(dir.path(), &node, &keys).expect("open");
+        for i in 0..3u8 {
+            log.append(vec![i + 1; 8]).expect("append");
+        }
+        log.commit_blocking().expect("commit");
+        log.sign_checkpoint(&key).expect("sign");
+    }
+    for name in ["entries.log", "checkpoints.log"] {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(name))
+            .expect("open");
+        std::io::Write::write_all(&mut f, &[0; 4096]).expect("zeros");
+    }
+    {
+        let log = AuditLog::open(dir.path(), &node, &keys).expect("reopen");
+        assert_eq!(log.size(), 3, "no zero entry");
+        assert_eq!(log.checkpoints().len(), 1, "no zero checkpoint");
+        log.append(vec![9; 8]).expect("append");
+        assert_eq!(log.commit_blocking(), Ok(4));
+        assert_eq!(log.sign_checkpoint(&key).expect("sign").size, 4);
+    }
+    let log = AuditLog::open(dir.path(), &node, &keys).expect("reopen");
+    assert_eq!(log.size(), 4);
+    assert_eq!(log.checkpoints().len(), 2);
+    assert_eq!(
+        log.read_entries(2, 4).expect("read"),
+        vec![vec![3u8; 8], vec![9u8; 8]]
+    );
+}
