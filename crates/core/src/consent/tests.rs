@@ -166,6 +166,8 @@ fn the_firewall_comes_before_any_consent() {
         .map(|_| ())
         .expect_err("refused");
     assert_eq!(err.code(), "firewall");
+    // The reason code is shown before the message; the message does not repeat it.
+    assert!(!err.to_string().starts_with("firewall"), "{err}");
     // Even with no consent at all, the firewall is what refuses.
     let err = check_transfer(
         EnvelopeDraft {
