@@ -17,11 +17,11 @@ const ENFORCEMENT: &str = "TH-IMM";
 fn tag_enforcement(config: &mut kinbridge_node::NodeConfig) {
     for peer in &mut config.peers {
         if peer.node_id.as_str() == ENFORCEMENT {
-            peer.tags = vec!["immigration-enforcement".into()];
+            peer.tags = vec![kinbridge_core::firewall::Tag::ImmigrationEnforcement];
         }
     }
     if config.node_id.as_str() == ENFORCEMENT {
-        config.tags = vec!["immigration-enforcement".into()];
+        config.tags = vec![kinbridge_core::firewall::Tag::ImmigrationEnforcement];
     }
 }
 

@@ -119,6 +119,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             format!("linkage key epoch(s) {}", epochs.join(", "))
         }
     );
+    println!("  own tags: {}", tag_list(&config.tags));
+    for peer in &config.peers {
+        println!("  peer {}: tags {}", peer.node_id, tag_list(&peer.tags));
+    }
     let peers: Vec<String> = config.peers.iter().map(|p| p.node_id.to_string()).collect();
     println!(
         "  peers: {}; intake unit: {}; {} warning(s)",
@@ -131,4 +135,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         warnings
     );
     Ok(())
+}
+
+/// Normalised tags, and whether the firewall treats their holder as enforcement.
+fn tag_list(tags: &[kinbridge_core::firewall::Tag]) -> String {
+    let names: Vec<&str> = tags.iter().map(|t| t.as_str()).collect();
+    format!(
+        "[{}]{}",
+        names.join(", "),
+        if kinbridge_core::firewall::is_enforcement(tags) {
+            " (immigration enforcement: the firewall sends it nothing for child protection)"
+        } else {
+            ""
+        }
+    )
 }

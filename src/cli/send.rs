@@ -212,6 +212,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
+    if enforcement_client(&config) {
+        // The firewall refuses an enforcement client every read, delivery status included:
+        // asking would only turn a sent referral into an error, and the officer would resend.
+        println!(
+            "sent {} for {} at {}; delivery status is not shown to enforcement clients (the node delivers it and keeps retrying)",
+            submitted.message_id, args.to, config.node_id
+        );
+        return Ok(());
+    }
     println!(
         "queued {} for {} at {}",
         submitted.message_id, args.to, config.node_id
@@ -245,4 +254,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Ok(state) => bail!("{}: {}", state.as_str_name(), delivery.last_error),
         Err(_) => bail!("unknown delivery state {}", delivery.state),
     }
+}
+
+/// Whether the CLI's own certificate (the config's `[client]`) is tagged
+/// immigration-enforcement, read as the node reads it. An unreadable certificate counts as
+/// not enforcement: the node has refused the submission by then anyway.
+fn enforcement_client(config: &NodeConfig) -> bool {
+    config
+        .cli_client
+        .as_ref()
+        .and_then(|c| kinbridge_node::tls::load_certs(&c.certificate).ok())
+        .and_then(|certs| certs.into_iter().next())
+        .and_then(|leaf| kinbridge_node::identity::local_client_of(&leaf).ok())
+        .is_some_and(|client| kinbridge_core::firewall::is_enforcement(&client.tags))
 }

@@ -101,7 +101,7 @@ pub enum ConsentViolation {
     },
     /// The firewall: child-protection data never goes to immigration enforcement.
     #[error(
-        "firewall: {0} is tagged immigration-enforcement; data sent for a child-protection purpose never goes to it, whatever the consent says"
+        "{0} is tagged immigration-enforcement: data sent for a child-protection purpose never goes to it, whatever the consent says"
     )]
     Firewall(String),
     /// The receiver does not accept this purpose.
@@ -137,7 +137,7 @@ impl ConsentViolation {
 #[derive(Debug, Clone, Copy)]
 pub struct TransferContext<'a> {
     /// The tags of the recipient (as the sender's registry has them, or the receiver's own).
-    pub recipient_tags: &'a [String],
+    pub recipient_tags: &'a [firewall::Tag],
     /// Purposes the receiver accepts; `None` for any (sender side, or a receiver without
     /// a policy).
     pub accepted_purposes: Option<&'a [Purpose]>,

@@ -311,7 +311,7 @@ fn peer_infos(state: &NodeState) -> Result<Vec<pb::PeerInfo>, crate::store::Stor
         .map(|p| pb::PeerInfo {
             node_id: p.node_id.to_string(),
             endpoint: p.endpoint.clone().unwrap_or_default(),
-            tags: p.tags.clone(),
+            tags: p.tags.iter().map(ToString::to_string).collect(),
             trusted_key_ids: state
                 .keys
                 .peer_keyring(&p.node_id)

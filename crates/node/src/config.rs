@@ -78,9 +78,9 @@ pub struct NodeConfig {
     pub cli_client: Option<ClientIdentity>,
     /// How often the node signs a checkpoint of its audit log while the log grows.
     pub checkpoint_interval_ms: u64,
-    /// This node's own tags (e.g. `child-protection`, or `immigration-enforcement` for an
-    /// enforcement authority's node, which then receives no child-protection data).
-    pub tags: Vec<String>,
+    /// This node's own tags, normalised (e.g. `child-protection`, or `immigration-enforcement`
+    /// for an enforcement authority's node, which then receives no child-protection data).
+    pub tags: Vec<kinbridge_core::firewall::Tag>,
     /// Purposes this node accepts messages for; `None` accepts every purpose.
     pub accepted_purposes: Option<Vec<kinbridge_proto::v1::Purpose>>,
     /// How long payloads are kept after they were received or sent; `None` keeps them until
@@ -126,8 +126,8 @@ pub struct PeerConfig {
     pub tls_server_name: Option<String>,
     /// The CA that issues the peer's TLS certificates (PEM).
     pub ca_certificate: PathBuf,
-    /// Tags such as `child-protection` or `immigration-enforcement`.
-    pub tags: Vec<String>,
+    /// Tags such as `child-protection` or `immigration-enforcement`, normalised.
+    pub tags: Vec<kinbridge_core::firewall::Tag>,
     /// The peer's Ed25519 public keys.
     pub signing_keys: Vec<PeerKeyConfig>,
 }
@@ -394,6 +394,25 @@ impl Checker<'_> {
         }
     }
 
+    /// Tags from the closed vocabulary, in any case and with `_` for `-`; an unknown one is
+    /// refused by name, so a typo never leaves a peer outside the firewall.
+    fn tags(
+        &self,
+        key: &str,
+        values: &[String],
+    ) -> Result<Vec<kinbridge_core::firewall::Tag>, ConfigError> {
+        let mut tags = Vec::with_capacity(values.len());
+        for (i, value) in values.iter().enumerate() {
+            let tag = kinbridge_core::firewall::Tag::parse(value)
+                .map_err(|e| self.err(&format!("{key}[{i}]"), format!("a known tag; {e}")))?;
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        tags.sort();
+        Ok(tags)
+    }
+
     fn seconds(
         &self,
         key: &str,
@@ -488,7 +507,7 @@ impl Checker<'_> {
                 endpoint: p.endpoint,
                 tls_server_name: p.tls_server_name,
                 ca_certificate: self.file(&at("ca_certificate"), &p.ca_certificate)?,
-                tags: p.tags,
+                tags: self.tags(&at("tags"), &p.tags)?,
                 signing_keys,
             });
         }
@@ -568,7 +587,7 @@ impl Checker<'_> {
                     ));
                 }
             },
-            tags: raw.tags,
+            tags: self.tags("tags", &raw.tags)?,
             linkage_keys,
             suppression_threshold: match raw.reporting.suppression_threshold {
                 None => DEFAULT_SUPPRESSION_THRESHOLD,

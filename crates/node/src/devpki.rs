@@ -382,7 +382,7 @@ pub fn node_config(
                 endpoint: endpoint.clone(),
                 tls_server_name: Some("localhost".into()),
                 ca_certificate: files.ca_cert(),
-                tags: vec!["child-protection".into()],
+                tags: vec![kinbridge_core::firewall::Tag::ChildProtection],
                 signing_keys: vec![PeerKeyConfig {
                     key_id: dev_key_id(node),
                     public_key: files.signing_pub(),
@@ -418,7 +418,7 @@ pub fn node_config(
             private_key: own.client_key("caseworker"),
         }),
         checkpoint_interval_ms: crate::config::DEFAULT_CHECKPOINT_INTERVAL_MS,
-        tags: vec!["child-protection".into()],
+        tags: vec![kinbridge_core::firewall::Tag::ChildProtection],
         accepted_purposes: None,
         payload_retention: None,
         peer_rate: crate::config::DEFAULT_PEER_RATE,

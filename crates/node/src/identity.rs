@@ -3,9 +3,12 @@
 //!
 //! A node certificate carries the URI `urn:kinbridge:node:<NODE-ID>`. A local client
 //! certificate carries `urn:kinbridge:client:<NAME>` and `urn:kinbridge:role:<ROLE>`, and for
-//! a caseworker `urn:kinbridge:unit:<UNIT>`.
+//! a caseworker `urn:kinbridge:unit:<UNIT>`, and any number of `urn:kinbridge:tag:<TAG>`
+//! (normalised; an unknown tag makes the certificate invalid, so a misspelt tag never
+//! weakens the firewall).
 //! Certificates of the development PKI carry [`DEV_MARKER`] in their organisation name.
 
+use kinbridge_core::firewall::{Tag, UnknownTag};
 use kinbridge_core::{NodeId, UnitName};
 use rustls::pki_types::CertificateDer;
 use x509_parser::extensions::GeneralName;
@@ -69,8 +72,8 @@ pub struct LocalClient {
     pub name: String,
     /// Its role.
     pub role: Role,
-    /// Its tags; the firewall reads them.
-    pub tags: Vec<String>,
+    /// Its tags, normalised; the firewall reads them.
+    pub tags: Vec<Tag>,
     /// The unit it works in: required for a caseworker, who sees only its unit's cases.
     pub unit: Option<UnitName>,
 }
@@ -111,6 +114,9 @@ pub enum IdentityError {
         /// The value, as printed.
         value: String,
     },
+    /// A tag URI naming a tag outside the vocabulary.
+    #[error("the certificate carries {TAG_URI_PREFIX}…: {0}")]
+    UnknownTag(#[from] UnknownTag),
 }
 
 fn san_uris(cert: &CertificateDer<'_>) -> Result<Vec<String>, IdentityError> {
@@ -155,11 +161,13 @@ pub fn local_client_of(cert: &CertificateDer<'_>) -> Result<LocalClient, Identit
         what: "role",
         value: role_name.chars().take(32).collect(),
     })?;
-    let tags = uris
+    let mut tags = uris
         .iter()
-        .filter_map(|u| u.strip_prefix(TAG_URI_PREFIX))
-        .map(|t| t.chars().take(64).collect())
-        .collect();
+        .filter_map(|u| tag_of(u))
+        .map(Tag::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    tags.sort();
+    tags.dedup();
     let unit = match uris.iter().find_map(|u| u.strip_prefix(UNIT_URI_PREFIX)) {
         Some(value) => Some(UnitName::new(value).map_err(|_| IdentityError::Invalid {
             what: "unit",
@@ -178,6 +186,17 @@ pub fn local_client_of(cert: &CertificateDer<'_>) -> Result<LocalClient, Identit
         tags,
         unit,
     })
+}
+
+/// The tag text of a URI of the form `urn:kinbridge:tag:<TAG>`, whatever the case of its
+/// prefix (URN prefixes are case-insensitive, RFC 8141 §3.1).
+fn tag_of(uri: &str) -> Option<&str> {
+    let prefix = uri.get(..TAG_URI_PREFIX.len())?;
+    if prefix.eq_ignore_ascii_case(TAG_URI_PREFIX) {
+        uri.get(TAG_URI_PREFIX.len()..)
+    } else {
+        None
+    }
 }
 
 /// Whether a certificate was issued by, or is, development material.

@@ -16,6 +16,7 @@ pub mod devpki;
 pub mod family_tracing;
 pub mod identity;
 pub mod keys;
+pub mod local_firewall;
 pub mod local_service;
 pub mod metrics;
 pub mod peer_service;

@@ -462,7 +462,7 @@ impl LocalApi {
         let status = refused(
             Code::PermissionDenied,
             "firewall",
-            "firewall: this client is tagged immigration-enforcement; it may refer children to child protection but never read child-protection data",
+            "this client is tagged immigration-enforcement: it may refer children to child protection but never read child-protection data",
         );
         Err(self.refuse(&client.name, status).await)
     }

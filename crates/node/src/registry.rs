@@ -50,8 +50,8 @@ pub struct Peer {
     pub ca_pem: Vec<u8>,
     /// Its signing keys.
     pub keyring: Keyring,
-    /// Its tags.
-    pub tags: Vec<String>,
+    /// Its tags, normalised.
+    pub tags: Vec<kinbridge_core::firewall::Tag>,
     /// Accepts only client certificates chaining to this peer's own CA.
     verifier: Arc<dyn ClientCertVerifier>,
 }

@@ -143,7 +143,7 @@ pub struct NodeState {
     /// Channels to peers, made on first use; they reconnect by themselves.
     peer_channels: Mutex<HashMap<NodeId, Channel>>,
     /// This node's own tags (the firewall reads them for what it receives).
-    pub tags: Vec<String>,
+    pub tags: Vec<kinbridge_core::firewall::Tag>,
     /// Purposes this node accepts; `None` for all.
     pub accepted_purposes: Option<Vec<kinbridge_proto::v1::Purpose>>,
     /// How long payloads are kept; `None` until withdrawal.
@@ -532,6 +532,9 @@ impl PreparedNode {
             .serve_with_incoming_shutdown(peer_incoming, wait_stop(stop_rx.clone()));
         let local_server = Server::builder()
             .trace_fn(|req| request_span("local", req))
+            .layer(crate::local_firewall::LocalFirewallLayer::new(Arc::clone(
+                &state,
+            )))
             .add_service(local_service)
             .add_service(tracing_service)
             .add_service(reporting_service)

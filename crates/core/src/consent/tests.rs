@@ -46,7 +46,7 @@ fn draft() -> EnvelopeDraft {
     }
 }
 
-fn ctx(tags: &[String]) -> TransferContext<'_> {
+fn ctx(tags: &[crate::firewall::Tag]) -> TransferContext<'_> {
     TransferContext {
         recipient_tags: tags,
         accepted_purposes: None,
@@ -161,11 +161,13 @@ fn onward_transfer_needs_the_next_recipient_named() {
 
 #[test]
 fn the_firewall_comes_before_any_consent() {
-    let enforcement = vec![crate::firewall::IMMIGRATION_ENFORCEMENT.to_owned()];
+    let enforcement = vec![crate::firewall::Tag::ImmigrationEnforcement];
     let err = check_transfer(draft(), &ctx(&enforcement))
         .map(|_| ())
         .expect_err("refused");
     assert_eq!(err.code(), "firewall");
+    // The reason code is shown before the message; the message does not repeat it.
+    assert!(!err.to_string().starts_with("firewall"), "{err}");
     // Even with no consent at all, the firewall is what refuses.
     let err = check_transfer(
         EnvelopeDraft {

@@ -99,3 +99,36 @@ fn errors_name_the_key_and_the_expectation() {
         assert!(err.to_string().contains("node.toml"), "{err}");
     }
 }
+
+#[test]
+fn tags_are_normalised_and_an_unknown_one_is_refused_by_name() {
+    use kinbridge_core::firewall::Tag;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tagged = GOOD
+        .replace(
+            "[listen]",
+            "tags = [\" Child_Protection \"]\n[listen]",
+        )
+        .replace(
+            "ca_certificate = \"peer-ca.crt\"",
+            "ca_certificate = \"peer-ca.crt\"\ntags = [\"Immigration-Enforcement\", \"IMMIGRATION-ENFORCEMENT\"]",
+        );
+    let config = NodeConfig::load(&write_config(dir.path(), &tagged)).expect("loads");
+    assert_eq!(config.tags, vec![Tag::ChildProtection]);
+    assert_eq!(config.peers[0].tags, vec![Tag::ImmigrationEnforcement]);
+
+    let typo = GOOD.replace(
+        "ca_certificate = \"peer-ca.crt\"",
+        "ca_certificate = \"peer-ca.crt\"\ntags = [\"child-protection\", \"immigration-enforcment\"]",
+    );
+    let path = write_config(dir.path(), &typo);
+    let err = NodeConfig::load(&path).expect_err("an unknown tag");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&path.display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("peers[0].tags[1]"), "{message}");
+    assert!(message.contains("'immigration-enforcment'"), "{message}");
+    assert!(message.contains("immigration-enforcement"), "{message}");
+}

@@ -1,5 +1,6 @@
 //! The referral workflow on the local service: the node a referral was sent to moves it along
-//! (and tells the sender with a signed status update); either end reads where it stands.
+//! (and tells the sender with a signed status update; to an enforcement-tagged sender, the
+//! state only); either end reads where it stands.
 
 use kinbridge_core::envelope::EnvelopeDraft;
 use kinbridge_core::workflow::check_change;
@@ -67,10 +68,20 @@ impl LocalApi {
         };
         let sender =
             NodeId::new(&header.sender).map_err(|e| invalid("bad-sender", e.to_string()))?;
+        // To an enforcement-tagged sender the update carries the state only: never the reason
+        // a referral was declined nor how the case ended.
+        let code_allowed = state
+            .registry
+            .get(&sender)
+            .is_some_and(|peer| kinbridge_core::firewall::status_code_allowed(&peer.tags));
         let payload = pb::StatusUpdate {
             referral_id: header.message_id.clone(),
             state: to as i32,
-            code: req.code.clone(),
+            code: if code_allowed {
+                req.code.clone()
+            } else {
+                String::new()
+            },
             at_ms: now.0,
         }
         .encode_to_vec();
