@@ -190,6 +190,26 @@ impl Federation {
         NodeSigningKey::from_pkcs8_pem(files.signing_key_id(), &pem).expect("key")
     }
 
+    /// `GET path` on `name`'s metrics listener over mutual TLS with the development
+    /// certificate of `role`, as Prometheus scrapes: the status code and body.
+    pub async fn scrape(
+        &self,
+        name: &str,
+        role: &str,
+        path: &str,
+    ) -> Result<(u16, String), String> {
+        let files = self.files(name);
+        let addr = self.node(name).metrics_addr.expect("metrics listener");
+        kinbridge_node::metrics::scrape(
+            addr,
+            &files.ca_cert(),
+            &files.client_cert(role),
+            &files.client_key(role),
+            path,
+        )
+        .await
+    }
+
     pub async fn shutdown(self) {
         for node in self.nodes {
             node.shutdown().await.expect("clean shutdown");
@@ -316,7 +336,8 @@ pub struct NodeProcess {
     pub child: Option<Child>,
     pub peer_addr: SocketAddr,
     pub local_addr: SocketAddr,
-    /// `http://host:port/metrics`, if the config has a metrics listener.
+    /// `https://host:port/metrics` (`http://` under `insecure_plain_http`), if the config has
+    /// a metrics listener.
     pub metrics_url: Option<String>,
     /// The rest of what the node printed on stdout after its ready line.
     pub stdout: Option<mpsc::Receiver<String>>,

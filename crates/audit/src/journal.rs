@@ -6,6 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Largest record accepted: an audit entry or a checkpoint note is far smaller; a larger
@@ -69,7 +70,9 @@ impl Journal {
             source,
         };
         let created = !path.exists();
+        // 0600 whatever the umask: the node's data directory is its user's alone.
         let mut file = OpenOptions::new()
+            .mode(0o600)
             .read(true)
             .append(true)
             .create(true)
