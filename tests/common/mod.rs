@@ -748,3 +748,49 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Completes a TLS handshake with the listener at `addr` (trusting the node CA `ca`,
+/// presenting `cert` and `key`, offering ALPN `h2`) and reads its first bytes. `Ok` when the
+/// listener accepted the client certificate (an HTTP/2 server answers the preface with its
+/// settings); `Err` with the reason (the alert) when it refused it at the handshake.
+pub async fn tls_handshake(
+    addr: SocketAddr,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tls = kinbridge_node::tls::load_certs;
+    let roots = kinbridge_node::tls::root_store(&tls(ca).expect("ca")).expect("roots");
+    let chain = tls(cert).expect("cert");
+    let key = kinbridge_node::tls::load_private_key(key).expect("key");
+    let mut config = rustls::ClientConfig::builder_with_provider(kinbridge_node::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client auth");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let mut stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The HTTP/2 preface and an empty SETTINGS frame.
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        stream.write_all(&hello).await.map_err(|e| e.to_string())?;
+        let mut first = [0u8; 9];
+        match stream.read(&mut first).await {
+            Ok(0) => Err("the listener closed the connection".to_owned()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    tokio::time::timeout(WAIT, attempt)
+        .await
+        .expect("the handshake ended in time")
+}
