@@ -364,16 +364,32 @@ impl NodeProcess {
 
     /// [`Self::start`] with global `args` before the command (e.g. `--log-json`).
     pub fn start_args(config: &Path, args: &[&str]) -> Self {
+        Self::start_full(config, args, "info", None)
+    }
+
+    /// [`Self::start_args`] with `RUST_LOG=rust_log`, and run by `sh` with `umask` first if
+    /// given (as a service manager that does not set one would start it).
+    pub fn start_full(config: &Path, args: &[&str], rust_log: &str, umask: Option<&str>) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(config.with_extension("log"))
             .expect("node log file");
-        let mut child = kinbridge()
+        let mut command = match umask {
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_kinbridge"));
+                sh
+            }
+            None => kinbridge(),
+        };
+        let mut child = command
             .args(args)
             .args(["node", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
