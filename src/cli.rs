@@ -7,6 +7,7 @@ mod demo;
 mod dev_certs;
 mod inbox;
 mod keys;
+mod log_caps;
 mod node;
 mod peers;
 mod send;
@@ -63,6 +64,9 @@ enum Command {
 
 /// Parses the command line, runs the command, and turns an error into exit code 1.
 pub fn main() -> ExitCode {
+    // Everything kinbridge creates (a node's data directory, sled's files among them, keys,
+    // exports of received referrals) is its user's alone, whatever umask it was started with.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Node(_) => "info",
@@ -119,22 +123,27 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: `default_level`), in colour only on a
-/// terminal. Every gRPC request's lines carry its span: port, method and request id.
+/// Logs to stderr, filtered by `RUST_LOG` (default: `default_level`) and by the caps of
+/// [`log_caps`] that `RUST_LOG` cannot raise, in colour only on a terminal. Every gRPC
+/// request's lines carry its span: port, method and request id.
 fn init_tracing(json: bool, default_level: &str) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let registry = tracing_subscriber::registry()
+        .with(log_caps::caps())
+        .with(filter);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
+    let _ = if json {
+        registry.with(fmt.json()).try_init()
     } else {
-        builder.init();
-    }
+        registry.with(fmt).try_init()
+    };
 }
 
 /// How to reach a running node's local port with a given role's certificate.

@@ -113,3 +113,84 @@ async fn calls_without_a_trusted_client_certificate_fail() {
     assert_eq!(items.len(), 1);
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn each_listener_trusts_its_own_roots_only_even_without_peers() {
+    // Controls: each certificate is accepted where it belongs.
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let (zm, mw) = (fed.files("ZM-DSW"), fed.files("MW-DSW"));
+    let zambia = fed.node("ZM-DSW");
+    tls_handshake(
+        zambia.local_addr,
+        &zm.ca_cert(),
+        &zm.client_cert("system"),
+        &zm.client_key("system"),
+    )
+    .await
+    .expect("a local client on the local port");
+    tls_handshake(
+        zambia.peer_addr,
+        &zm.ca_cert(),
+        &mw.node_cert(),
+        &mw.node_key(),
+    )
+    .await
+    .expect("a peer on the peer port");
+    // A peer's certificate on the local port: refused at the handshake.
+    let refused = tls_handshake(
+        zambia.local_addr,
+        &zm.ca_cert(),
+        &mw.node_cert(),
+        &mw.node_key(),
+    )
+    .await
+    .expect_err("a peer certificate on the local port");
+    assert!(refused.contains("UnknownCA"), "{refused}");
+    // A local client on the peer port: refused at the handshake, not after it.
+    let refused = tls_handshake(
+        zambia.peer_addr,
+        &zm.ca_cert(),
+        &zm.client_cert("system"),
+        &zm.client_key("system"),
+    )
+    .await
+    .expect_err("a local certificate on the peer port");
+    assert!(refused.contains("UnknownCA"), "{refused}");
+    fed.shutdown().await;
+
+    // A node with no peers at all: its peer port trusts no CA, so it refuses every
+    // handshake, its own authority's local clients included.
+    let alone = Federation::start(&["ZW-DSD"]).await;
+    let zw = alone.files("ZW-DSD");
+    let node = alone.node("ZW-DSD");
+    for role in ["system", "admin", "caseworker"] {
+        let refused = tls_handshake(
+            node.peer_addr,
+            &zw.ca_cert(),
+            &zw.client_cert(role),
+            &zw.client_key(role),
+        )
+        .await
+        .expect_err("a local certificate on the peer port of a node without peers");
+        assert!(refused.contains("UnknownCA"), "{role}: {refused}");
+    }
+    let refused = tls_handshake(
+        node.peer_addr,
+        &zw.ca_cert(),
+        &zw.node_cert(),
+        &zw.node_key(),
+    )
+    .await
+    .expect_err("even the node's own certificate");
+    assert!(refused.contains("UnknownCA"), "{refused}");
+    // Its local port still serves its own clients.
+    tls_handshake(
+        node.local_addr,
+        &zw.ca_cert(),
+        &zw.client_cert("system"),
+        &zw.client_key("system"),
+    )
+    .await
+    .expect("a local client on the local port");
+    alone.shutdown().await;
+}

@@ -90,9 +90,11 @@ async fn metrics_are_scraped_and_parsed() {
     bad.recipient_unit = "Not A Unit".into();
     zambia.submit_referral(bad).await.expect_err("refused");
 
-    let zm_addr = fed.node("ZM-DSW").metrics_addr.expect("metrics listener");
-    let (status, body) = http_get(zm_addr, "/metrics").await;
-    assert!(status.contains("200"), "{status}");
+    let (status, body) = fed
+        .scrape("ZM-DSW", "system", "/metrics")
+        .await
+        .expect("scraped over mutual TLS");
+    assert_eq!(status, 200, "{body}");
     assert!(
         body.trim_end().ends_with("# EOF"),
         "OpenMetrics text ends with # EOF"
@@ -159,8 +161,11 @@ async fn metrics_are_scraped_and_parsed() {
     // Labels name nodes, kinds and codes: never a child.
     assert!(!body.contains("Test") && !body.contains("Child") && !body.contains("CONSENT-1"));
 
-    let mw_addr = fed.node("MW-DSW").metrics_addr.expect("metrics listener");
-    let mw = parse(&http_get(mw_addr, "/metrics").await.1);
+    let (_, mw) = fed
+        .scrape("MW-DSW", "auditor", "/metrics")
+        .await
+        .expect("scraped");
+    let mw = parse(&mw);
     let received = [
         ("direction", "received"),
         ("kind", "referral"),
@@ -168,8 +173,88 @@ async fn metrics_are_scraped_and_parsed() {
         ("peer", "ZM-DSW"),
     ];
     assert_eq!(sample(&mw, "kinbridge_messages_total", &received), 3.0);
-    let (status, _) = http_get(mw_addr, "/elsewhere").await;
-    assert!(status.contains("404"), "{status}");
+    let (status, _) = fed
+        .scrape("MW-DSW", "admin", "/elsewhere")
+        .await
+        .expect("answered");
+    assert_eq!(status, 404);
+    fed.shutdown().await;
+}
+
+/// Sends `GET /metrics` in plain text to `addr` and returns whatever comes back (nothing, a
+/// TLS alert, or an HTTP response), bounded.
+async fn plain_attempt(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let _ = stream.write_all(request.as_bytes()).await;
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response).await;
+        String::from_utf8_lossy(&response).into_owned()
+    };
+    tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("the metrics listener answered or closed in time")
+}
+
+#[tokio::test]
+async fn metrics_need_a_local_client_certificate_of_a_monitoring_role() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let addr = fed.node("ZM-DSW").metrics_addr.expect("metrics listener");
+    // Plain HTTP gets no metrics: the listener speaks TLS only.
+    let plain = plain_attempt(addr).await;
+    assert!(!plain.contains("kinbridge_"), "{plain}");
+    assert!(!plain.contains("200 OK"), "{plain}");
+    // A caseworker's certificate completes the handshake and is refused, saying why.
+    let (status, body) = fed
+        .scrape("ZM-DSW", "caseworker", "/metrics")
+        .await
+        .expect("answered");
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("role 'caseworker' may not read metrics"),
+        "{body}"
+    );
+    assert!(body.contains("system, auditor or admin"), "{body}");
+    // A peer node's certificate is not from this authority's local CA: refused at handshake.
+    let zm = fed.files("ZM-DSW");
+    let mw = fed.files("MW-DSW");
+    let peer = kinbridge_node::metrics::scrape(
+        addr,
+        &zm.ca_cert(),
+        &mw.node_cert(),
+        &mw.node_key(),
+        "/metrics",
+    )
+    .await;
+    let refused = peer.expect_err("a peer certificate is refused at the handshake");
+    assert!(
+        refused.contains("UnknownCA") || refused.contains("unknown"),
+        "{refused}"
+    );
+    // Every monitoring role reads them.
+    for role in ["system", "auditor", "admin"] {
+        let (status, body) = fed
+            .scrape("ZM-DSW", role, "/metrics")
+            .await
+            .expect("scraped");
+        assert_eq!(status, 200, "{role}: {body}");
+        assert!(body.contains("kinbridge_outbox_depth"), "{role}");
+    }
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn plain_http_metrics_only_under_the_insecure_setting() {
+    let fed = Federation::start_with(&["ZM-DSW"], |config| {
+        config.metrics_insecure_plain_http = true;
+    })
+    .await;
+    let addr = fed.node("ZM-DSW").metrics_addr.expect("metrics listener");
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("kinbridge_outbox_depth"));
     fed.shutdown().await;
 }
 

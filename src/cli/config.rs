@@ -91,7 +91,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         config.local_listen,
         config
             .metrics_listen
-            .map(|m| format!(" metrics={m}"))
+            .map(|m| if config.metrics_insecure_plain_http {
+                format!(" metrics={m} (plain HTTP: insecure_plain_http)")
+            } else {
+                format!(" metrics={m} (HTTPS, client certificate required)")
+            })
             .unwrap_or_default()
     );
     println!(

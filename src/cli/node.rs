@@ -31,7 +31,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .context("local listener address")?;
     let metrics = match listeners.metrics.as_ref() {
         Some(l) => format!(
-            " metrics=http://{}/metrics",
+            " metrics={}://{}/metrics",
+            if config.metrics_insecure_plain_http {
+                "http"
+            } else {
+                "https"
+            },
             l.local_addr().context("metrics listener address")?
         ),
         None => String::new(),

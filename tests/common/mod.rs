@@ -190,6 +190,26 @@ impl Federation {
         NodeSigningKey::from_pkcs8_pem(files.signing_key_id(), &pem).expect("key")
     }
 
+    /// `GET path` on `name`'s metrics listener over mutual TLS with the development
+    /// certificate of `role`, as Prometheus scrapes: the status code and body.
+    pub async fn scrape(
+        &self,
+        name: &str,
+        role: &str,
+        path: &str,
+    ) -> Result<(u16, String), String> {
+        let files = self.files(name);
+        let addr = self.node(name).metrics_addr.expect("metrics listener");
+        kinbridge_node::metrics::scrape(
+            addr,
+            &files.ca_cert(),
+            &files.client_cert(role),
+            &files.client_key(role),
+            path,
+        )
+        .await
+    }
+
     pub async fn shutdown(self) {
         for node in self.nodes {
             node.shutdown().await.expect("clean shutdown");
@@ -316,7 +336,8 @@ pub struct NodeProcess {
     pub child: Option<Child>,
     pub peer_addr: SocketAddr,
     pub local_addr: SocketAddr,
-    /// `http://host:port/metrics`, if the config has a metrics listener.
+    /// `https://host:port/metrics` (`http://` under `insecure_plain_http`), if the config has
+    /// a metrics listener.
     pub metrics_url: Option<String>,
     /// The rest of what the node printed on stdout after its ready line.
     pub stdout: Option<mpsc::Receiver<String>>,
@@ -343,16 +364,32 @@ impl NodeProcess {
 
     /// [`Self::start`] with global `args` before the command (e.g. `--log-json`).
     pub fn start_args(config: &Path, args: &[&str]) -> Self {
+        Self::start_full(config, args, "info", None)
+    }
+
+    /// [`Self::start_args`] with `RUST_LOG=rust_log`, and run by `sh` with `umask` first if
+    /// given (as a service manager that does not set one would start it).
+    pub fn start_full(config: &Path, args: &[&str], rust_log: &str, umask: Option<&str>) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(config.with_extension("log"))
             .expect("node log file");
-        let mut child = kinbridge()
+        let mut command = match umask {
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_kinbridge"));
+                sh
+            }
+            None => kinbridge(),
+        };
+        let mut child = command
             .args(args)
             .args(["node", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -726,4 +763,50 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Completes a TLS handshake with the listener at `addr` (trusting the node CA `ca`,
+/// presenting `cert` and `key`, offering ALPN `h2`) and reads its first bytes. `Ok` when the
+/// listener accepted the client certificate (an HTTP/2 server answers the preface with its
+/// settings); `Err` with the reason (the alert) when it refused it at the handshake.
+pub async fn tls_handshake(
+    addr: SocketAddr,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tls = kinbridge_node::tls::load_certs;
+    let roots = kinbridge_node::tls::root_store(&tls(ca).expect("ca")).expect("roots");
+    let chain = tls(cert).expect("cert");
+    let key = kinbridge_node::tls::load_private_key(key).expect("key");
+    let mut config = rustls::ClientConfig::builder_with_provider(kinbridge_node::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client auth");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let mut stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The HTTP/2 preface and an empty SETTINGS frame.
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        stream.write_all(&hello).await.map_err(|e| e.to_string())?;
+        let mut first = [0u8; 9];
+        match stream.read(&mut first).await {
+            Ok(0) => Err("the listener closed the connection".to_owned()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    tokio::time::timeout(WAIT, attempt)
+        .await
+        .expect("the handshake ended in time")
 }

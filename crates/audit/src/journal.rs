@@ -12,7 +12,7 @@ pub mod frame;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub use frame::MAX_RECORD_BYTES;
@@ -110,7 +110,9 @@ impl Journal {
             std::fs::remove_file(&aside).map_err(io)?;
         }
         let created = !path.exists();
+        // 0600 whatever the umask: the node's data directory is its user's alone.
         let mut file = OpenOptions::new()
+            .mode(0o600)
             .read(true)
             .append(true)
             .create(true)
@@ -314,7 +316,13 @@ fn convert(path: &Path, parsed: Parsed, truncated: u64) -> Result<Recovered, Jou
         records.push((offset, record));
     }
     let aside = conversion_path(path);
-    let mut out = File::create(&aside).map_err(io)?;
+    let mut out = OpenOptions::new()
+        .mode(0o600)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&aside)
+        .map_err(io)?;
     out.write_all(&bytes)
         .and_then(|()| out.sync_all())
         .map_err(io)?;

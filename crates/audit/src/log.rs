@@ -103,10 +103,13 @@ impl AuditLog {
     /// Opens (or creates) the log of `node` in `dir`, recovering the journal and checking it
     /// against every checkpoint signed before, each verified with one of `keys`.
     pub fn open(dir: &Path, node: &NodeId, keys: &[NoteKey]) -> Result<Self, LogError> {
-        std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        // 0700 whatever the umask: the node's data directory is its user's alone.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .map_err(|source| LogError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         let entries_path = dir.join("entries.log");
         let entries = Journal::open(&entries_path)?;
         let mut tree = MerkleTree::new();

@@ -1,7 +1,10 @@
 //! Ed25519 signing keys: a node's own key, and the keyring of a peer's public keys with their
 //! validity windows.
 
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, KeypairBytes,
+};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use crate::ids::KeyId;
@@ -68,7 +71,9 @@ impl NodeSigningKey {
         Self::new(id, SigningKey::generate(&mut rand::rngs::OsRng))
     }
 
-    /// Loads a PKCS#8 PEM private key. Text before the PEM block (a warning comment) is allowed.
+    /// Loads a PKCS#8 PEM private key, version 1 (RFC 5208: the private key alone, as kinbridge
+    /// writes it) or version 2 (RFC 5958: with the public key inside, as kinbridge wrote it
+    /// before). Text before the PEM block (a warning comment) is allowed.
     pub fn from_pkcs8_pem(id: KeyId, pem: &str) -> Result<Self, KeyError> {
         let start = pem
             .find("-----BEGIN")
@@ -78,10 +83,16 @@ impl NodeSigningKey {
         Ok(Self::new(id, key))
     }
 
-    /// The private key as PKCS#8 PEM.
+    /// The private key as PKCS#8 PEM, version 1 (RFC 5208 / RFC 8410: `PrivateKeyInfo` with
+    /// the private key only), the form OpenSSL, Python's `cryptography` and most tools read.
+    /// The public key goes in its own SPKI file ([`Self::public_key_pem`]).
     pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
-        self.key
-            .to_pkcs8_pem(Default::default())
+        let bytes = KeypairBytes {
+            secret_key: self.key.to_bytes(),
+            public_key: None,
+        };
+        bytes
+            .to_pkcs8_pem(LineEnding::LF)
             .map(|p| p.to_string())
             .map_err(|e| KeyError::BadPrivateKey(e.to_string()))
     }
@@ -290,6 +301,50 @@ mod tests {
         let public = PeerKey::from_public_key_pem(kid("k1"), &key.public_key_pem().expect("pub"))
             .expect("decode pub");
         assert_eq!(public.verifying_key(), &key.verifying_key());
+    }
+
+    /// The DER inside the first PEM block of `pem`.
+    fn der_of(pem: &str) -> Vec<u8> {
+        let start = pem.find("-----BEGIN").expect("a PEM block");
+        let (_, doc) = ed25519_dalek::pkcs8::SecretDocument::from_pem(&pem[start..]).expect("PEM");
+        doc.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn private_keys_are_written_as_pkcs8_v1_and_read_back() {
+        let key = NodeSigningKey::generate(kid("k1"));
+        let pem = key.to_pkcs8_pem().expect("encode");
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+        let der = der_of(&pem);
+        // SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING (32) } }:
+        // RFC 8410's example, 48 bytes, version 0 and nothing after the private key.
+        assert_eq!(der.len(), 48);
+        assert_eq!(
+            &der[..16],
+            &[
+                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+                0x04, 0x20
+            ]
+        );
+        assert_eq!(&der[16..], key.key.to_bytes().as_slice());
+        let back = NodeSigningKey::from_pkcs8_pem(kid("k1"), &pem).expect("decode");
+        assert_eq!(back.verifying_key(), key.verifying_key());
+    }
+
+    #[test]
+    fn pkcs8_v2_files_still_load() {
+        // The form written before: OneAsymmetricKey version 1 (v2) with the public key inside.
+        let key = NodeSigningKey::generate(kid("k1"));
+        let v2 = key
+            .key
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("encode v2")
+            .to_string();
+        let der = der_of(&v2);
+        assert_eq!(&der[2..5], &[0x02, 0x01, 0x01], "version 1 (v2)");
+        let back = NodeSigningKey::from_pkcs8_pem(kid("k1"), &format!("# old\n{v2}"))
+            .expect("a v2 file loads");
+        assert_eq!(back.verifying_key(), key.verifying_key());
     }
 
     #[test]

@@ -52,8 +52,12 @@ pub struct NodeConfig {
     pub peer_listen: SocketAddr,
     /// Address of the local listener (the authority's own systems).
     pub local_listen: SocketAddr,
-    /// Address of the plain-HTTP Prometheus `/metrics` listener; `None` serves none.
+    /// Address of the Prometheus `/metrics` listener (HTTPS with a client certificate from
+    /// the local clients' CA); `None` serves none.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve `/metrics` over plain HTTP to anyone who reaches the listener (`[metrics]
+    /// insecure_plain_http = true`); `false`, the default, requires mutual TLS.
+    pub metrics_insecure_plain_http: bool,
     /// The node's TLS certificate chain (PEM), presented on both listeners and to peers.
     pub tls_certificate: PathBuf,
     /// The node's TLS private key (PEM).
@@ -183,6 +187,15 @@ struct RawConfig {
     tracing: RawTracing,
     #[serde(default)]
     reporting: RawReporting,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default)]
+    insecure_plain_http: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -546,6 +559,7 @@ impl Checker<'_> {
                 .as_deref()
                 .map(|m| self.addr("listen.metrics", m))
                 .transpose()?,
+            metrics_insecure_plain_http: raw.metrics.insecure_plain_http,
             tls_certificate: self.file("identity.certificate", &raw.identity.certificate)?,
             tls_private_key: self.file("identity.private_key", &raw.identity.private_key)?,
             tls_ca_certificate: self

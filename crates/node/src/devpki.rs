@@ -332,7 +332,7 @@ fn write(path: &Path, contents: &str) -> Result<(), DevPkiError> {
 
 /// Writes a private key readable by its owner only.
 fn write_secret(path: &Path, contents: &str) -> Result<(), DevPkiError> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |source| DevPkiError::Io {
         path: path.to_path_buf(),
         source,
@@ -343,6 +343,9 @@ fn write_secret(path: &Path, contents: &str) -> Result<(), DevPkiError> {
         .truncate(true)
         .mode(0o600)
         .open(path)
+        .map_err(io)?;
+    // A file that existed keeps its mode through `truncate`: set it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(io)?;
     file.write_all(contents.as_bytes()).map_err(io)
 }
@@ -410,6 +413,7 @@ pub fn node_config(
             std::net::Ipv4Addr::LOCALHOST,
             0,
         ))),
+        metrics_insecure_plain_http: false,
         message_ttl_ms: DEFAULT_MESSAGE_TTL_MS,
         max_clock_skew_ms: kinbridge_core::limits::DEFAULT_MAX_CLOCK_SKEW_MS,
         peers,

@@ -452,10 +452,13 @@ impl KeyEdit<'_> {
         let pem = signing
             .to_pkcs8_pem()
             .map_err(|e| KeyBookError::Refused(e.to_string()))?;
+        let public_pem = signing
+            .public_key_pem()
+            .map_err(|e| KeyBookError::Refused(e.to_string()))?;
         let dir = self.book.key_dir.clone();
         let path = dir.join(format!("{id}.key"));
         let written = path.clone();
-        tokio::task::spawn_blocking(move || write_private_key(&dir, &written, &pem))
+        tokio::task::spawn_blocking(move || write_private_key(&dir, &written, &pem, &public_pem))
             .await
             .map_err(|e| KeyBookError::File {
                 path: path.clone(),
@@ -704,19 +707,24 @@ impl KeyEdit<'_> {
 }
 
 /// Writes a private key file readable by the owner only, fsynced with its directory.
-fn write_private_key(dir: &Path, path: &Path, pem: &str) -> std::io::Result<()> {
+/// Writes a private key (PKCS#8 v1 PEM) to `path` and its public key (SPKI PEM) beside it
+/// with the extension `pub`, both 0600 in a 0700 `dir`, fsynced.
+fn write_private_key(dir: &Path, path: &Path, pem: &str, public_pem: &str) -> std::io::Result<()> {
     use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
+    crate::private_files::create_dir(dir)?;
+    let mut file = crate::private_files::file_options()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
     file.write_all(pem.as_bytes())?;
     file.sync_all()?;
+    let mut public = crate::private_files::file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path.with_extension("pub"))?;
+    public.write_all(public_pem.as_bytes())?;
+    public.sync_all()?;
     std::fs::File::open(dir)?.sync_all()
 }
 

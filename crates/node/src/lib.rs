@@ -20,6 +20,7 @@ pub mod local_firewall;
 pub mod local_service;
 pub mod metrics;
 pub mod peer_service;
+pub mod private_files;
 pub mod purge;
 pub mod ratelimit;
 pub mod registry;

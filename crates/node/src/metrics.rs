@@ -1,6 +1,7 @@
-//! Prometheus metrics, served as OpenMetrics text on `GET /metrics` of the plain-HTTP
-//! listener `listen.metrics`, and the expiry watch that warns ahead of certificate and key
-//! expiry.
+//! Prometheus metrics, served as OpenMetrics text on `GET /metrics` of the listener
+//! `listen.metrics` (HTTPS requiring a client certificate from the local clients' CA with a
+//! role in [`SCRAPER_ROLES`]; plain HTTP only under `[metrics] insecure_plain_http = true`),
+//! and the expiry watch that warns ahead of certificate and key expiry.
 //!
 //! Labels carry node ids, message kinds, outcomes, reason codes and key ids: never a child's
 //! data, never a consent or case reference.
@@ -23,7 +24,9 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::identity::{Role, local_client_of};
 use crate::server::NodeState;
+use rustls::pki_types::CertificateDer;
 
 /// Warn this long before a certificate or key expires.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 60 * 60);
@@ -305,27 +308,177 @@ pub fn certificate_not_after(path: &std::path::Path) -> Option<i64> {
     Some(parsed.validity().not_after.timestamp())
 }
 
-/// Serves `GET /metrics` on `listener` until the node stops.
-pub async fn serve(state: Arc<NodeState>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+/// The roles whose local-client certificates may read `/metrics`: a monitoring system
+/// (`system`), an auditor and an admin. A caseworker's may not.
+pub const SCRAPER_ROLES: [Role; 3] = [Role::System, Role::Auditor, Role::Admin];
+
+/// How long a metrics connection may last.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the metrics listener speaks.
+#[derive(Clone)]
+pub enum MetricsTransport {
+    /// HTTPS with this config, which requires a client certificate from the local CA.
+    MutualTls(Arc<rustls::ServerConfig>),
+    /// Plain HTTP to anyone who reaches the listener: `[metrics] insecure_plain_http = true`.
+    InsecurePlainHttp,
+}
+
+/// Whether a verified local-client certificate chain may read the metrics; the refusal says
+/// what to do.
+fn scraper_allowed(chain: &[CertificateDer<'static>]) -> Result<(), String> {
+    let leaf = chain
+        .first()
+        .ok_or_else(|| "no client certificate was presented".to_owned())?;
+    let client = local_client_of(leaf).map_err(|e| {
+        format!("the client certificate is not a kinbridge local-client certificate: {e}")
+    })?;
+    if SCRAPER_ROLES.contains(&client.role) {
+        Ok(())
+    } else {
+        Err(format!(
+            "role '{}' may not read metrics: scrape with a certificate of role system, auditor or admin from the local clients' CA",
+            client.role.as_str()
+        ))
+    }
+}
+
+/// Serves `GET /metrics` on `listener` over `transport` until the node stops.
+pub async fn serve(
+    state: Arc<NodeState>,
+    listener: TcpListener,
+    transport: MetricsTransport,
+    mut stop: watch::Receiver<bool>,
+) {
+    let acceptor = match &transport {
+        MetricsTransport::MutualTls(config) => {
+            Some(tokio_rustls::TlsAcceptor::from(Arc::clone(config)))
+        }
+        MetricsTransport::InsecurePlainHttp => {
+            tracing::warn!(
+                "metrics are served over plain HTTP ([metrics] insecure_plain_http = true): anyone who reaches the listener reads per-peer traffic and refusal counts"
+            );
+            None
+        }
+    };
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.wait_for(|s| *s) => return,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let Ok((stream, remote)) = accepted else {
+            continue;
+        };
         let state = Arc::clone(&state);
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(answer(&state, &req)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = tokio::time::timeout(Duration::from_secs(30), conn).await {
-                tracing::debug!(error = %e, "metrics connection timed out");
+            let Some(acceptor) = acceptor else {
+                serve_connection(state, stream, Ok(())).await;
+                return;
+            };
+            match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+            {
+                Ok(Ok(tls)) => {
+                    let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+                    let access = scraper_allowed(chain);
+                    if let Err(reason) = &access {
+                        tracing::warn!(listener = "metrics", %remote, %reason, "metrics request refused");
+                    }
+                    serve_connection(state, tls, access).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(listener = "metrics", %remote, error = %e, "TLS handshake refused");
+                }
+                Err(_) => {
+                    tracing::warn!(listener = "metrics", %remote, "TLS handshake timed out");
+                }
             }
         });
     }
+}
+
+/// Serves one HTTP/1.1 connection; every request is refused with 403 and `access`'s reason
+/// when the client may not read the metrics.
+async fn serve_connection<S>(state: Arc<NodeState>, stream: S, access: Result<(), String>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let access = Arc::new(access);
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let state = Arc::clone(&state);
+        let access = Arc::clone(&access);
+        async move {
+            Ok::<_, Infallible>(match access.as_ref() {
+                Ok(()) => answer(&state, &req),
+                Err(reason) => {
+                    let mut response = Response::new(format!("{reason}\n"));
+                    *response.status_mut() = StatusCode::FORBIDDEN;
+                    response
+                }
+            })
+        }
+    });
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+        tracing::debug!(error = %e, "metrics connection timed out");
+    }
+}
+
+/// `GET path` over HTTPS on the metrics listener at `addr`, presenting the client
+/// certificate `cert` with its key `key` and trusting the node CA `ca`: what Prometheus does.
+/// Returns the status code and the body. For tests and troubleshooting.
+pub async fn scrape(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    path: &str,
+) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let roots = crate::tls::root_store(&crate::tls::load_certs(ca).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let chain = crate::tls::load_certs(cert).map_err(|e| e.to_string())?;
+    let key = crate::tls::load_private_key(key).map_err(|e| e.to_string())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let mut tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        tls.write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        tls.read_to_end(&mut response)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(String::from_utf8_lossy(&response).into_owned())
+    };
+    let response = tokio::time::timeout(CONNECTION_TIMEOUT, exchange)
+        .await
+        .map_err(|_| "the metrics listener did not answer in time".to_owned())??;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| "not an HTTP response".to_owned())?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no status in '{}'", head.lines().next().unwrap_or("")))?;
+    Ok((status, body.to_owned()))
 }
 
 fn answer(state: &NodeState, req: &Request<Incoming>) -> Response<String> {

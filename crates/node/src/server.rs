@@ -110,6 +110,26 @@ pub enum NodeError {
     /// The reflection service could not be built from the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(String),
+    /// Group or others can read, write or enter the data directory or something in it.
+    #[error(
+        "{path} is open to other users (mode {mode:03o}), but the data directory holds children's data and must be readable by the node's own user only: run `chmod -R go-rwx {data_dir}` and start the node again (and set UMask=0077 in its service unit)"
+    )]
+    ExposedDataDir {
+        /// The directory or file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+        /// The data directory.
+        data_dir: String,
+    },
+    /// The data directory could not be created or its permissions read or set.
+    #[error("data directory {path}: {reason}")]
+    DataDir {
+        /// The directory or file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -197,7 +217,7 @@ pub struct Listeners {
     pub peer: TcpListener,
     /// Local port: the authority's own systems.
     pub local: TcpListener,
-    /// Plain-HTTP Prometheus metrics, if configured.
+    /// Prometheus metrics (HTTPS with a local-client certificate), if configured.
     pub metrics: Option<TcpListener>,
 }
 
@@ -228,6 +248,10 @@ pub struct PreparedNode {
     local_verifier_roots: usize,
     /// Every certificate the node uses or trusts: what, whose, and when it expires.
     certificates: Vec<(String, String, i64)>,
+    /// The data directory, restricted again at the end (sled may have made files meanwhile).
+    data_dir: std::path::PathBuf,
+    /// How the metrics listener speaks.
+    metrics_transport: crate::metrics::MetricsTransport,
 }
 
 /// Loads and checks everything `config` names and opens the store. Fails fast, naming the
@@ -249,17 +273,29 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         path: config.tls_private_key.clone(),
         reason: e.to_string(),
     })?;
-    let peer_roots = registry.all_ca_certs();
-    let peer_tls = if peer_roots.is_empty() {
-        None
+    // Each listener trusts its own roots only: the peers' CAs here (none: every handshake
+    // is refused), the local clients' CA on the local port.
+    let peer_tls = server_config(
+        chain.clone(),
+        key.clone_key(),
+        client_verifier(root_store(&registry.all_ca_certs())?)?,
+    )?;
+    let metrics_transport = if config.metrics_insecure_plain_http {
+        crate::metrics::MetricsTransport::InsecurePlainHttp
     } else {
-        Some(server_config(
+        // The same roots as the local port: the authority's own clients, never a peer.
+        crate::metrics::MetricsTransport::MutualTls(crate::tls::http1_server_config(
             chain.clone(),
             key.clone_key(),
-            client_verifier(root_store(&peer_roots)?)?,
+            client_verifier(root_store(&local_ca)?)?,
         )?)
     };
     let local_tls = server_config(chain, key, client_verifier(root_store(&local_ca)?)?)?;
+    let data_dir_err = |e: std::io::Error| NodeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    crate::private_files::create_dir(&config.data_dir).map_err(data_dir_err)?;
     let store = Store::open(&config.data_dir.join("store"))?;
     let keys = KeyBook::load(
         &config.node_id,
@@ -276,6 +312,8 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
     let auditor = Arc::new(Auditor::new(audit_log, config.node_id.clone()));
     let tracing = crate::family_tracing::Tracing::open(&store, linkage_keys)?;
     let reporting = crate::reporting::Reporting::open(&store)?;
+    // sled makes its files with the process's umask: take them back to 0600.
+    crate::private_files::restrict(&config.data_dir).map_err(data_dir_err)?;
     let state = Arc::new(NodeState {
         node_id: config.node_id.clone(),
         keys: Arc::new(keys),
@@ -320,21 +358,14 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
             Some((what.to_owned(), node.to_string(), not_after))
         })
         .collect();
-    let peer_tls = match peer_tls {
-        Some(c) => c,
-        // A node without peers still serves its peer port, refusing every handshake.
-        None => server_config(
-            load_certs(&config.tls_certificate)?,
-            load_private_key(&config.tls_private_key)?,
-            client_verifier(root_store(&local_ca)?)?,
-        )?,
-    };
     Ok(PreparedNode {
         state,
         peer_tls,
         local_tls,
         local_verifier_roots: local_ca.len(),
         certificates,
+        data_dir: config.data_dir.clone(),
+        metrics_transport,
     })
 }
 
@@ -359,6 +390,7 @@ pub struct Material {
 /// file at fault and what is wrong with it.
 pub fn check_material(config: &NodeConfig) -> Result<Material, NodeError> {
     let file = config.source.display().to_string();
+    check_data_dir(&config.data_dir)?;
     let chain = load_certs(&config.tls_certificate)?;
     let key = load_private_key(&config.tls_private_key)?;
     let local_ca = load_certs(&config.local_client_ca)?;
@@ -435,6 +467,23 @@ pub fn check_material(config: &NodeConfig) -> Result<Material, NodeError> {
         signing_key,
         linkage_keys,
     })
+}
+
+/// Refuses a data directory that group or others can read, write or enter, or that holds
+/// anything they can. One that does not exist yet is fine: the node creates it 0700.
+pub fn check_data_dir(data_dir: &std::path::Path) -> Result<(), NodeError> {
+    match crate::private_files::find_exposed(data_dir) {
+        Ok(None) => Ok(()),
+        Ok(Some(exposed)) => Err(NodeError::ExposedDataDir {
+            path: exposed.path.display().to_string(),
+            mode: exposed.mode,
+            data_dir: data_dir.display().to_string(),
+        }),
+        Err(e) => Err(NodeError::DataDir {
+            path: data_dir.display().to_string(),
+            reason: e.to_string(),
+        }),
+    }
 }
 
 impl PreparedNode {
@@ -562,6 +611,7 @@ impl PreparedNode {
             tokio::spawn(crate::metrics::serve(
                 Arc::clone(&state),
                 listener,
+                self.metrics_transport.clone(),
                 stop_rx.clone(),
             ))
         });
@@ -589,6 +639,10 @@ impl PreparedNode {
         }
         // Everything acknowledged was committed already; this makes the rest durable too.
         state.store.commit().await?;
+        // Files sled made while serving, in a process whose umask lets others read them.
+        if let Err(e) = crate::private_files::restrict(&self.data_dir) {
+            tracing::error!(error = %e, "cannot restrict the data directory to the node's user");
+        }
         result.map(|_| ()).map_err(NodeError::from)
     }
 }

@@ -150,7 +150,7 @@ impl Store {
             path: dir.display().to_string(),
             reason,
         };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        crate::private_files::create_dir(dir).map_err(|e| open_err(e.to_string()))?;
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)

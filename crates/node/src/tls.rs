@@ -88,13 +88,76 @@ pub fn root_store(certs: &[CertificateDer<'static>]) -> Result<RootCertStore, Tl
     Ok(roots)
 }
 
-/// A client-certificate verifier that accepts only certificates chaining to `roots`.
+/// A client-certificate verifier that accepts only certificates chaining to `roots`. With no
+/// roots at all (the peer port of a node without peers) it refuses every certificate: a
+/// listener never falls back to another listener's roots.
 pub fn client_verifier(
     roots: RootCertStore,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    if roots.is_empty() {
+        return Ok(Arc::new(RefuseEveryClient));
+    }
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))
+}
+
+/// Requires a client certificate and refuses every one, as unknown CA: the verifier of a
+/// listener that trusts no root.
+#[derive(Debug)]
+pub struct RefuseEveryClient;
+
+impl rustls::server::danger::ClientCertVerifier for RefuseEveryClient {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// A server config presenting `chain` and requiring a client certificate that `verifier`
@@ -111,6 +174,18 @@ pub fn server_config(
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// [`server_config`] for an HTTP/1.1 listener (the Prometheus `/metrics` one): the same
+/// mandatory client certificate, ALPN `http/1.1`.
+pub fn http1_server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config = Arc::unwrap_or_clone(server_config(chain, key, verifier)?);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -132,3 +132,26 @@ fn tags_are_normalised_and_an_unknown_one_is_refused_by_name() {
     assert!(message.contains("'immigration-enforcment'"), "{message}");
     assert!(message.contains("immigration-enforcement"), "{message}");
 }
+
+#[test]
+fn metrics_need_mutual_tls_unless_a_setting_says_insecure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(dir.path(), GOOD);
+    assert!(
+        !NodeConfig::load(&path)
+            .expect("loads")
+            .metrics_insecure_plain_http
+    );
+    let path = write_config(
+        dir.path(),
+        &format!("{GOOD}[metrics]\ninsecure_plain_http = true\n"),
+    );
+    assert!(
+        NodeConfig::load(&path)
+            .expect("loads")
+            .metrics_insecure_plain_http
+    );
+    let path = write_config(dir.path(), &format!("{GOOD}[metrics]\nplain_http = true\n"));
+    let err = NodeConfig::load(&path).expect_err("an unknown metrics key is refused");
+    assert!(err.to_string().contains("plain_http"), "{err}");
+}

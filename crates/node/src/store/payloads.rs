@@ -118,7 +118,7 @@ impl PayloadStore {
     /// one-file-per-payload layout), cuts off a torn tail, finishes interrupted purges and
     /// rebuilds the index.
     pub fn open(dir: &Path) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
+        crate::private_files::create_dir(dir)?;
         let mut numbers = Vec::new();
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
@@ -436,7 +436,8 @@ fn zero(file: &File, place: &Place) -> io::Result<()> {
 }
 
 fn new_segment(dir: &Path, n: u32) -> io::Result<Segment> {
-    let file = OpenOptions::new()
+    // 0600 whatever the umask: a segment holds children's data.
+    let file = crate::private_files::file_options()
         .read(true)
         .write(true)
         .create_new(true)
