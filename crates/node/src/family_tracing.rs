@@ -312,10 +312,19 @@ impl Tracing {
             if case.purged_at_ms != 0 || case.kind != pb::TracingCaseKind::Record as i32 {
                 continue;
             }
+            // A live record without readable data cannot match: said at WARN, not skipped
+            // silently.
             let Some(data) = store.get_blob(&blob_key(&case.case_id))? else {
+                tracing::warn!(case_id = %case.case_id, "tracing record has no data in the payload store; it cannot match until registered again");
                 continue;
             };
-            let payload = pb::ReferralPayload::decode(data.as_slice()).unwrap_or_default();
+            let payload = match pb::ReferralPayload::decode(data.as_slice()) {
+                Ok(payload) => payload,
+                Err(e) => {
+                    tracing::warn!(case_id = %case.case_id, error = %e, "tracing record's data does not decode; it cannot match until registered again");
+                    continue;
+                }
+            };
             index.records.push(tracing.indexed(&case, &payload));
         }
         for entry in tracing.queries.iter() {
@@ -493,9 +502,13 @@ fn stored_query_encoding(
     let Some(envelope) = store.with_payload(envelope)? else {
         return Ok(None);
     };
-    Ok(pb::TracingQuery::decode(envelope.payload.as_slice())
+    let encoding = pb::TracingQuery::decode(envelope.payload.as_slice())
         .ok()
-        .and_then(|q| Encoding::from_bytes(&q.encoding)))
+        .and_then(|q| Encoding::from_bytes(&q.encoding));
+    if encoding.is_none() {
+        tracing::warn!(peer = %record.peer, message_id = %record.message_id, "a standing tracing query's stored encoding does not decode; it no longer stands");
+    }
+    Ok(encoding)
 }
 
 /// Whether the consent of a record here lets a match with it be reported to `peer` now.
@@ -1141,7 +1154,17 @@ async fn disclose(state: &Arc<NodeState>, m: &MatchRecord) -> Result<String, Sta
         ));
     };
     let consent = case.consent.clone().unwrap_or_default();
-    let mut payload = pb::ReferralPayload::decode(data.as_slice()).unwrap_or_default();
+    // Unreadable data is refused (audited by the caller), never disclosed as an empty case.
+    let Ok(mut payload) = pb::ReferralPayload::decode(data.as_slice()) else {
+        return Err(refused(
+            Code::FailedPrecondition,
+            "case-data-unreadable",
+            format!(
+                "the data of tracing case {} does not decode: nothing disclosed; register the case again",
+                m.case_id
+            ),
+        ));
+    };
     minimise(&mut payload, &consent.categories);
     let fields = agreed_fields(&payload);
     let disclosure = pb::TracingDisclosure {
@@ -1238,7 +1261,13 @@ pub fn to_api(state: &NodeState, m: &MatchRecord) -> Result<pb::TracingMatch, St
             .store
             .with_payload(envelope)
             .map_err(|e| store_status(&e))?
-            .and_then(|e| pb::TracingDisclosure::decode(e.payload.as_slice()).ok()),
+            .and_then(|e| match pb::TracingDisclosure::decode(e.payload.as_slice()) {
+                Ok(d) => Some(d),
+                Err(error) => {
+                    tracing::warn!(match_id = %m.match_id, message_id = %m.disclosure_received, %error, "a received tracing disclosure does not decode; shown without its fields");
+                    None
+                }
+            }),
         None => None,
     };
     let state_of = if m.ruled_out {
