@@ -427,3 +427,113 @@ async fn a_batch_is_taken_in_order_with_a_result_for_each_envelope() {
     assert_eq!(count(&log, pb::AuditEvent::Refused), 4);
     fed.shutdown().await;
 }
+
+/// Every node knows TH-IMM as immigration enforcement.
+fn tag_enforcement(config: &mut kinbridge_node::NodeConfig) {
+    for peer in &mut config.peers {
+        if peer.node_id.as_str() == "TH-IMM" {
+            peer.tags = vec!["immigration-enforcement".into()];
+        }
+    }
+    if config.node_id.as_str() == "TH-IMM" {
+        config.tags = vec!["immigration-enforcement".into()];
+    }
+}
+
+/// The refused entries of `node`'s log, read through its `AuditService` (and verified).
+async fn refused_entries(fed: &Federation, node: &str) -> Vec<pb::AuditEntry> {
+    let out = fed.dir.path().join(format!("{node}-refusals.jsonl"));
+    let export = export_and_verify(&fed.pki, node, fed.node(node).local_addr, &out).await;
+    entries(&export)
+        .into_iter()
+        .filter(|e| e.event == pb::AuditEvent::Refused as i32)
+        .collect()
+}
+
+/// A refusal's entry names what was refused: the identity the TLS certificate proved apart
+/// from the one the refused bytes claimed, and, at the sender, the recipient, purpose and
+/// consent of the refused submission.
+#[tokio::test]
+async fn refusal_entries_name_what_was_refused_and_who_proved_what() {
+    let fed =
+        Federation::start_with(&["ZM-DSW", "MW-DSW", "ZW-DSD", "TH-IMM"], tag_enforcement).await;
+    let zm_key = fed.signing_key("ZM-DSW");
+
+    // Zimbabwe's node sends an envelope claiming to come from Zambia.
+    let forged = seal_envelope(&draft("ZM-DSW", "MW-DSW"), payload(), &zm_key);
+    let forged_digest = forged.digest().0.to_vec();
+    let status = deliver(&mut fed.peer_client_as("MW-DSW", "ZW-DSD"), forged)
+        .await
+        .expect_err("impersonation");
+    assert_eq!(refusal(&status).1, "impersonation");
+
+    // Zimbabwe's CA issues a certificate naming Zambia.
+    let dir = fed.dir.path().join("forged");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert, key) = (dir.join("fake-zm.crt"), dir.join("fake-zm.key"));
+    kinbridge_node::devpki::issue_node_certificate(
+        &fed.pki,
+        &node_id("ZW-DSD"),
+        "ZM-DSW",
+        &cert,
+        &key,
+    )
+    .expect("issue");
+    let envelope = seal_envelope(&draft("ZM-DSW", "MW-DSW"), payload(), &zm_key);
+    let status = deliver(&mut fed.peer_client_with("MW-DSW", &cert, &key), envelope)
+        .await
+        .expect_err("foreign CA");
+    assert_eq!(refusal(&status).1, "impersonation");
+    assert!(status.message().contains("ZW-DSD"), "{}", status.message());
+
+    let at_malawi = refused_entries(&fed, "MW-DSW").await;
+    let by_envelope = at_malawi
+        .iter()
+        .find(|e| e.envelope_digest == forged_digest)
+        .expect("the forged envelope's refusal");
+    assert_eq!(by_envelope.reason, "impersonation");
+    assert_eq!(by_envelope.peer, "ZW-DSD");
+    assert_eq!(by_envelope.authenticated_peer, "ZW-DSD");
+    assert_eq!(by_envelope.claimed_sender, "ZM-DSW");
+    let by_certificate = at_malawi
+        .iter()
+        .find(|e| e.reason == "impersonation" && e.envelope_digest.is_empty())
+        .expect("the foreign certificate's refusal");
+    assert_eq!(
+        (
+            by_certificate.peer.as_str(),
+            by_certificate.authenticated_peer.as_str(),
+            by_certificate.claimed_sender.as_str()
+        ),
+        ("ZW-DSD", "ZW-DSD", "ZM-DSW"),
+        "logged under the country whose CA issued it, the named node only claimed"
+    );
+
+    // The sender's firewall refusal names the recipient, purpose and consent refused.
+    let request = submit_request("TH-IMM");
+    let consent_id = request
+        .consent
+        .as_ref()
+        .expect("consent")
+        .consent_id
+        .clone();
+    let status = fed
+        .local("ZM-DSW", "caseworker")
+        .submit_referral(request)
+        .await
+        .expect_err("firewall");
+    assert_eq!(
+        refusal(&status),
+        (Code::PermissionDenied, "firewall".into())
+    );
+    let at_zambia = refused_entries(&fed, "ZM-DSW").await;
+    let firewall = at_zambia
+        .iter()
+        .find(|e| e.reason == "firewall")
+        .expect("the firewall refusal");
+    assert_eq!(firewall.recipient, "TH-IMM");
+    assert_eq!(firewall.purpose, pb::Purpose::ServiceReferral as i32);
+    assert_eq!(firewall.consent_id, consent_id);
+    assert!(!firewall.actor.is_empty());
+    fed.shutdown().await;
+}

@@ -11,7 +11,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::family_tracing::{self, Registration, to_api};
 use crate::identity::Role;
-use crate::local_service::LocalApi;
+use crate::local_service::{LocalApi, Refused};
 use crate::server::NodeState;
 use crate::status::refused;
 
@@ -145,9 +145,11 @@ impl TracingService for TracingApi {
             .authorized(&request, "register tracing cases", &CASE_ROLES)
             .await?;
         tracing::Span::current().record("client", client.name.as_str());
-        let registration = match self.check_registration(request.into_inner()) {
+        let req = request.into_inner();
+        let about = Refused::of("", pb::Purpose::FamilyTracing as i32, req.consent.as_ref());
+        let registration = match self.check_registration(req) {
             Ok(checked) => checked,
-            Err(status) => return Err(self.local.refuse(&client.name, status).await),
+            Err(status) => return Err(self.local.refuse_about(&client.name, status, about).await),
         };
         let registered =
             family_tracing::register(&self.state, &client.name, client.unit_str(), registration)
