@@ -627,3 +627,51 @@ async fn tracing_register_with_a_best_interests_determination() {
     }
     fed.shutdown().await;
 }
+
+/// `kinbridge send --to-unit` with a unit the recipient does not have: the recipient's signed
+/// refusal comes back, and the command fails saying why (the reason code, the unit, the
+/// recipient's units).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_to_an_unknown_unit_says_which_units_there_are() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let toml = dev_config_toml(
+        &fed.pki,
+        "ZM-DSW",
+        &fed.dir.path().join("cli-data").join("ZM-DSW"),
+        &[("MW-DSW", None)],
+    );
+    let config = fed.dir.path().join("ZM-DSW.toml");
+    std::fs::write(&config, toml).expect("config");
+    let mut send = kinbridge();
+    send.args([
+        "send",
+        "--to",
+        "MW-DSW",
+        "--to-unit",
+        "mangochi-distict",
+        "--consent",
+        "C-78",
+        "--given-by",
+        "guardian",
+        "--migratory-status",
+        "separated",
+    ])
+    .arg("--config")
+    .arg(&config)
+    .arg("--node")
+    .arg(fed.node("ZM-DSW").local_addr.to_string());
+    let out = tokio::task::spawn_blocking(move || run_bounded(send))
+        .await
+        .expect("command task");
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    for needle in [
+        "refused",
+        "unknown-unit",
+        "mangochi-distict",
+        "mangochi-district",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+    fed.shutdown().await;
+}

@@ -537,3 +537,94 @@ async fn refusal_entries_name_what_was_refused_and_who_proved_what() {
     assert!(!firewall.actor.is_empty());
     fed.shutdown().await;
 }
+
+/// A referral addressed to a unit the receiver does not have is refused with a signed
+/// receipt naming the unit and the receiver's units, not receipted into an inbox no
+/// caseworker sees; a known unit is delivered.
+#[tokio::test]
+async fn a_referral_to_an_unknown_unit_is_refused_naming_the_units() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let mut zambia = fed.local("ZM-DSW", "caseworker");
+    let mut typo = submit_request("MW-DSW");
+    typo.recipient_unit = "mangochi-distict".into();
+    let refused_id = zambia
+        .submit_referral(typo)
+        .await
+        .expect("queued")
+        .into_inner()
+        .message_id;
+    let delivery = zambia
+        .get_delivery(pb::GetDeliveryRequest {
+            message_id: refused_id.clone(),
+            wait_ms: 20_000,
+        })
+        .await
+        .expect("delivery")
+        .into_inner();
+    assert_eq!(
+        delivery.state,
+        pb::DeliveryState::Refused as i32,
+        "{delivery:?}"
+    );
+    for needle in [
+        "unknown-unit",
+        "'mangochi-distict'",
+        "mangochi-district",
+        "intake",
+    ] {
+        assert!(
+            delivery.last_error.contains(needle),
+            "{needle}: {}",
+            delivery.last_error
+        );
+    }
+    // The refusal is Malawi's signed negative receipt.
+    let receipt = delivery.receipt.expect("signed negative receipt");
+    let files = fed.files("MW-DSW");
+    let pem = std::fs::read_to_string(files.signing_pub()).expect("pub");
+    let malawi_keys = kinbridge_core::Keyring::new(vec![
+        kinbridge_core::PeerKey::from_public_key_pem(files.signing_key_id(), &pem).expect("key"),
+    ]);
+    let envelope: SealedEnvelope = delivery.envelope.expect("envelope").into();
+    let verified = kinbridge_core::verify_receipt(
+        &receipt.into(),
+        &node_id("ZM-DSW"),
+        kinbridge_core::MessageId::new(&refused_id).expect("message id"),
+        envelope.digest(),
+        &node_id("MW-DSW"),
+        &malawi_keys,
+    )
+    .expect("receipt verifies");
+    assert_eq!(verified.status, pb::ReceiptStatus::Refused);
+    assert_eq!(verified.refusal_reason, "unknown-unit");
+
+    // A known unit is delivered; Malawi's inbox holds it and not the refused one.
+    let mut known = submit_request("MW-DSW");
+    known.recipient_unit = "mangochi-district".into();
+    let delivered_id = zambia
+        .submit_referral(known)
+        .await
+        .expect("queued")
+        .into_inner()
+        .message_id;
+    let delivery = zambia
+        .get_delivery(pb::GetDeliveryRequest {
+            message_id: delivered_id.clone(),
+            wait_ms: 20_000,
+        })
+        .await
+        .expect("delivery")
+        .into_inner();
+    assert_eq!(delivery.state, pb::DeliveryState::Delivered as i32);
+    let items = open_inbox(&mut fed.local("MW-DSW", "system")).await;
+    let ids: Vec<&str> = items.iter().map(|i| i.message_id.as_str()).collect();
+    assert_eq!(ids, [delivered_id.as_str()]);
+    let at_malawi = refused_entries(&fed, "MW-DSW").await;
+    let entry = at_malawi
+        .iter()
+        .find(|e| e.reason == "unknown-unit")
+        .expect("audited at Malawi");
+    assert_eq!(entry.message_id, refused_id);
+    assert!(!entry.receipt_digest.is_empty());
+    fed.shutdown().await;
+}

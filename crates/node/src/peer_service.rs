@@ -385,6 +385,35 @@ impl PeerApi {
                 .await;
         }
 
+        // A referral to a unit this node does not have would be receipted and then seen by no
+        // caseworker: it is refused with a signed receipt naming the unit and the known ones.
+        if let (VerifiedPayload::Referral(_), Some(addressed)) =
+            (verified.payload(), header.recipient_unit.as_ref())
+            && !state.units.is_empty()
+            && *addressed != state.intake_unit
+            && !state.units.contains(addressed)
+        {
+            let known: Vec<String> = std::iter::once(&state.intake_unit)
+                .chain(&state.units)
+                .map(ToString::to_string)
+                .collect();
+            let detail = format!(
+                "{} has no unit '{addressed}'; its units are: {}; send it again to one of them, or to no unit for its intake ({})",
+                state.node_id,
+                known.join(", "),
+                state.intake_unit
+            );
+            return self
+                .refuse_signed(
+                    &verified,
+                    "unknown-unit",
+                    &detail,
+                    logged(pb::AuditEvent::Refused),
+                    &sender,
+                )
+                .await;
+        }
+
         // The unit the item belongs to here: a referral's addressee (or the intake), a status
         // update's referral's sender; a withdrawal notice is every unit's.
         let mut unit = match verified.payload() {

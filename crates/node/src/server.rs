@@ -156,6 +156,8 @@ pub struct NodeState {
     pub max_queued: u64,
     /// The unit referrals addressed to no unit arrive in.
     pub intake_unit: kinbridge_core::UnitName,
+    /// The units referrals may be addressed to besides the intake; empty: any.
+    pub units: Vec<kinbridge_core::UnitName>,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Family tracing: cases, standing queries, matches.
@@ -299,6 +301,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         client_limiter: crate::ratelimit::RateLimiter::new(config.client_rate),
         max_queued: config.max_queued,
         intake_unit: config.intake_unit.clone(),
+        units: config.units.clone(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
         tracing,
         reporting,
