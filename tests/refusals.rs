@@ -219,7 +219,13 @@ async fn redelivery_gets_the_original_receipt_and_a_reused_id_is_a_replay() {
     let again = deliver(&mut as_zambia, envelope)
         .await
         .expect("re-delivered");
-    assert_eq!(first, again, "a re-delivery gets the original receipt");
+    // The signed receipt is the original; the checkpoint beside it is the receiver's latest
+    // (a checkpoint signed between the two calls is not a different receipt).
+    assert_eq!(
+        (&first.body, &first.signature),
+        (&again.body, &again.signature),
+        "a re-delivery gets the original receipt"
+    );
 
     // The same message id on a different envelope is a replay.
     let mut reused = d.clone();
@@ -626,5 +632,174 @@ async fn a_referral_to_an_unknown_unit_is_refused_naming_the_units() {
         .expect("audited at Malawi");
     assert_eq!(entry.message_id, refused_id);
     assert!(!entry.receipt_digest.is_empty());
+    fed.shutdown().await;
+}
+
+/// A gRPC codec that sends bytes as they are: garbage and over-size requests at the byte
+/// level, as a broken or hostile peer would.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+/// Sends `bytes` as the request of `method` of Malawi's `PeerService`, over mutual TLS as
+/// Zambia's node.
+async fn raw_call(fed: &Federation, method: &'static str, bytes: Vec<u8>) -> tonic::Status {
+    let files = fed.files("ZM-DSW");
+    let identity = tonic::transport::Identity::from_pem(
+        std::fs::read(files.node_cert()).expect("cert"),
+        std::fs::read(files.node_key()).expect("key"),
+    );
+    let ca = std::fs::read(fed.files("MW-DSW").ca_cert()).expect("ca");
+    let channel = kinbridge_node::delivery::peer_channel(
+        &format!("https://{}", fed.node("MW-DSW").peer_addr),
+        Some("localhost"),
+        &ca,
+        &identity,
+    )
+    .expect("channel");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
+    let answer = tokio::time::timeout(WAIT, grpc.unary(tonic::Request::new(bytes), path, RawCodec))
+        .await
+        .expect("answered in time");
+    answer.expect_err("must be refused")
+}
+
+/// `kinbridge_refusals_total{side="peer",reason=…}` at `node`'s metrics listener.
+async fn peer_refusals(fed: &Federation, node: &str, reason: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = fed.node(node).metrics_addr.expect("metrics listener");
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("response");
+        response
+    };
+    let response = tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("metrics in time");
+    let series = format!("kinbridge_refusals_total{{side=\"peer\",reason=\"{reason}\"}} ");
+    response
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0.0, |v| v.trim().parse().expect("a number"))
+}
+
+/// Bytes that are not a request and a request far above the limit are final refusals with a
+/// reason (not INTERNAL or OUT_OF_RANGE, which a sender retries), counted, audited under the
+/// authenticated peer with a bound per minute, and the node keeps serving.
+#[tokio::test]
+async fn garbage_and_oversized_requests_are_final_audited_refusals() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let deliver_path = "/kinbridge.v1.PeerService/Deliver";
+
+    let status = raw_call(&fed, deliver_path, vec![0xff; 32]).await;
+    assert_eq!(
+        refusal(&status),
+        (Code::InvalidArgument, "malformed".into()),
+        "{status:?}"
+    );
+    assert!(
+        status.message().contains("does not decode"),
+        "{}",
+        status.message()
+    );
+    assert!(!kinbridge_node::status::is_transient(&status));
+
+    let status = raw_call(&fed, deliver_path, vec![0u8; 20 * 1024 * 1024]).await;
+    assert_eq!(
+        refusal(&status),
+        (Code::InvalidArgument, "too-large".into()),
+        "{status:?}"
+    );
+    assert!(status.message().contains("limit"), "{}", status.message());
+    assert!(!kinbridge_node::status::is_transient(&status));
+
+    // A flood: the metric counts every refusal, the log holds at most the window's quota.
+    let flood = kinbridge_node::peer_guard::REFUSALS_PER_WINDOW as usize + 3;
+    for _ in 0..flood {
+        let status = raw_call(
+            &fed,
+            "/kinbridge.v1.PeerService/DeliverBatch",
+            vec![0xff; 8],
+        )
+        .await;
+        assert_eq!(refusal(&status).1, "malformed");
+    }
+    assert_eq!(
+        peer_refusals(&fed, "MW-DSW", "malformed").await,
+        (flood + 1) as f64
+    );
+    assert_eq!(peer_refusals(&fed, "MW-DSW", "too-large").await, 1.0);
+
+    // The node keeps serving: a normal delivery after.
+    let ok = seal_envelope(
+        &draft("ZM-DSW", "MW-DSW"),
+        payload(),
+        &fed.signing_key("ZM-DSW"),
+    );
+    deliver(&mut fed.peer_client_as("MW-DSW", "ZM-DSW"), ok)
+        .await
+        .expect("still serves");
+
+    let at_malawi = refused_entries(&fed, "MW-DSW").await;
+    let of = |reason: &str| -> Vec<&pb::AuditEntry> {
+        at_malawi.iter().filter(|e| e.reason == reason).collect()
+    };
+    assert_eq!(
+        of("malformed").len(),
+        kinbridge_node::peer_guard::REFUSALS_PER_WINDOW as usize,
+        "one by one up to the window's quota"
+    );
+    assert_eq!(of("too-large").len(), 1);
+    for e in of("malformed").into_iter().chain(of("too-large")) {
+        assert_eq!(e.peer, "ZM-DSW");
+        assert_eq!(e.authenticated_peer, "ZM-DSW");
+        assert_eq!(e.refused_count, 0);
+    }
     fed.shutdown().await;
 }

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod keys;
 pub mod local_service;
 pub mod metrics;
+pub mod peer_guard;
 pub mod peer_service;
 pub mod purge;
 pub mod ratelimit;

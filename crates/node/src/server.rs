@@ -529,6 +529,9 @@ impl PreparedNode {
             .map_err(|e| NodeError::Reflection(e.to_string()))?;
         let peer_server = Server::builder()
             .trace_fn(|req| request_span("peer", req))
+            // A peer's bytes tonic refuses before any handler (undecodable, too large) get a
+            // final refusal with a reason, counted and audited (crate::peer_guard).
+            .layer(crate::peer_guard::PeerGuardLayer::new(Arc::clone(&state)))
             .add_service(peer_service)
             .add_service(peer_audit)
             .add_service(health_service.clone())
