@@ -895,3 +895,87 @@ async fn a_query_answered_after_a_failed_notice_keeps_its_matches() {
     assert_eq!(matches(&mut zm).await.len(), 1);
     fed.shutdown().await;
 }
+
+/// A registration whose consent could never let a record match is refused, naming what is
+/// missing (the proto field and the CLI flag), with an audit entry naming the consent; it is
+/// not registered to match nothing. Completed, the same record registers.
+#[tokio::test]
+async fn a_registration_that_could_never_match_is_refused_naming_what_is_missing() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let mut zm = TracingServiceClient::new(fed.channel("ZM-DSW", "caseworker"));
+    let attempt = |consent: pb::ConsentScope| pb::RegisterTracingCaseRequest {
+        kind: pb::TracingCaseKind::Record as i32,
+        consent: Some(consent),
+        case: Some(child_in_zambia()),
+        peers: Vec::new(),
+        ttl_seconds: 0,
+    };
+    let mut bid = tracing_consent("ZM-BID-3", &["MW-DSW"]);
+    bid.given_by = pb::ConsentGiver::BestInterestsDetermination as i32;
+    let status = zm
+        .register_tracing_case(attempt(bid.clone()))
+        .await
+        .expect_err("no authority");
+    assert_eq!(
+        refusal(&status),
+        (
+            tonic::Code::InvalidArgument,
+            "best-interests-without-authority".into()
+        )
+    );
+    for needle in ["determining_authority", "--bid-authority"] {
+        assert!(status.message().contains(needle), "{}", status.message());
+    }
+    bid.determining_authority = "Chipata District BID Committee".into();
+    let status = zm
+        .register_tracing_case(attempt(bid.clone()))
+        .await
+        .expect_err("no legal basis");
+    assert_eq!(
+        refusal(&status),
+        (
+            tonic::Code::InvalidArgument,
+            "best-interests-without-legal-basis".into()
+        )
+    );
+    assert!(
+        status.message().contains("--legal-basis"),
+        "{}",
+        status.message()
+    );
+    let status = zm
+        .register_tracing_case(attempt(tracing_consent("ZM-TRACE-5", &[])))
+        .await
+        .expect_err("no recipient");
+    assert_eq!(
+        refusal(&status),
+        (tonic::Code::InvalidArgument, "no-recipients".into())
+    );
+    let mut expired = tracing_consent("ZM-TRACE-6", &["MW-DSW"]);
+    expired.expires_at_ms = UnixMillis::now().plus_ms(-1000).0;
+    let status = zm
+        .register_tracing_case(attempt(expired))
+        .await
+        .expect_err("expired");
+    assert_eq!(refusal(&status).1, "consent-expired");
+
+    bid.legal_basis = "Children's Code Act 2022, s. 12".into();
+    zm.register_tracing_case(attempt(bid))
+        .await
+        .expect("a complete best-interests determination registers");
+
+    let out = fed.dir.path().join("zm-tracing.jsonl");
+    let export = export_and_verify(&fed.pki, "ZM-DSW", fed.node("ZM-DSW").local_addr, &out).await;
+    let log = entries(&export);
+    let refused = log
+        .iter()
+        .find(|e| {
+            e.event == pb::AuditEvent::Refused as i32
+                && e.reason == "best-interests-without-authority"
+        })
+        .expect("the refusal is audited");
+    assert_eq!(refused.consent_id, "ZM-BID-3");
+    assert_eq!(refused.purpose, pb::Purpose::FamilyTracing as i32);
+    assert_eq!(count(&log, pb::AuditEvent::TracingRegistered), 1);
+    fed.shutdown().await;
+}

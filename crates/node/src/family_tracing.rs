@@ -511,8 +511,16 @@ fn stored_query_encoding(
     Ok(encoding)
 }
 
-/// Whether the consent of a record here lets a match with it be reported to `peer` now.
-fn permits(state: &NodeState, consent: &pb::ConsentScope, peer: &NodeId, now: UnixMillis) -> bool {
+/// Whether the consent of record `case_id` here lets a match with it be reported to `peer`
+/// now. A consent that names the peer but no longer holds (expired, not valid yet) is said at
+/// WARN: the record resembles the peer's query and stays unreported until it is renewed.
+fn permits(
+    state: &NodeState,
+    case_id: &str,
+    consent: &pb::ConsentScope,
+    peer: &NodeId,
+    now: UnixMillis,
+) -> bool {
     let tags = state
         .registry
         .get(peer)
@@ -523,7 +531,7 @@ fn permits(state: &NodeState, consent: &pb::ConsentScope, peer: &NodeId, now: Un
         accepted_purposes: None,
         now,
     };
-    consent::check_parts(
+    let checked = consent::check_parts(
         Some(consent),
         &consent.consent_id,
         pb::Purpose::FamilyTracing,
@@ -532,8 +540,19 @@ fn permits(state: &NodeState, consent: &pb::ConsentScope, peer: &NodeId, now: Un
         &[],
         &[],
         &ctx,
-    )
-    .is_ok()
+    );
+    match checked {
+        Ok(()) => true,
+        // The consent's own choice: this peer may not learn of the record.
+        Err(
+            consent::ConsentViolation::RecipientNotPermitted { .. }
+            | consent::ConsentViolation::Firewall(_),
+        ) => false,
+        Err(violation) => {
+            tracing::warn!(%case_id, %peer, reason = violation.code(), "a tracing record resembling a peer's query is not reported: its consent does not hold now; renew it and register the case again");
+            false
+        }
+    }
 }
 
 /// Compares `encoding` of `epoch` with every record here whose consent lets `peer` learn of a
@@ -553,7 +572,8 @@ fn candidates(
             let (_, own) = r.encodings.iter().find(|(e, _)| *e == epoch)?;
             let similarity = own.dice(encoding);
             let band = band_of(BANDS.of(similarity))?;
-            permits(state, &r.consent, peer, now).then(|| (r.case_id.clone(), band, similarity))
+            permits(state, &r.case_id, &r.consent, peer, now)
+                .then(|| (r.case_id.clone(), band, similarity))
         })
         .collect();
     found.sort_by(|a, b| b.2.total_cmp(&a.2));
@@ -707,7 +727,8 @@ pub async fn register(
                         .iter()
                         .find(|(e, _)| *e == q.record.key_epoch)?;
                     let band = band_of(BANDS.of(own.dice(&q.encoding)))?;
-                    permits(state, &indexed.consent, &peer, now).then(|| (q.record.clone(), band))
+                    permits(state, &indexed.case_id, &indexed.consent, &peer, now)
+                        .then(|| (q.record.clone(), band))
                 })
                 .collect()
         };
@@ -908,8 +929,13 @@ pub async fn take_query(
             now,
         );
         for (case_id, band, _) in found {
-            if let Some(case) = tracing.case(&case_id)? {
-                matches.push(new_match(state, &case, peer.as_str(), &query.handle, band).await?);
+            match tracing.case(&case_id)? {
+                Some(case) => {
+                    matches.push(new_match(state, &case, peer.as_str(), &query.handle, band).await?)
+                }
+                None => {
+                    tracing::warn!(%case_id, %peer, "a tracing record in the index has no case record; not reported")
+                }
             }
         }
     }
