@@ -541,6 +541,48 @@ async fn refusal_entries_name_what_was_refused_and_who_proved_what() {
     assert_eq!(firewall.purpose, pb::Purpose::ServiceReferral as i32);
     assert_eq!(firewall.consent_id, consent_id);
     assert!(!firewall.actor.is_empty());
+
+    // Malawi passing a referral it received on to TH-IMM: the same, at Malawi.
+    let mut zambia = fed.local("ZM-DSW", "caseworker");
+    let sent = zambia
+        .submit_referral(submit_request("MW-DSW"))
+        .await
+        .expect("queued")
+        .into_inner()
+        .message_id;
+    let delivery = zambia
+        .get_delivery(pb::GetDeliveryRequest {
+            message_id: sent.clone(),
+            wait_ms: 20_000,
+        })
+        .await
+        .expect("delivery")
+        .into_inner();
+    assert_eq!(delivery.state, pb::DeliveryState::Delivered as i32);
+    let mut malawi = fed.local("MW-DSW", "caseworker");
+    let item = open_inbox(&mut malawi)
+        .await
+        .into_iter()
+        .find(|i| i.message_id == sent)
+        .expect("in Malawi's inbox");
+    let status = malawi
+        .forward_referral(pb::ForwardReferralRequest {
+            sequence: item.sequence,
+            recipient: "TH-IMM".into(),
+            ttl_seconds: 0,
+            recipient_unit: String::new(),
+        })
+        .await
+        .expect_err("firewall");
+    assert_eq!(refusal(&status).1, "firewall");
+    let at_malawi = refused_entries(&fed, "MW-DSW").await;
+    let onward = at_malawi
+        .iter()
+        .find(|e| e.reason == "firewall")
+        .expect("the onward firewall refusal");
+    assert_eq!(onward.recipient, "TH-IMM");
+    assert_eq!(onward.purpose, pb::Purpose::ServiceReferral as i32);
+    assert_eq!(onward.consent_id, consent_id);
     fed.shutdown().await;
 }
 

@@ -652,7 +652,14 @@ impl LocalApi {
         };
         let sealed = match self.seal_forward(&envelope, &req) {
             Ok(sealed) => sealed,
-            Err(status) => return Err(self.refuse(&client.name, status).await),
+            Err(status) => {
+                // The entry names the onward recipient and what the data was sent for.
+                let header =
+                    pb::EnvelopeHeader::decode(envelope.header.as_slice()).unwrap_or_default();
+                let mut about = Refused::of(&req.recipient, header.purpose, None);
+                about.consent_id = header.consent_id;
+                return Err(self.refuse_about(&client.name, status, about).await);
+            }
         };
         self.queue(&client, sealed.0, sealed.1).await
     }
