@@ -550,6 +550,7 @@ fn permits(
         ) => false,
         Err(violation) => {
             tracing::warn!(%case_id, %peer, reason = violation.code(), "a tracing record resembling a peer's query is not reported: its consent does not hold now; renew it and register the case again");
+            state.metrics.refused("tracing", violation.code());
             false
         }
     }
