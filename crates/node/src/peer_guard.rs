@@ -232,7 +232,8 @@ fn classify(status: &Status, method: &str) -> Option<(&'static str, String)> {
         Code::Internal
             if said.starts_with("failed to decode Protobuf message")
                 || said.starts_with("protocol error")
-                || said.starts_with("Missing request message") =>
+                || said.starts_with("Missing request message")
+                || said.starts_with("Unexpected EOF decoding stream") =>
         {
             Some((
                 "malformed",
@@ -384,6 +385,27 @@ mod tests {
         // A refusal after the window begins a new one.
         let t1 = t0 + Duration::from_secs(61);
         assert_eq!(windows.admit("ZM-DSW", "malformed", t1), log(None));
+    }
+
+    #[test]
+    fn only_tonics_own_refusals_of_the_bytes_are_rewritten() {
+        let decode = Status::internal("failed to decode Protobuf message: invalid varint");
+        assert_eq!(
+            classify(&decode, "Deliver").map(|(r, _)| r),
+            Some("malformed")
+        );
+        let large = Status::out_of_range(
+            "Error, decoded message length too large: found 20971520 bytes, the limit is: 1048576 bytes",
+        );
+        let (reason, message) = classify(&large, "Deliver").expect("too large");
+        assert_eq!(reason, "too-large");
+        assert!(message.contains("1048576"), "{message}");
+        // A handler's own statuses say what they mean already.
+        let audit = refused(Code::Unavailable, "audit-failure", "retry later");
+        assert_eq!(classify(&audit, "Deliver"), None);
+        let skew = refused(Code::OutOfRange, "clock-skew", "ahead");
+        assert_eq!(classify(&skew, "Deliver"), None);
+        assert_eq!(classify(&Status::internal("a bug"), "Deliver"), None);
     }
 
     #[test]
