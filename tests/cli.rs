@@ -495,3 +495,183 @@ async fn tracing_from_the_command_line() {
     }
     fed.shutdown().await;
 }
+
+/// `kinbridge tracing register` with a best-interests determination: without the determining
+/// authority and legal basis it is refused, naming the flags (nothing is registered that could
+/// never match); with `--bid-authority` and `--legal-basis` the record is registered and a
+/// family's request from the peer finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracing_register_with_a_best_interests_determination() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let mut configs = std::collections::HashMap::new();
+    for (me, peer) in [("ZM-DSW", "MW-DSW"), ("MW-DSW", "ZM-DSW")] {
+        let toml = dev_config_toml(
+            &fed.pki,
+            me,
+            &fed.dir.path().join("cli-data").join(me),
+            &[(peer, None)],
+        );
+        let path = fed.dir.path().join(format!("{me}.toml"));
+        std::fs::write(&path, toml).expect("config");
+        configs.insert(me, path);
+    }
+    let run = |node: &str, args: Vec<String>| {
+        let mut cmd = kinbridge();
+        cmd.arg("tracing")
+            .arg(&args[0])
+            .arg("--config")
+            .arg(&configs[node])
+            .arg("--node")
+            .arg(fed.node(node).local_addr.to_string())
+            .args(&args[1..]);
+        async move {
+            tokio::task::spawn_blocking(move || run_bounded(cmd))
+                .await
+                .expect("command task")
+        }
+    };
+    let record = |extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "register",
+            "--record",
+            "--consent",
+            "MW-BID-7",
+            "--given-by",
+            "best-interests",
+            "--recipient",
+            "ZM-DSW",
+            "--given-name",
+            "Chikondi",
+            "--family-name",
+            "Banda",
+            "--sex",
+            "female",
+            "--birth-date",
+            "2013-07-21",
+            "--separated-at",
+            "Mchinji border",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a
+    };
+    let refused = run("MW-DSW", record(&[])).await;
+    assert!(!refused.status.success(), "{}", text(&refused.stdout));
+    let stderr = text(&refused.stderr);
+    assert!(stderr.contains("--bid-authority"), "{stderr}");
+    assert!(stderr.contains("determining_authority"), "{stderr}");
+    let refused = run(
+        "MW-DSW",
+        record(&["--bid-authority", "Mchinji BID committee"]),
+    )
+    .await;
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("--legal-basis"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let registered = run(
+        "MW-DSW",
+        record(&[
+            "--bid-authority",
+            "Mchinji BID committee",
+            "--legal-basis",
+            "Child Care, Protection and Justice Act s. 4",
+        ]),
+    )
+    .await;
+    assert!(registered.status.success(), "{}", text(&registered.stderr));
+    assert!(text(&registered.stdout).starts_with("registered tracing case"));
+    let request = run(
+        "ZM-DSW",
+        [
+            "register",
+            "--request",
+            "--consent",
+            "ZM-TRACE-8",
+            "--given-by",
+            "parent",
+            "--recipient",
+            "MW-DSW",
+            "--given-name",
+            "Chikondi",
+            "--family-name",
+            "Bandah",
+            "--sex",
+            "female",
+            "--birth-year",
+            "2013",
+            "--separated-at",
+            "Mchinji",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect(),
+    )
+    .await;
+    assert!(request.status.success(), "{}", text(&request.stderr));
+    // The best-interests record matches: Malawi lists the match (bounded poll).
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let listed = run("MW-DSW", vec!["matches".to_owned()]).await;
+        let stdout = text(&listed.stdout);
+        if stdout.contains("pending") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no match: {stdout}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    fed.shutdown().await;
+}
+
+/// `kinbridge send --to-unit` with a unit the recipient does not have: the recipient's signed
+/// refusal comes back, and the command fails saying why (the reason code, the unit, the
+/// recipient's units).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_to_an_unknown_unit_says_which_units_there_are() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let toml = dev_config_toml(
+        &fed.pki,
+        "ZM-DSW",
+        &fed.dir.path().join("cli-data").join("ZM-DSW"),
+        &[("MW-DSW", None)],
+    );
+    let config = fed.dir.path().join("ZM-DSW.toml");
+    std::fs::write(&config, toml).expect("config");
+    let mut send = kinbridge();
+    send.args([
+        "send",
+        "--to",
+        "MW-DSW",
+        "--to-unit",
+        "mangochi-distict",
+        "--consent",
+        "C-78",
+        "--given-by",
+        "guardian",
+        "--migratory-status",
+        "separated",
+    ])
+    .arg("--config")
+    .arg(&config)
+    .arg("--node")
+    .arg(fed.node("ZM-DSW").local_addr.to_string());
+    let out = tokio::task::spawn_blocking(move || run_bounded(send))
+        .await
+        .expect("command task");
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    for needle in [
+        "refused",
+        "unknown-unit",
+        "mangochi-distict",
+        "mangochi-district",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+    fed.shutdown().await;
+}

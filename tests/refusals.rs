@@ -219,7 +219,13 @@ async fn redelivery_gets_the_original_receipt_and_a_reused_id_is_a_replay() {
     let again = deliver(&mut as_zambia, envelope)
         .await
         .expect("re-delivered");
-    assert_eq!(first, again, "a re-delivery gets the original receipt");
+    // The signed receipt is the original; the checkpoint beside it is the receiver's latest
+    // (a checkpoint signed between the two calls is not a different receipt).
+    assert_eq!(
+        (&first.body, &first.signature),
+        (&again.body, &again.signature),
+        "a re-delivery gets the original receipt"
+    );
 
     // The same message id on a different envelope is a replay.
     let mut reused = d.clone();
@@ -425,5 +431,417 @@ async fn a_batch_is_taken_in_order_with_a_result_for_each_envelope() {
     assert_eq!(count(&log, pb::AuditEvent::Received), 4);
     assert_eq!(count(&log, pb::AuditEvent::Redelivered), 1);
     assert_eq!(count(&log, pb::AuditEvent::Refused), 4);
+    fed.shutdown().await;
+}
+
+/// Every node knows TH-IMM as immigration enforcement.
+fn tag_enforcement(config: &mut kinbridge_node::NodeConfig) {
+    for peer in &mut config.peers {
+        if peer.node_id.as_str() == "TH-IMM" {
+            peer.tags = vec![kinbridge_core::firewall::Tag::ImmigrationEnforcement];
+        }
+    }
+    if config.node_id.as_str() == "TH-IMM" {
+        config.tags = vec![kinbridge_core::firewall::Tag::ImmigrationEnforcement];
+    }
+}
+
+/// The refused entries of `node`'s log, read through its `AuditService` (and verified).
+async fn refused_entries(fed: &Federation, node: &str) -> Vec<pb::AuditEntry> {
+    let out = fed.dir.path().join(format!("{node}-refusals.jsonl"));
+    let export = export_and_verify(&fed.pki, node, fed.node(node).local_addr, &out).await;
+    entries(&export)
+        .into_iter()
+        .filter(|e| e.event == pb::AuditEvent::Refused as i32)
+        .collect()
+}
+
+/// A refusal's entry names what was refused: the identity the TLS certificate proved apart
+/// from the one the refused bytes claimed, and, at the sender, the recipient, purpose and
+/// consent of the refused submission.
+#[tokio::test]
+async fn refusal_entries_name_what_was_refused_and_who_proved_what() {
+    let fed =
+        Federation::start_with(&["ZM-DSW", "MW-DSW", "ZW-DSD", "TH-IMM"], tag_enforcement).await;
+    let zm_key = fed.signing_key("ZM-DSW");
+
+    // Zimbabwe's node sends an envelope claiming to come from Zambia.
+    let forged = seal_envelope(&draft("ZM-DSW", "MW-DSW"), payload(), &zm_key);
+    let forged_digest = forged.digest().0.to_vec();
+    let status = deliver(&mut fed.peer_client_as("MW-DSW", "ZW-DSD"), forged)
+        .await
+        .expect_err("impersonation");
+    assert_eq!(refusal(&status).1, "impersonation");
+
+    // Zimbabwe's CA issues a certificate naming Zambia.
+    let dir = fed.dir.path().join("forged");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert, key) = (dir.join("fake-zm.crt"), dir.join("fake-zm.key"));
+    kinbridge_node::devpki::issue_node_certificate(
+        &fed.pki,
+        &node_id("ZW-DSD"),
+        "ZM-DSW",
+        &cert,
+        &key,
+    )
+    .expect("issue");
+    let envelope = seal_envelope(&draft("ZM-DSW", "MW-DSW"), payload(), &zm_key);
+    let status = deliver(&mut fed.peer_client_with("MW-DSW", &cert, &key), envelope)
+        .await
+        .expect_err("foreign CA");
+    assert_eq!(refusal(&status).1, "impersonation");
+    assert!(status.message().contains("ZW-DSD"), "{}", status.message());
+
+    let at_malawi = refused_entries(&fed, "MW-DSW").await;
+    let by_envelope = at_malawi
+        .iter()
+        .find(|e| e.envelope_digest == forged_digest)
+        .expect("the forged envelope's refusal");
+    assert_eq!(by_envelope.reason, "impersonation");
+    assert_eq!(by_envelope.peer, "ZW-DSD");
+    assert_eq!(by_envelope.authenticated_peer, "ZW-DSD");
+    assert_eq!(by_envelope.claimed_sender, "ZM-DSW");
+    let by_certificate = at_malawi
+        .iter()
+        .find(|e| e.reason == "impersonation" && e.envelope_digest.is_empty())
+        .expect("the foreign certificate's refusal");
+    assert_eq!(
+        (
+            by_certificate.peer.as_str(),
+            by_certificate.authenticated_peer.as_str(),
+            by_certificate.claimed_sender.as_str()
+        ),
+        ("ZW-DSD", "ZW-DSD", "ZM-DSW"),
+        "logged under the country whose CA issued it, the named node only claimed"
+    );
+
+    // The sender's firewall refusal names the recipient, purpose and consent refused.
+    let request = submit_request("TH-IMM");
+    let consent_id = request
+        .consent
+        .as_ref()
+        .expect("consent")
+        .consent_id
+        .clone();
+    let status = fed
+        .local("ZM-DSW", "caseworker")
+        .submit_referral(request)
+        .await
+        .expect_err("firewall");
+    assert_eq!(
+        refusal(&status),
+        (Code::PermissionDenied, "firewall".into())
+    );
+    let at_zambia = refused_entries(&fed, "ZM-DSW").await;
+    let firewall = at_zambia
+        .iter()
+        .find(|e| e.reason == "firewall")
+        .expect("the firewall refusal");
+    assert_eq!(firewall.recipient, "TH-IMM");
+    assert_eq!(firewall.purpose, pb::Purpose::ServiceReferral as i32);
+    assert_eq!(firewall.consent_id, consent_id);
+    assert!(!firewall.actor.is_empty());
+
+    // Malawi passing a referral it received on to TH-IMM: the same, at Malawi.
+    let mut zambia = fed.local("ZM-DSW", "caseworker");
+    let sent = zambia
+        .submit_referral(submit_request("MW-DSW"))
+        .await
+        .expect("queued")
+        .into_inner()
+        .message_id;
+    let delivery = zambia
+        .get_delivery(pb::GetDeliveryRequest {
+            message_id: sent.clone(),
+            wait_ms: 20_000,
+        })
+        .await
+        .expect("delivery")
+        .into_inner();
+    assert_eq!(delivery.state, pb::DeliveryState::Delivered as i32);
+    let mut malawi = fed.local("MW-DSW", "caseworker");
+    let item = open_inbox(&mut malawi)
+        .await
+        .into_iter()
+        .find(|i| i.message_id == sent)
+        .expect("in Malawi's inbox");
+    let status = malawi
+        .forward_referral(pb::ForwardReferralRequest {
+            sequence: item.sequence,
+            recipient: "TH-IMM".into(),
+            ttl_seconds: 0,
+            recipient_unit: String::new(),
+        })
+        .await
+        .expect_err("firewall");
+    assert_eq!(refusal(&status).1, "firewall");
+    let at_malawi = refused_entries(&fed, "MW-DSW").await;
+    let onward = at_malawi
+        .iter()
+        .find(|e| e.reason == "firewall")
+        .expect("the onward firewall refusal");
+    assert_eq!(onward.recipient, "TH-IMM");
+    assert_eq!(onward.purpose, pb::Purpose::ServiceReferral as i32);
+    assert_eq!(onward.consent_id, consent_id);
+    fed.shutdown().await;
+}
+
+/// A referral addressed to a unit the receiver does not have is refused with a signed
+/// receipt naming the unit and the receiver's units, not receipted into an inbox no
+/// caseworker sees; a known unit is delivered.
+#[tokio::test]
+async fn a_referral_to_an_unknown_unit_is_refused_naming_the_units() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let mut zambia = fed.local("ZM-DSW", "caseworker");
+    let mut typo = submit_request("MW-DSW");
+    typo.recipient_unit = "mangochi-distict".into();
+    let refused_id = zambia
+        .submit_referral(typo)
+        .await
+        .expect("queued")
+        .into_inner()
+        .message_id;
+    let delivery = zambia
+        .get_delivery(pb::GetDeliveryRequest {
+            message_id: refused_id.clone(),
+            wait_ms: 20_000,
+        })
+        .await
+        .expect("delivery")
+        .into_inner();
+    assert_eq!(
+        delivery.state,
+        pb::DeliveryState::Refused as i32,
+        "{delivery:?}"
+    );
+    for needle in [
+        "unknown-unit",
+        "'mangochi-distict'",
+        "mangochi-district",
+        "intake",
+    ] {
+        assert!(
+            delivery.last_error.contains(needle),
+            "{needle}: {}",
+            delivery.last_error
+        );
+    }
+    // The refusal is Malawi's signed negative receipt.
+    let receipt = delivery.receipt.expect("signed negative receipt");
+    let files = fed.files("MW-DSW");
+    let pem = std::fs::read_to_string(files.signing_pub()).expect("pub");
+    let malawi_keys = kinbridge_core::Keyring::new(vec![
+        kinbridge_core::PeerKey::from_public_key_pem(files.signing_key_id(), &pem).expect("key"),
+    ]);
+    let envelope: SealedEnvelope = delivery.envelope.expect("envelope").into();
+    let verified = kinbridge_core::verify_receipt(
+        &receipt.into(),
+        &node_id("ZM-DSW"),
+        kinbridge_core::MessageId::new(&refused_id).expect("message id"),
+        envelope.digest(),
+        &node_id("MW-DSW"),
+        &malawi_keys,
+    )
+    .expect("receipt verifies");
+    assert_eq!(verified.status, pb::ReceiptStatus::Refused);
+    assert_eq!(verified.refusal_reason, "unknown-unit");
+
+    // A known unit is delivered; Malawi's inbox holds it and not the refused one.
+    let mut known = submit_request("MW-DSW");
+    known.recipient_unit = "mangochi-district".into();
+    let delivered_id = zambia
+        .submit_referral(known)
+        .await
+        .expect("queued")
+        .into_inner()
+        .message_id;
+    let delivery = zambia
+        .get_delivery(pb::GetDeliveryRequest {
+            message_id: delivered_id.clone(),
+            wait_ms: 20_000,
+        })
+        .await
+        .expect("delivery")
+        .into_inner();
+    assert_eq!(delivery.state, pb::DeliveryState::Delivered as i32);
+    let items = open_inbox(&mut fed.local("MW-DSW", "system")).await;
+    let ids: Vec<&str> = items.iter().map(|i| i.message_id.as_str()).collect();
+    assert_eq!(ids, [delivered_id.as_str()]);
+    let at_malawi = refused_entries(&fed, "MW-DSW").await;
+    let entry = at_malawi
+        .iter()
+        .find(|e| e.reason == "unknown-unit")
+        .expect("audited at Malawi");
+    assert_eq!(entry.message_id, refused_id);
+    assert!(!entry.receipt_digest.is_empty());
+    fed.shutdown().await;
+}
+
+/// A gRPC codec that sends bytes as they are: garbage and over-size requests at the byte
+/// level, as a broken or hostile peer would.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+/// Sends `bytes` as the request of `method` of Malawi's `PeerService`, over mutual TLS as
+/// Zambia's node.
+async fn raw_call(fed: &Federation, method: &'static str, bytes: Vec<u8>) -> tonic::Status {
+    let files = fed.files("ZM-DSW");
+    let identity = tonic::transport::Identity::from_pem(
+        std::fs::read(files.node_cert()).expect("cert"),
+        std::fs::read(files.node_key()).expect("key"),
+    );
+    let ca = std::fs::read(fed.files("MW-DSW").ca_cert()).expect("ca");
+    let channel = kinbridge_node::delivery::peer_channel(
+        &format!("https://{}", fed.node("MW-DSW").peer_addr),
+        Some("localhost"),
+        &ca,
+        &identity,
+    )
+    .expect("channel");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
+    let answer = tokio::time::timeout(WAIT, grpc.unary(tonic::Request::new(bytes), path, RawCodec))
+        .await
+        .expect("answered in time");
+    answer.expect_err("must be refused")
+}
+
+/// `kinbridge_refusals_total{side="peer",reason=…}` at `node`'s metrics listener.
+async fn peer_refusals(fed: &Federation, node: &str, reason: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = fed.node(node).metrics_addr.expect("metrics listener");
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("response");
+        response
+    };
+    let response = tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("metrics in time");
+    let series = format!("kinbridge_refusals_total{{side=\"peer\",reason=\"{reason}\"}} ");
+    response
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0.0, |v| v.trim().parse().expect("a number"))
+}
+
+/// Bytes that are not a request and a request far above the limit are final refusals with a
+/// reason (not INTERNAL or OUT_OF_RANGE, which a sender retries), counted, audited under the
+/// authenticated peer with a bound per minute, and the node keeps serving.
+#[tokio::test]
+async fn garbage_and_oversized_requests_are_final_audited_refusals() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let deliver_path = "/kinbridge.v1.PeerService/Deliver";
+
+    let status = raw_call(&fed, deliver_path, vec![0xff; 32]).await;
+    assert_eq!(
+        refusal(&status),
+        (Code::InvalidArgument, "malformed".into()),
+        "{status:?}"
+    );
+    assert!(
+        status.message().contains("does not decode"),
+        "{}",
+        status.message()
+    );
+    assert!(!kinbridge_node::status::is_transient(&status));
+
+    let status = raw_call(&fed, deliver_path, vec![0u8; 20 * 1024 * 1024]).await;
+    assert_eq!(
+        refusal(&status),
+        (Code::InvalidArgument, "too-large".into()),
+        "{status:?}"
+    );
+    assert!(status.message().contains("limit"), "{}", status.message());
+    assert!(!kinbridge_node::status::is_transient(&status));
+
+    // A flood: the metric counts every refusal, the log holds at most the window's quota.
+    let flood = kinbridge_node::peer_guard::REFUSALS_PER_WINDOW as usize + 3;
+    for _ in 0..flood {
+        let status = raw_call(
+            &fed,
+            "/kinbridge.v1.PeerService/DeliverBatch",
+            vec![0xff; 8],
+        )
+        .await;
+        assert_eq!(refusal(&status).1, "malformed");
+    }
+    assert_eq!(
+        peer_refusals(&fed, "MW-DSW", "malformed").await,
+        (flood + 1) as f64
+    );
+    assert_eq!(peer_refusals(&fed, "MW-DSW", "too-large").await, 1.0);
+
+    // The node keeps serving: a normal delivery after.
+    let ok = seal_envelope(
+        &draft("ZM-DSW", "MW-DSW"),
+        payload(),
+        &fed.signing_key("ZM-DSW"),
+    );
+    deliver(&mut fed.peer_client_as("MW-DSW", "ZM-DSW"), ok)
+        .await
+        .expect("still serves");
+
+    let at_malawi = refused_entries(&fed, "MW-DSW").await;
+    let of = |reason: &str| -> Vec<&pb::AuditEntry> {
+        at_malawi.iter().filter(|e| e.reason == reason).collect()
+    };
+    assert_eq!(
+        of("malformed").len(),
+        kinbridge_node::peer_guard::REFUSALS_PER_WINDOW as usize,
+        "one by one up to the window's quota"
+    );
+    assert_eq!(of("too-large").len(), 1);
+    for e in of("malformed").into_iter().chain(of("too-large")) {
+        assert_eq!(e.peer, "ZM-DSW");
+        assert_eq!(e.authenticated_peer, "ZM-DSW");
+        assert_eq!(e.refused_count, 0);
+    }
     fed.shutdown().await;
 }

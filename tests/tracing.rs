@@ -895,3 +895,145 @@ async fn a_query_answered_after_a_failed_notice_keeps_its_matches() {
     assert_eq!(matches(&mut zm).await.len(), 1);
     fed.shutdown().await;
 }
+
+/// A registration whose consent could never let a record match is refused, naming what is
+/// missing (the proto field and the CLI flag), with an audit entry naming the consent; it is
+/// not registered to match nothing. Completed, the same record registers.
+#[tokio::test]
+async fn a_registration_that_could_never_match_is_refused_naming_what_is_missing() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let mut zm = TracingServiceClient::new(fed.channel("ZM-DSW", "caseworker"));
+    let attempt = |consent: pb::ConsentScope| pb::RegisterTracingCaseRequest {
+        kind: pb::TracingCaseKind::Record as i32,
+        consent: Some(consent),
+        case: Some(child_in_zambia()),
+        peers: Vec::new(),
+        ttl_seconds: 0,
+    };
+    let mut bid = tracing_consent("ZM-BID-3", &["MW-DSW"]);
+    bid.given_by = pb::ConsentGiver::BestInterestsDetermination as i32;
+    let status = zm
+        .register_tracing_case(attempt(bid.clone()))
+        .await
+        .expect_err("no authority");
+    assert_eq!(
+        refusal(&status),
+        (
+            tonic::Code::InvalidArgument,
+            "best-interests-without-authority".into()
+        )
+    );
+    for needle in ["determining_authority", "--bid-authority"] {
+        assert!(status.message().contains(needle), "{}", status.message());
+    }
+    bid.determining_authority = "Chipata District BID Committee".into();
+    let status = zm
+        .register_tracing_case(attempt(bid.clone()))
+        .await
+        .expect_err("no legal basis");
+    assert_eq!(
+        refusal(&status),
+        (
+            tonic::Code::InvalidArgument,
+            "best-interests-without-legal-basis".into()
+        )
+    );
+    assert!(
+        status.message().contains("--legal-basis"),
+        "{}",
+        status.message()
+    );
+    let status = zm
+        .register_tracing_case(attempt(tracing_consent("ZM-TRACE-5", &[])))
+        .await
+        .expect_err("no recipient");
+    assert_eq!(
+        refusal(&status),
+        (tonic::Code::InvalidArgument, "no-recipients".into())
+    );
+    let mut expired = tracing_consent("ZM-TRACE-6", &["MW-DSW"]);
+    expired.expires_at_ms = UnixMillis::now().plus_ms(-1000).0;
+    let status = zm
+        .register_tracing_case(attempt(expired))
+        .await
+        .expect_err("expired");
+    assert_eq!(refusal(&status).1, "consent-expired");
+
+    bid.legal_basis = "Children's Code Act 2022, s. 12".into();
+    zm.register_tracing_case(attempt(bid))
+        .await
+        .expect("a complete best-interests determination registers");
+
+    let out = fed.dir.path().join("zm-tracing.jsonl");
+    let export = export_and_verify(&fed.pki, "ZM-DSW", fed.node("ZM-DSW").local_addr, &out).await;
+    let log = entries(&export);
+    let refused = log
+        .iter()
+        .find(|e| {
+            e.event == pb::AuditEvent::Refused as i32
+                && e.reason == "best-interests-without-authority"
+        })
+        .expect("the refusal is audited");
+    assert_eq!(refused.consent_id, "ZM-BID-3");
+    assert_eq!(refused.purpose, pb::Purpose::FamilyTracing as i32);
+    assert_eq!(count(&log, pb::AuditEvent::TracingRegistered), 1);
+    fed.shutdown().await;
+}
+
+/// `kinbridge_refusals_total{side=…,reason=…}` at `node`'s metrics listener (0 if absent).
+async fn refusals_metric(fed: &Federation, node: &str, side: &str, reason: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = fed.node(node).metrics_addr.expect("metrics listener");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .expect("metrics in time")
+        .expect("response");
+    let series = format!("kinbridge_refusals_total{{side=\"{side}\",reason=\"{reason}\"}} ");
+    response
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0.0, |v| v.trim().parse().expect("a number"))
+}
+
+/// A record whose consent expired after it was registered is not reported to a peer whose
+/// query resembles it, and the node says so (a WARN and the refusal metric), not silently.
+#[tokio::test]
+async fn a_record_whose_consent_expired_is_not_reported_and_is_counted() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let mut zm = TracingServiceClient::new(fed.channel("ZM-DSW", "caseworker"));
+    let mut mw = TracingServiceClient::new(fed.channel("MW-DSW", "caseworker"));
+    let mut consent = tracing_consent("ZM-TRACE-7", &["MW-DSW"]);
+    let expires = UnixMillis::now().plus_ms(1500).0;
+    consent.expires_at_ms = expires;
+    register(
+        &mut zm,
+        pb::TracingCaseKind::Record,
+        consent,
+        child_in_zambia(),
+    )
+    .await;
+    eventually("the record's consent has expired", || async move {
+        UnixMillis::now().0 > expires
+    })
+    .await;
+    let request = register(
+        &mut mw,
+        pb::TracingCaseKind::Request,
+        tracing_consent("MW-TRACE-8", &["ZM-DSW"]),
+        family_request_in_malawi(),
+    )
+    .await;
+    assert_eq!(request.queries.len(), 1);
+    let fed_ref = &fed;
+    eventually("Zambia counts the record it did not report", || async move {
+        refusals_metric(fed_ref, "ZM-DSW", "tracing", "consent-expired").await >= 1.0
+    })
+    .await;
+    assert!(matches(&mut zm).await.is_empty());
+    assert!(matches(&mut mw).await.is_empty());
+    fed.shutdown().await;
+}

@@ -251,6 +251,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             println!("the node keeps retrying; check again with a longer --wait");
             Ok(())
         }
+        // The recipient's refusal names its reason code (e.g. unknown-unit) and what to do.
+        Ok(pb::DeliveryState::Refused) => {
+            bail!("refused, not delivered: {}", delivery.last_error)
+        }
         Ok(state) => bail!("{}: {}", state.as_str_name(), delivery.last_error),
         Err(_) => bail!("unknown delivery state {}", delivery.state),
     }

@@ -62,9 +62,15 @@ struct RegisterArgs {
     /// The consent's reference.
     #[arg(long)]
     consent: String,
-    /// Who gave the consent.
+    /// Who gave the consent. With `best-interests`, also give --bid-authority and --legal-basis.
     #[arg(long, value_enum)]
     given_by: GiverArg,
+    /// The authority that made the best-interests determination.
+    #[arg(long)]
+    bid_authority: Option<String>,
+    /// The legal basis of the best-interests determination.
+    #[arg(long)]
+    legal_basis: Option<String>,
     /// The child's views were heard and recorded.
     #[arg(long)]
     child_views_recorded: bool,
@@ -195,6 +201,8 @@ async fn register(args: RegisterArgs) -> anyhow::Result<()> {
     let consent = pb::ConsentScope {
         consent_id: args.consent.clone(),
         given_by: pb::ConsentGiver::from(args.given_by) as i32,
+        determining_authority: args.bid_authority.clone().unwrap_or_default(),
+        legal_basis: args.legal_basis.clone().unwrap_or_default(),
         child_views_recorded: args.child_views_recorded,
         purposes: vec![pb::Purpose::FamilyTracing as i32],
         categories: categories.iter().map(|c| *c as i32).collect(),

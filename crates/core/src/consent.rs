@@ -38,11 +38,13 @@ pub enum ConsentViolation {
     GiverMissing,
     /// A best-interests determination must name the authority that made it.
     #[error(
-        "a best-interests determination must name the authority that made it (determining_authority)"
+        "a best-interests determination must name the authority that made it: determining_authority (--bid-authority on the command line)"
     )]
     BestInterestsWithoutAuthority,
     /// A best-interests determination must state its legal basis.
-    #[error("a best-interests determination must state its legal basis (legal_basis)")]
+    #[error(
+        "a best-interests determination must state its legal basis: legal_basis (--legal-basis on the command line)"
+    )]
     BestInterestsWithoutLegalBasis,
     /// The scope is malformed (too long, bad node id).
     #[error("malformed consent scope: {0}")]
@@ -300,8 +302,9 @@ pub fn check_parts(
     Ok(())
 }
 
-/// Checks what a scope must say whatever the transfer.
-fn check_scope_form(scope: &pb::ConsentScope) -> Result<(), ConsentViolation> {
+/// Checks what a scope must say whatever the transfer: who gave it, a best-interests
+/// determination's authority and legal basis, sizes and node ids.
+pub fn check_scope_form(scope: &pb::ConsentScope) -> Result<(), ConsentViolation> {
     let giver = ConsentGiver::try_from(scope.given_by).unwrap_or(ConsentGiver::Unspecified);
     if giver == ConsentGiver::Unspecified {
         return Err(ConsentViolation::GiverMissing);

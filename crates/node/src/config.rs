@@ -72,6 +72,9 @@ pub struct NodeConfig {
     pub local_client_ca: PathBuf,
     /// The unit that receives referrals addressed to no unit.
     pub intake_unit: kinbridge_core::UnitName,
+    /// The units referrals may be addressed to (besides the intake unit); a referral to
+    /// another unit is refused with a signed receipt. Empty: every unit name is taken.
+    pub units: Vec<kinbridge_core::UnitName>,
     /// Lifetime given to submitted messages when the client does not choose one.
     pub message_ttl_ms: i64,
     /// Tolerated difference between a peer's clock and ours.
@@ -291,6 +294,7 @@ struct RawIdentity {
 struct RawLocalClients {
     ca_certificate: PathBuf,
     intake_unit: Option<String>,
+    units: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -382,6 +386,21 @@ impl Checker<'_> {
 
     fn node_id(&self, key: &str, value: &str) -> Result<NodeId, ConfigError> {
         NodeId::new(value).map_err(|e| self.err(key, e.to_string()))
+    }
+
+    /// `local_clients.units`: valid unit names, each once.
+    fn units(&self, values: &[String]) -> Result<Vec<kinbridge_core::UnitName>, ConfigError> {
+        let key = "local_clients.units";
+        let mut units: Vec<kinbridge_core::UnitName> = Vec::new();
+        for value in values {
+            let unit = kinbridge_core::UnitName::new(value)
+                .map_err(|e| self.err(key, format!("'{value}': {e}")))?;
+            if units.contains(&unit) {
+                return Err(self.err(key, format!("each unit once; '{value}' is listed twice")));
+            }
+            units.push(unit);
+        }
+        Ok(units)
     }
 
     fn key_id(&self, key: &str, value: &str) -> Result<KeyId, ConfigError> {
@@ -577,6 +596,7 @@ impl Checker<'_> {
                     .unwrap_or(DEFAULT_INTAKE_UNIT),
             )
             .map_err(|e| self.err("local_clients.intake_unit", e.to_string()))?,
+            units: self.units(raw.local_clients.units.as_deref().unwrap_or_default())?,
             message_ttl_ms: self.seconds(
                 "delivery.message_ttl_seconds",
                 raw.delivery.message_ttl_seconds,

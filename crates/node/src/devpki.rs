@@ -26,6 +26,17 @@ use crate::identity::{
 
 /// Roles that get a development client certificate.
 pub const DEV_ROLES: [&str; 4] = ["caseworker", "system", "auditor", "admin"];
+/// The units of a development node (`local_clients.units`): the district offices the
+/// examples and tests address referrals to.
+pub const DEV_UNITS: [&str; 6] = [
+    "chipata-district",
+    "lusaka-district",
+    "mangochi-district",
+    "mchinji-district",
+    "beitbridge-district",
+    "harare-district",
+];
+
 /// The unit of the development caseworker: the node's intake, where referrals addressed to
 /// no unit arrive.
 pub const DEV_CASEWORKER_UNIT: &str = crate::config::DEFAULT_INTAKE_UNIT;
@@ -409,6 +420,10 @@ pub fn node_config(
         signing_key_id: dev_key_id(me),
         local_client_ca: own.local_ca_cert(),
         intake_unit: crate::config::default_intake_unit(),
+        units: DEV_UNITS
+            .iter()
+            .filter_map(|u| kinbridge_core::UnitName::new(u).ok())
+            .collect(),
         metrics_listen: Some(std::net::SocketAddr::from((
             std::net::Ipv4Addr::LOCALHOST,
             0,

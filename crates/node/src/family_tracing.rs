@@ -312,10 +312,19 @@ impl Tracing {
             if case.purged_at_ms != 0 || case.kind != pb::TracingCaseKind::Record as i32 {
                 continue;
             }
+            // A live record without readable data cannot match: said at WARN, not skipped
+            // silently.
             let Some(data) = store.get_blob(&blob_key(&case.case_id))? else {
+                tracing::warn!(case_id = %case.case_id, "tracing record has no data in the payload store; it cannot match until registered again");
                 continue;
             };
-            let payload = pb::ReferralPayload::decode(data.as_slice()).unwrap_or_default();
+            let payload = match pb::ReferralPayload::decode(data.as_slice()) {
+                Ok(payload) => payload,
+                Err(e) => {
+                    tracing::warn!(case_id = %case.case_id, error = %e, "tracing record's data does not decode; it cannot match until registered again");
+                    continue;
+                }
+            };
             index.records.push(tracing.indexed(&case, &payload));
         }
         for entry in tracing.queries.iter() {
@@ -493,13 +502,25 @@ fn stored_query_encoding(
     let Some(envelope) = store.with_payload(envelope)? else {
         return Ok(None);
     };
-    Ok(pb::TracingQuery::decode(envelope.payload.as_slice())
+    let encoding = pb::TracingQuery::decode(envelope.payload.as_slice())
         .ok()
-        .and_then(|q| Encoding::from_bytes(&q.encoding)))
+        .and_then(|q| Encoding::from_bytes(&q.encoding));
+    if encoding.is_none() {
+        tracing::warn!(peer = %record.peer, message_id = %record.message_id, "a standing tracing query's stored encoding does not decode; it no longer stands");
+    }
+    Ok(encoding)
 }
 
-/// Whether the consent of a record here lets a match with it be reported to `peer` now.
-fn permits(state: &NodeState, consent: &pb::ConsentScope, peer: &NodeId, now: UnixMillis) -> bool {
+/// Whether the consent of record `case_id` here lets a match with it be reported to `peer`
+/// now. A consent that names the peer but no longer holds (expired, not valid yet) is said at
+/// WARN: the record resembles the peer's query and stays unreported until it is renewed.
+fn permits(
+    state: &NodeState,
+    case_id: &str,
+    consent: &pb::ConsentScope,
+    peer: &NodeId,
+    now: UnixMillis,
+) -> bool {
     let tags = state
         .registry
         .get(peer)
@@ -510,7 +531,7 @@ fn permits(state: &NodeState, consent: &pb::ConsentScope, peer: &NodeId, now: Un
         accepted_purposes: None,
         now,
     };
-    consent::check_parts(
+    let checked = consent::check_parts(
         Some(consent),
         &consent.consent_id,
         pb::Purpose::FamilyTracing,
@@ -519,8 +540,20 @@ fn permits(state: &NodeState, consent: &pb::ConsentScope, peer: &NodeId, now: Un
         &[],
         &[],
         &ctx,
-    )
-    .is_ok()
+    );
+    match checked {
+        Ok(()) => true,
+        // The consent's own choice: this peer may not learn of the record.
+        Err(
+            consent::ConsentViolation::RecipientNotPermitted { .. }
+            | consent::ConsentViolation::Firewall(_),
+        ) => false,
+        Err(violation) => {
+            tracing::warn!(%case_id, %peer, reason = violation.code(), "a tracing record resembling a peer's query is not reported: its consent does not hold now; renew it and register the case again");
+            state.metrics.refused("tracing", violation.code());
+            false
+        }
+    }
 }
 
 /// Compares `encoding` of `epoch` with every record here whose consent lets `peer` learn of a
@@ -540,7 +573,8 @@ fn candidates(
             let (_, own) = r.encodings.iter().find(|(e, _)| *e == epoch)?;
             let similarity = own.dice(encoding);
             let band = band_of(BANDS.of(similarity))?;
-            permits(state, &r.consent, peer, now).then(|| (r.case_id.clone(), band, similarity))
+            permits(state, &r.case_id, &r.consent, peer, now)
+                .then(|| (r.case_id.clone(), band, similarity))
         })
         .collect();
     found.sort_by(|a, b| b.2.total_cmp(&a.2));
@@ -694,7 +728,8 @@ pub async fn register(
                         .iter()
                         .find(|(e, _)| *e == q.record.key_epoch)?;
                     let band = band_of(BANDS.of(own.dice(&q.encoding)))?;
-                    permits(state, &indexed.consent, &peer, now).then(|| (q.record.clone(), band))
+                    permits(state, &indexed.case_id, &indexed.consent, &peer, now)
+                        .then(|| (q.record.clone(), band))
                 })
                 .collect()
         };
@@ -895,8 +930,13 @@ pub async fn take_query(
             now,
         );
         for (case_id, band, _) in found {
-            if let Some(case) = tracing.case(&case_id)? {
-                matches.push(new_match(state, &case, peer.as_str(), &query.handle, band).await?);
+            match tracing.case(&case_id)? {
+                Some(case) => {
+                    matches.push(new_match(state, &case, peer.as_str(), &query.handle, band).await?)
+                }
+                None => {
+                    tracing::warn!(%case_id, %peer, "a tracing record in the index has no case record; not reported")
+                }
             }
         }
     }
@@ -1141,7 +1181,17 @@ async fn disclose(state: &Arc<NodeState>, m: &MatchRecord) -> Result<String, Sta
         ));
     };
     let consent = case.consent.clone().unwrap_or_default();
-    let mut payload = pb::ReferralPayload::decode(data.as_slice()).unwrap_or_default();
+    // Unreadable data is refused (audited by the caller), never disclosed as an empty case.
+    let Ok(mut payload) = pb::ReferralPayload::decode(data.as_slice()) else {
+        return Err(refused(
+            Code::FailedPrecondition,
+            "case-data-unreadable",
+            format!(
+                "the data of tracing case {} does not decode: nothing disclosed; register the case again",
+                m.case_id
+            ),
+        ));
+    };
     minimise(&mut payload, &consent.categories);
     let fields = agreed_fields(&payload);
     let disclosure = pb::TracingDisclosure {
@@ -1238,7 +1288,13 @@ pub fn to_api(state: &NodeState, m: &MatchRecord) -> Result<pb::TracingMatch, St
             .store
             .with_payload(envelope)
             .map_err(|e| store_status(&e))?
-            .and_then(|e| pb::TracingDisclosure::decode(e.payload.as_slice()).ok()),
+            .and_then(|e| match pb::TracingDisclosure::decode(e.payload.as_slice()) {
+                Ok(d) => Some(d),
+                Err(error) => {
+                    tracing::warn!(match_id = %m.match_id, message_id = %m.disclosure_received, %error, "a received tracing disclosure does not decode; shown without its fields");
+                    None
+                }
+            }),
         None => None,
     };
     let state_of = if m.ruled_out {

@@ -19,6 +19,7 @@ pub mod keys;
 pub mod local_firewall;
 pub mod local_service;
 pub mod metrics;
+pub mod peer_guard;
 pub mod peer_service;
 pub mod private_files;
 pub mod purge;

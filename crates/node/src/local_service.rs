@@ -51,7 +51,17 @@ impl LocalApi {
     /// Records the refusal of `actor`'s request in the audit log and returns the status to
     /// answer with (or the audit failure, if even that cannot be recorded).
     pub(crate) async fn refuse(&self, actor: &str, status: Status) -> Status {
+        self.refuse_about(actor, status, Refused::default()).await
+    }
+
+    /// [`Self::refuse`] with what the refused request was about, so the entry names the
+    /// recipient, purpose and consent that were refused (as far as the request named them
+    /// validly).
+    pub(crate) async fn refuse_about(&self, actor: &str, status: Status, about: Refused) -> Status {
         let mut entry = self.state.auditor.entry(pb::AuditEvent::Refused);
+        entry.recipient = about.recipient;
+        entry.purpose = about.purpose;
+        entry.consent_id = about.consent_id;
         entry.actor = actor.to_owned();
         entry.reason = crate::status::refusal_code(&status)
             .unwrap_or("refused")
@@ -80,6 +90,35 @@ impl LocalApi {
                 }
             },
             Err((actor, status)) => Err(self.refuse(&actor, status).await),
+        }
+    }
+}
+
+/// What a refused request was about, for its audit entry: only what it named validly.
+#[derive(Default)]
+pub(crate) struct Refused {
+    /// The recipient node, if the request named a valid node id.
+    pub recipient: String,
+    /// The purpose, as sent.
+    pub purpose: i32,
+    /// The consent id, if it has a valid length.
+    pub consent_id: String,
+}
+
+impl Refused {
+    /// What a request for `recipient`, `purpose` under `consent` was about.
+    pub(crate) fn of(recipient: &str, purpose: i32, consent: Option<&pb::ConsentScope>) -> Self {
+        let consent_id = consent
+            .map(|c| c.consent_id.as_str())
+            .filter(|id| id.len() <= MAX_REFERENCE_BYTES && !id.chars().any(char::is_control))
+            .unwrap_or_default()
+            .to_owned();
+        Self {
+            recipient: NodeId::new(recipient)
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            purpose: pb::Purpose::try_from(purpose).map_or(0, |p| p as i32),
+            consent_id,
         }
     }
 }
@@ -144,9 +183,11 @@ impl LocalService for LocalApi {
             .authorized(&request, "submit referrals", &CASE_ROLES)
             .await?;
         tracing::Span::current().record("client", client.name.as_str());
-        let (message_id, record) = match self.seal_submission(request.into_inner()) {
+        let req = request.into_inner();
+        let about = Refused::of(&req.recipient, req.purpose, req.consent.as_ref());
+        let (message_id, record) = match self.seal_submission(req) {
             Ok(sealed) => sealed,
-            Err(status) => return Err(self.refuse(&client.name, status).await),
+            Err(status) => return Err(self.refuse_about(&client.name, status, about).await),
         };
         self.queue(&client, message_id, record).await
     }
@@ -611,7 +652,14 @@ impl LocalApi {
         };
         let sealed = match self.seal_forward(&envelope, &req) {
             Ok(sealed) => sealed,
-            Err(status) => return Err(self.refuse(&client.name, status).await),
+            Err(status) => {
+                // The entry names the onward recipient and what the data was sent for.
+                let header =
+                    pb::EnvelopeHeader::decode(envelope.header.as_slice()).unwrap_or_default();
+                let mut about = Refused::of(&req.recipient, header.purpose, None);
+                about.consent_id = header.consent_id;
+                return Err(self.refuse_about(&client.name, status, about).await);
+            }
         };
         self.queue(&client, sealed.0, sealed.1).await
     }

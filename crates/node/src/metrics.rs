@@ -49,7 +49,8 @@ pub struct MessageLabels {
 /// A refusal's reason code and where it happened.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
-    /// "peer" or "local".
+    /// "peer" or "local"; "tracing" for a tracing record not reported to a peer because its
+    /// consent no longer holds.
     pub side: &'static str,
     /// The reason code, as in the `kinbridge-refusal` metadata.
     pub reason: String,

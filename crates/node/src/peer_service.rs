@@ -75,14 +75,12 @@ impl PeerApi {
                 Ok(node)
             }
             Err(e) => {
-                let claimed = match &e {
-                    crate::registry::PeerAuthError::UnknownPeer(n)
-                    | crate::registry::PeerAuthError::WrongCa { node: n, .. } => n.to_string(),
-                    crate::registry::PeerAuthError::NotANode(_) => {
-                        "(not a node certificate)".to_owned()
-                    }
-                };
-                Err(self.refuse(&claimed, None, peer_auth_status(&e)).await)
+                // The certificate proved no node: the entry's peer is the node whose CA issued
+                // it (what TLS did prove), the node id it named is only claimed.
+                let (issuer, claimed) = e.identities();
+                Err(self
+                    .refuse_as(&issuer, &claimed, None, peer_auth_status(&e))
+                    .await)
             }
         }
     }
@@ -109,15 +107,35 @@ impl PeerApi {
         envelope: Option<&SealedEnvelope>,
         status: Status,
     ) -> Status {
+        self.refuse_as(peer, "", envelope, status).await
+    }
+
+    /// [`Self::refuse`] naming apart what TLS proved (`authenticated`: the peer, or the node
+    /// whose CA issued a refused certificate) and what was only claimed (`claimed`: a node id
+    /// a refused certificate named; an envelope's header sender is read from `envelope`).
+    async fn refuse_as(
+        &self,
+        authenticated: &str,
+        claimed: &str,
+        envelope: Option<&SealedEnvelope>,
+        status: Status,
+    ) -> Status {
         let mut entry = self.state.auditor.entry(pb::AuditEvent::Refused);
+        entry.claimed_sender = claimed.to_owned();
         if let Some(e) = envelope {
             entry.envelope_digest = EnvelopeDigest::compute(&e.header, &e.signature).0.to_vec();
-            // The header is not verified: keep only the message id it claims, bounded.
+            // The header is not verified: keep only the message id and the sender it claims,
+            // bounded, the sender only if it reads as a node id.
             if let Ok(h) = pb::EnvelopeHeader::decode(e.header.as_slice()) {
                 entry.message_id = h.message_id.chars().take(64).collect();
+                if h.sender != authenticated && NodeId::new(&h.sender).is_ok() {
+                    entry.claimed_sender = h.sender;
+                }
             }
         }
-        entry.peer = peer.to_owned();
+        entry.peer = authenticated.to_owned();
+        entry.authenticated_peer = authenticated.to_owned();
+        let peer = authenticated;
         entry.reason = refusal_code(&status).unwrap_or("refused").to_owned();
         self.state.metrics.refused("peer", &entry.reason);
         tracing::warn!(peer, reason = %entry.reason, error = %status.message(), "peer request refused");
@@ -147,6 +165,7 @@ impl PeerApi {
             detail,
         );
         entry.peer = sender.to_owned();
+        entry.authenticated_peer = sender.to_owned();
         entry.reason = reason.to_owned();
         entry.receipt_digest = negative.digest().0.to_vec();
         state.auditor.record(&entry).await?;
@@ -359,6 +378,35 @@ impl PeerApi {
                 .refuse_signed(
                     &verified,
                     violation.code(),
+                    &detail,
+                    logged(pb::AuditEvent::Refused),
+                    &sender,
+                )
+                .await;
+        }
+
+        // A referral to a unit this node does not have would be receipted and then seen by no
+        // caseworker: it is refused with a signed receipt naming the unit and the known ones.
+        if let (VerifiedPayload::Referral(_), Some(addressed)) =
+            (verified.payload(), header.recipient_unit.as_ref())
+            && !state.units.is_empty()
+            && *addressed != state.intake_unit
+            && !state.units.contains(addressed)
+        {
+            let known: Vec<String> = std::iter::once(&state.intake_unit)
+                .chain(&state.units)
+                .map(ToString::to_string)
+                .collect();
+            let detail = format!(
+                "{} has no unit '{addressed}'; its units are: {}; send it again to one of them, or to no unit for its intake ({})",
+                state.node_id,
+                known.join(", "),
+                state.intake_unit
+            );
+            return self
+                .refuse_signed(
+                    &verified,
+                    "unknown-unit",
                     &detail,
                     logged(pb::AuditEvent::Refused),
                     &sender,

@@ -64,27 +64,53 @@ pub enum PeerAuthError {
     NotANode(String),
     /// The node it names is not registered.
     #[error(
-        "unknown peer '{0}': it is not in this node's peer registry; ask the operator to register it"
+        "unknown peer '{node}': it is not in this node's peer registry; ask the operator to register it"
     )]
-    UnknownPeer(NodeId),
+    UnknownPeer {
+        /// The node the certificate names.
+        node: NodeId,
+        /// The registered peer whose CA issued the certificate, if any.
+        issued_by: Option<NodeId>,
+    },
     /// The certificate does not chain to the CA registered for the node it names.
     #[error(
-        "impersonation refused: the certificate naming '{node}' is not issued by the CA registered for '{node}' ({reason})"
+        "impersonation refused: the certificate naming '{node}' is not issued by the CA registered for '{node}'{} ({reason})",
+        issued_by.as_ref().map(|i| format!(" but by the CA registered for '{i}'")).unwrap_or_default()
     )]
     WrongCa {
         /// The node the certificate names.
         node: NodeId,
+        /// The registered peer whose CA did issue it, if any.
+        issued_by: Option<NodeId>,
         /// The verifier's reason.
         reason: String,
     },
 }
 
 impl PeerAuthError {
+    /// What the certificate proved, for the audit log: the registered peer whose CA issued it
+    /// (empty if none), and the node id it claimed (empty if it named none).
+    pub fn identities(&self) -> (String, String) {
+        match self {
+            PeerAuthError::NotANode(_) => (String::new(), String::new()),
+            PeerAuthError::UnknownPeer { node, issued_by }
+            | PeerAuthError::WrongCa {
+                node, issued_by, ..
+            } => (
+                issued_by
+                    .as_ref()
+                    .map(NodeId::to_string)
+                    .unwrap_or_default(),
+                node.to_string(),
+            ),
+        }
+    }
+
     /// Stable reason code, as for envelope refusals.
     pub fn code(&self) -> &'static str {
         match self {
             PeerAuthError::NotANode(_) => "not-a-node-certificate",
-            PeerAuthError::UnknownPeer(_) => "unknown-peer",
+            PeerAuthError::UnknownPeer { .. } => "unknown-peer",
             PeerAuthError::WrongCa { .. } => "impersonation",
         }
     }
@@ -176,16 +202,38 @@ impl PeerRegistry {
             .first()
             .ok_or_else(|| PeerAuthError::NotANode("no client certificate was presented".into()))?;
         let node = node_id_of(leaf).map_err(|e| PeerAuthError::NotANode(e.to_string()))?;
-        let peer = self
-            .peers
-            .get(&node)
-            .ok_or_else(|| PeerAuthError::UnknownPeer(node.clone()))?;
-        peer.verifier
+        let Some(peer) = self.peers.get(&node) else {
+            return Err(PeerAuthError::UnknownPeer {
+                issued_by: self.issuer_of(chain),
+                node,
+            });
+        };
+        if let Err(e) = peer
+            .verifier
             .verify_client_cert(leaf, &chain[1..], UnixTime::now())
-            .map_err(|e| PeerAuthError::WrongCa {
-                node: node.clone(),
+        {
+            return Err(PeerAuthError::WrongCa {
+                issued_by: self.issuer_of(chain),
+                node,
                 reason: e.to_string(),
-            })?;
+            });
+        }
         Ok(node)
+    }
+
+    /// The registered peer whose CA issued `chain`, if any: what a refused certificate did
+    /// prove, so the audit log names the country whose CA signed it.
+    fn issuer_of(&self, chain: &[CertificateDer<'static>]) -> Option<NodeId> {
+        let (leaf, rest) = chain.split_first()?;
+        let mut peers: Vec<&Peer> = self.peers.values().collect();
+        peers.sort_by(|a, b| a.node_id.as_str().cmp(b.node_id.as_str()));
+        peers
+            .into_iter()
+            .find(|p| {
+                p.verifier
+                    .verify_client_cert(leaf, rest, UnixTime::now())
+                    .is_ok()
+            })
+            .map(|p| p.node_id.clone())
     }
 }

@@ -176,6 +176,8 @@ pub struct NodeState {
     pub max_queued: u64,
     /// The unit referrals addressed to no unit arrive in.
     pub intake_unit: kinbridge_core::UnitName,
+    /// The units referrals may be addressed to besides the intake; empty: any.
+    pub units: Vec<kinbridge_core::UnitName>,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Family tracing: cases, standing queries, matches.
@@ -337,6 +339,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         client_limiter: crate::ratelimit::RateLimiter::new(config.client_rate),
         max_queued: config.max_queued,
         intake_unit: config.intake_unit.clone(),
+        units: config.units.clone(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
         tracing,
         reporting,
@@ -575,6 +578,9 @@ impl PreparedNode {
             .map_err(|e| NodeError::Reflection(e.to_string()))?;
         let peer_server = Server::builder()
             .trace_fn(|req| request_span("peer", req))
+            // A peer's bytes tonic refuses before any handler (undecodable, too large) get a
+            // final refusal with a reason, counted and audited (crate::peer_guard).
+            .layer(crate::peer_guard::PeerGuardLayer::new(Arc::clone(&state)))
             .add_service(peer_service)
             .add_service(peer_audit)
             .add_service(health_service.clone())

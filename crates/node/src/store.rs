@@ -578,7 +578,12 @@ impl Store {
             let Some(envelope) = record.envelope.clone() else {
                 continue;
             };
-            let header = pb::EnvelopeHeader::decode(envelope.header.as_slice()).unwrap_or_default();
+            // A stored header that no longer decodes cannot be matched to a consent: said,
+            // not skipped silently (retention still reaches it by its record's time).
+            let header = pb::EnvelopeHeader::decode(envelope.header.as_slice()).unwrap_or_else(|e| {
+                tracing::warn!(side = "inbox", key = %String::from_utf8_lossy(&key), error = %e, "a stored envelope header does not decode; a consent withdrawal cannot find it");
+                pb::EnvelopeHeader::default()
+            });
             if record.purged_at_ms != 0 || !accept(&header, PurgeSide::Inbox(record.received_at_ms))
             {
                 continue;
@@ -594,7 +599,12 @@ impl Store {
             let Some(envelope) = record.envelope.clone() else {
                 continue;
             };
-            let header = pb::EnvelopeHeader::decode(envelope.header.as_slice()).unwrap_or_default();
+            // A stored header that no longer decodes cannot be matched to a consent: said,
+            // not skipped silently (retention still reaches it by its record's time).
+            let header = pb::EnvelopeHeader::decode(envelope.header.as_slice()).unwrap_or_else(|e| {
+                tracing::warn!(side = "outbox", key = %String::from_utf8_lossy(&key), error = %e, "a stored envelope header does not decode; a consent withdrawal cannot find it");
+                pb::EnvelopeHeader::default()
+            });
             if record.purged_at_ms != 0
                 || !accept(&header, PurgeSide::Outbox(record.submitted_at_ms))
             {
