@@ -748,27 +748,7 @@ async fn raw_call(fed: &Federation, method: &'static str, bytes: Vec<u8>) -> ton
 
 /// `kinbridge_refusals_total{side="peer",reason=…}` at `node`'s metrics listener.
 async fn peer_refusals(fed: &Federation, node: &str, reason: &str) -> f64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = fed.node(node).metrics_addr.expect("metrics listener");
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("request");
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .await
-            .expect("response");
-        response
-    };
-    let response = tokio::time::timeout(WAIT, exchange)
-        .await
-        .expect("metrics in time");
-    let series = format!("kinbridge_refusals_total{{side=\"peer\",reason=\"{reason}\"}} ");
-    response
-        .lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
-        .map_or(0.0, |v| v.trim().parse().expect("a number"))
+    fed.refusals_metric(node, "peer", reason).await
 }
 
 /// Bytes that are not a request and a request far above the limit are final refusals with a

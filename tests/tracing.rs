@@ -980,25 +980,6 @@ async fn a_registration_that_could_never_match_is_refused_naming_what_is_missing
     fed.shutdown().await;
 }
 
-/// `kinbridge_refusals_total{side=…,reason=…}` at `node`'s metrics listener (0 if absent).
-async fn refusals_metric(fed: &Federation, node: &str, side: &str, reason: &str) -> f64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = fed.node(node).metrics_addr.expect("metrics listener");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("request");
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
-        .await
-        .expect("metrics in time")
-        .expect("response");
-    let series = format!("kinbridge_refusals_total{{side=\"{side}\",reason=\"{reason}\"}} ");
-    response
-        .lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
-        .map_or(0.0, |v| v.trim().parse().expect("a number"))
-}
-
 /// A record whose consent expired after it was registered is not reported to a peer whose
 /// query resembles it, and the node says so (a WARN and the refusal metric), not silently.
 #[tokio::test]
@@ -1029,9 +1010,15 @@ async fn a_record_whose_consent_expired_is_not_reported_and_is_counted() {
     .await;
     assert_eq!(request.queries.len(), 1);
     let fed_ref = &fed;
-    eventually("Zambia counts the record it did not report", || async move {
-        refusals_metric(fed_ref, "ZM-DSW", "tracing", "consent-expired").await >= 1.0
-    })
+    eventually(
+        "Zambia counts the record it did not report",
+        || async move {
+            fed_ref
+                .refusals_metric("ZM-DSW", "tracing", "consent-expired")
+                .await
+                >= 1.0
+        },
+    )
     .await;
     assert!(matches(&mut zm).await.is_empty());
     assert!(matches(&mut mw).await.is_empty());

@@ -210,6 +210,20 @@ impl Federation {
         .await
     }
 
+    /// `kinbridge_refusals_total{side, reason}` at `name`'s metrics listener (0 if the series
+    /// is absent), scraped over mutual TLS as an auditor.
+    pub async fn refusals_metric(&self, name: &str, side: &str, reason: &str) -> f64 {
+        let (code, body) = tokio::time::timeout(WAIT, self.scrape(name, "auditor", "/metrics"))
+            .await
+            .expect("metrics in time")
+            .expect("scrape");
+        assert_eq!(code, 200, "{body}");
+        let series = format!("kinbridge_refusals_total{{side=\"{side}\",reason=\"{reason}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map_or(0.0, |v| v.trim().parse().expect("a number"))
+    }
+
     pub async fn shutdown(self) {
         for node in self.nodes {
             node.shutdown().await.expect("clean shutdown");
