@@ -675,3 +675,46 @@ async fn send_to_an_unknown_unit_says_which_units_there_are() {
     }
     fed.shutdown().await;
 }
+
+/// `kinbridge forward` waits for the next node's signed receipt, as `send` does, and says
+/// it was delivered (before, it printed "queued" and left the caseworker to guess).
+#[tokio::test]
+async fn forward_waits_for_the_next_nodes_receipt() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW", "ZW-DSD"]).await;
+    let mut request = submit_request("MW-DSW");
+    if let Some(consent) = request.consent.as_mut() {
+        consent.onward_recipients = vec!["ZW-DSD".into()];
+    }
+    submit_delivered(&mut fed.local("ZM-DSW", "caseworker"), request).await;
+    let toml = dev_config_toml(
+        &fed.pki,
+        "MW-DSW",
+        &fed.dir.path().join("cli-data").join("MW-DSW"),
+        &[("ZW-DSD", None)],
+    );
+    let config = fed.dir.path().join("MW-DSW.toml");
+    std::fs::write(&config, toml).expect("config");
+    let mut forward = kinbridge();
+    forward
+        .args(["forward", "--seq", "1", "--to", "ZW-DSD", "--config"])
+        .arg(&config)
+        .arg("--node")
+        .arg(fed.node("MW-DSW").local_addr.to_string());
+    let out = tokio::task::spawn_blocking(move || run_bounded(forward))
+        .await
+        .expect("command task");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("queued "), "{stdout}");
+    assert!(
+        stdout.contains("delivered to ZW-DSD after 1 attempt(s); signed receipt held"),
+        "{stdout}"
+    );
+    let items = open_inbox(&mut fed.local("ZW-DSD", "caseworker")).await;
+    assert_eq!(
+        items.len(),
+        1,
+        "the forwarded referral is in Zimbabwe's inbox"
+    );
+    fed.shutdown().await;
+}

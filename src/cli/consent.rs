@@ -24,6 +24,9 @@ pub struct ForwardArgs {
     /// The next node's unit; the default is its intake.
     #[arg(long, default_value = "")]
     to_unit: String,
+    /// Seconds to wait for the next node's receipt (0: do not wait).
+    #[arg(long, default_value_t = 30)]
+    wait: u32,
 }
 
 /// Arguments of `kinbridge withdraw`.
@@ -43,7 +46,8 @@ pub struct WithdrawArgs {
     wait: u32,
 }
 
-/// Forwards and reports the new message id.
+/// Forwards, reports the new message id and, as `send` does, waits for the next node's
+/// signed receipt.
 pub async fn forward(args: ForwardArgs) -> anyhow::Result<()> {
     let config = NodeConfig::load(&args.config)?;
     let mut client = super::local_client_for(&config, args.node)?;
@@ -60,7 +64,7 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<()> {
         "queued {} for {} (inbox item #{} passed on; chain of custody recorded)",
         r.message_id, args.to, args.seq
     );
-    Ok(())
+    super::send::follow_delivery(&mut client, &config, &r.message_id, args.wait).await
 }
 
 /// Withdraws, then waits for each node's signed receipt.

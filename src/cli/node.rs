@@ -41,25 +41,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => String::new(),
     };
+    // Signal handlers are in place before the ready line: a SIGTERM sent as soon as the line
+    // is read drains the node instead of killing it.
+    let shutdown = shutdown_signal().context("installing the SIGTERM and SIGINT handlers")?;
     // Tests and scripts wait for this exact line.
     println!(
         "kinbridge node {} ready: peer={peer} local={local}{metrics}",
         node.node_id()
     );
-    node.serve(listeners, shutdown_signal()).await?;
+    node.serve(listeners, shutdown).await?;
     println!("kinbridge node {} stopped", config.node_id);
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now and returns a future that completes on
+/// either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::bail;
 use kinbridge_node::NodeConfig;
 use kinbridge_proto::v1 as pb;
+use kinbridge_proto::v1::local_service_client::LocalServiceClient;
+use tonic::transport::Channel;
 
 /// Purposes a referral can be sent for.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -225,13 +227,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "queued {} for {} at {}",
         submitted.message_id, args.to, config.node_id
     );
-    if args.wait == 0 {
+    follow_delivery(&mut client, &config, &submitted.message_id, args.wait).await
+}
+
+/// Waits up to `wait` seconds (0: not at all) for the recipient's signed receipt of the queued
+/// message `message_id` and says what became of it: delivered, still queued (the node keeps
+/// retrying: exit 0), or refused or expired (exit non-zero, with the recipient's reason).
+pub async fn follow_delivery(
+    client: &mut LocalServiceClient<Channel>,
+    config: &NodeConfig,
+    message_id: &str,
+    wait: u32,
+) -> anyhow::Result<()> {
+    if wait == 0 {
         return Ok(());
     }
     let delivery = client
         .get_delivery(pb::GetDeliveryRequest {
-            message_id: submitted.message_id.clone(),
-            wait_ms: args.wait.saturating_mul(1000),
+            message_id: message_id.to_owned(),
+            wait_ms: wait.saturating_mul(1000),
         })
         .await?
         .into_inner();
@@ -246,7 +260,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Ok(pb::DeliveryState::Queued) => {
             println!(
                 "still queued after {} s ({} attempts): {}",
-                args.wait, delivery.attempts, delivery.last_error
+                wait, delivery.attempts, delivery.last_error
             );
             println!("the node keeps retrying; check again with a longer --wait");
             Ok(())
