@@ -13,20 +13,9 @@ use std::process::Stdio;
 
 use common::*;
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("KINBRIDGE_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-interop/bin/python");
-    if venv.exists() {
-        return venv;
-    }
-    PathBuf::from("python3")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_lists_services_by_reflection_and_calls_health() {
-    let python = python();
+    let python = interop_python();
     let has_packages = std::process::Command::new(&python)
         .args(["-c", "import grpc, grpc_reflection, grpc_health"])
         .stdout(Stdio::null())
@@ -34,7 +23,7 @@ async fn python_grpcio_lists_services_by_reflection_and_calls_health() {
         .status()
         .is_ok_and(|s| s.success());
     if !has_packages {
-        let required = std::env::var("KINBRIDGE_REQUIRE_INTEROP").is_ok_and(|v| v == "1");
+        let required = interop_required();
         let message = format!(
             "{} lacks grpcio: pip install -r tests/interop/requirements.txt (or set KINBRIDGE_PYTHON)",
             python.display()

@@ -1,7 +1,7 @@
 //! The signing key files kinbridge writes (the development PKI's, and a key made by rotation)
 //! are read by other tools: the auditor's guide's OpenSSL commands run as written on them,
 //! and Python's `cryptography` loads them. Each check is skipped, saying why, where its tool
-//! is not installed.
+//! is not installed, unless `KINBRIDGE_REQUIRE_INTEROP=1` (as in CI), where it fails.
 
 mod common;
 
@@ -84,7 +84,7 @@ fn python_public_key(private: &Path) -> String {
         from cryptography.hazmat.primitives import serialization as s\n\
         k = s.load_pem_private_key(open(sys.argv[1], 'rb').read(), None)\n\
         sys.stdout.write(k.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo).decode())\n";
-    let out = Command::new("python3")
+    let out = Command::new(interop_python())
         .args(["-c", script])
         .arg(private)
         .output()
@@ -134,7 +134,9 @@ async fn written_keys() -> (Federation, Vec<(PathBuf, PathBuf)>) {
 #[tokio::test]
 async fn the_guides_openssl_commands_work_on_the_keys_kinbridge_writes() {
     if !have("openssl", &["version"]) {
-        println!("skipped: openssl is not installed (the auditor's guide's commands need it)");
+        let message = "openssl is not installed (the auditor's guide's commands need it)";
+        assert!(!interop_required(), "{message}");
+        println!("skipped: {message}");
         return;
     }
     let (fed, keys) = written_keys().await;
@@ -146,8 +148,14 @@ async fn the_guides_openssl_commands_work_on_the_keys_kinbridge_writes() {
 
 #[tokio::test]
 async fn pythons_cryptography_loads_the_keys_kinbridge_writes() {
-    if !have("python3", &["-c", "import cryptography"]) {
-        println!("skipped: python3 with the `cryptography` package is not installed");
+    let python = interop_python();
+    if !have(&python.to_string_lossy(), &["-c", "import cryptography"]) {
+        let message = format!(
+            "{} lacks the `cryptography` package: pip install -r tests/interop/requirements.txt",
+            python.display()
+        );
+        assert!(!interop_required(), "{message}");
+        println!("skipped: {message}");
         return;
     }
     let (fed, keys) = written_keys().await;

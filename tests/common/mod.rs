@@ -21,6 +21,27 @@ use kinbridge_proto::v1::peer_service_client::PeerServiceClient;
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Identity};
 
+/// The Python interpreter with the packages of tests/interop/requirements.txt (clients that
+/// are not ours): `KINBRIDGE_PYTHON`, else `.venv-interop/` at the repository root, else
+/// `python3`.
+pub fn interop_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("KINBRIDGE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-interop/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
+
+/// Whether a test that needs a tool that is not ours (Python's grpcio or cryptography,
+/// openssl) must fail rather than skip when the tool is missing: `KINBRIDGE_REQUIRE_INTEROP=1`,
+/// as CI sets.
+pub fn interop_required() -> bool {
+    std::env::var("KINBRIDGE_REQUIRE_INTEROP").is_ok_and(|v| v == "1")
+}
+
 /// Bound on any wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(30);
 
