@@ -303,7 +303,7 @@ impl AdminService for AdminApi {
     }
 }
 
-fn peer_infos(state: &NodeState) -> Result<Vec<pb::PeerInfo>, crate::store::StoreError> {
+fn peer_infos(state: &NodeState) -> Result<Vec<pb::PeerInfo>, kinbridge_store::StoreError> {
     let now = UnixMillis::now();
     let mut peers: Vec<pb::PeerInfo> = state
         .registry

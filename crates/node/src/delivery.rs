@@ -14,6 +14,7 @@ use std::time::Duration;
 use kinbridge_core::{MessageId, NodeId, UnixMillis, verify_receipt};
 use kinbridge_proto::v1 as pb;
 use kinbridge_proto::v1::peer_service_client::PeerServiceClient;
+use kinbridge_store::OutboxRecord;
 use prost::Message;
 use rand::Rng;
 use tokio::sync::watch;
@@ -22,7 +23,6 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::audit::{verify_peer_note, with_header};
 use crate::server::NodeState;
 use crate::status::{from_deliver_error, is_transient};
-use crate::store::OutboxRecord;
 
 /// First retry delay.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(200);

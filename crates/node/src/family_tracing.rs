@@ -18,6 +18,7 @@ use kinbridge_core::referral::minimise;
 use kinbridge_core::{MessageId, NodeId, UnixMillis};
 use kinbridge_linkage::{BANDS, Band, Descriptor, Encoding, LinkageKey, SCHEMA, Sex, encode};
 use kinbridge_proto::v1 as pb;
+use kinbridge_store::StoreError;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
@@ -26,7 +27,6 @@ use tonic::{Code, Status};
 use crate::local_service::LocalApi;
 use crate::server::NodeState;
 use crate::status::{refused, store_status};
-use crate::store::StoreError;
 
 /// The actor the audit log names for messages the node sends by itself (a match notice, a
 /// disclosure once both ends confirmed).
@@ -289,7 +289,7 @@ fn band_of(band: Band) -> Option<pb::MatchBand> {
 impl Tracing {
     /// Opens the tracing state in `store` and rebuilds the encodings: from the cases held, and
     /// from the standing queries in the inbox.
-    pub fn open(store: &crate::store::Store, keys: Vec<HeldKey>) -> Result<Self, StoreError> {
+    pub fn open(store: &kinbridge_store::Store, keys: Vec<HeldKey>) -> Result<Self, StoreError> {
         let mut keys = keys;
         keys.sort_by_key(|k| k.key.epoch());
         let tracing = Self {
@@ -490,7 +490,7 @@ impl Tracing {
 
 /// The encoding of a stored query, read back from its inbox envelope; `None` once purged.
 fn stored_query_encoding(
-    store: &crate::store::Store,
+    store: &kinbridge_store::Store,
     record: &QueryRecord,
 ) -> Result<Option<Encoding>, StoreError> {
     let Some(item) = store.inbox_lookup(&record.peer, &record.message_id)? else {

@@ -16,50 +16,17 @@ use std::sync::{Arc, RwLock};
 
 use kinbridge_core::{KeyId, Keyring, NodeId, NodeSigningKey, PeerKey, UnixMillis};
 use kinbridge_proto::v1 as pb;
+use kinbridge_store::{KeyRecord, Store, StoreError};
 
 use crate::registry::PeerRegistry;
-use crate::store::{Store, StoreError};
 
-/// One key as the store keeps it: the node's own or a peer's.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct KeyRecord {
-    /// The node the key belongs to.
-    #[prost(string, tag = "1")]
-    pub owner: String,
-    /// Its id.
-    #[prost(string, tag = "2")]
-    pub key_id: String,
-    /// The 32-byte Ed25519 public key.
-    #[prost(bytes = "vec", tag = "3")]
-    pub public_key: Vec<u8>,
-    /// Start of its window (0: none).
-    #[prost(int64, tag = "4")]
-    pub not_before_ms: i64,
-    /// End of its window (0: none).
-    #[prost(int64, tag = "5")]
-    pub not_after_ms: i64,
-    /// When it was revoked (0: it was not).
-    #[prost(int64, tag = "6")]
-    pub revoked_at_ms: i64,
-    /// Why it was revoked.
-    #[prost(string, tag = "7")]
-    pub reason: String,
-    /// "config", "rotated" (made here) or "announced" (learned from the peer).
-    #[prost(string, tag = "8")]
-    pub source: String,
-    /// For an own key: the announcements sent for it, `peer 0x00 message id`.
-    #[prost(string, repeated, tag = "9")]
-    pub announcements: Vec<String>,
-    /// When the record was made.
-    #[prost(int64, tag = "10")]
-    pub created_at_ms: i64,
+/// What the key book reads from and makes into a stored [`KeyRecord`].
+trait KeyRecordExt: Sized {
+    fn peer_key(&self) -> Result<PeerKey, KeyBookError>;
+    fn from_peer_key(owner: &NodeId, key: &PeerKey, source: &str) -> Self;
 }
 
-impl KeyRecord {
-    pub(crate) fn store_key(&self) -> Vec<u8> {
-        format!("{}\0{}", self.owner, self.key_id).into_bytes()
-    }
-
+impl KeyRecordExt for KeyRecord {
     fn peer_key(&self) -> Result<PeerKey, KeyBookError> {
         let id = KeyId::new(&self.key_id).map_err(|e| KeyBookError::Stored(e.to_string()))?;
         let bound = |ms: i64| (ms != 0).then_some(UnixMillis(ms));
@@ -711,14 +678,14 @@ impl KeyEdit<'_> {
 /// with the extension `pub`, both 0600 in a 0700 `dir`, fsynced.
 fn write_private_key(dir: &Path, path: &Path, pem: &str, public_pem: &str) -> std::io::Result<()> {
     use std::io::Write;
-    crate::private_files::create_dir(dir)?;
-    let mut file = crate::private_files::file_options()
+    kinbridge_store::private_files::create_dir(dir)?;
+    let mut file = kinbridge_store::private_files::file_options()
         .write(true)
         .create_new(true)
         .open(path)?;
     file.write_all(pem.as_bytes())?;
     file.sync_all()?;
-    let mut public = crate::private_files::file_options()
+    let mut public = kinbridge_store::private_files::file_options()
         .write(true)
         .create(true)
         .truncate(true)

@@ -21,7 +21,6 @@ pub mod local_service;
 pub mod metrics;
 pub mod peer_guard;
 pub mod peer_service;
-pub mod private_files;
 pub mod purge;
 pub mod ratelimit;
 pub mod registry;
@@ -29,7 +28,6 @@ pub mod reporting;
 pub mod reporting_service;
 pub mod server;
 pub mod status;
-pub mod store;
 pub mod tls;
 pub mod tracing_service;
 

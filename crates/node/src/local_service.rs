@@ -15,6 +15,7 @@ use kinbridge_core::{
 };
 use kinbridge_proto::v1 as pb;
 use kinbridge_proto::v1::local_service_server::LocalService;
+use kinbridge_store::{InboxRecord, OutboxRecord};
 use prost::Message;
 use tokio::sync::mpsc;
 use tonic::{Code, Request, Response, Status};
@@ -22,7 +23,6 @@ use tonic::{Code, Request, Response, Status};
 use crate::identity::{LocalClient, Role};
 use crate::server::NodeState;
 use crate::status::{consent_status, refused, store_status};
-use crate::store::{InboxRecord, OutboxRecord};
 use crate::tls::ConnInfo;
 
 mod workflow;
@@ -887,7 +887,7 @@ impl LocalApi {
 /// The delivery of an outbox record, with its envelope's payload restored from the payload
 /// store (none once purged).
 fn delivery_response(
-    store: &crate::store::Store,
+    store: &kinbridge_store::Store,
     message_id: String,
     r: OutboxRecord,
 ) -> pb::GetDeliveryResponse {
@@ -914,7 +914,7 @@ fn delivery_response(
 
 /// An inbox item for a local client. The stored envelope was verified when it arrived, so its
 /// header and payload decode; a record that does not is shown with what can be read.
-fn inbox_item(store: &crate::store::Store, sequence: u64, r: InboxRecord) -> pb::InboxItem {
+fn inbox_item(store: &kinbridge_store::Store, sequence: u64, r: InboxRecord) -> pb::InboxItem {
     let stored = r.envelope.unwrap_or_default();
     let header = pb::EnvelopeHeader::decode(stored.header.as_slice()).unwrap_or_default();
     let full = if r.purged_at_ms == 0 {

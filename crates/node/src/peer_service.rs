@@ -13,6 +13,7 @@ use kinbridge_core::{
 };
 use kinbridge_proto::v1 as pb;
 use kinbridge_proto::v1::peer_service_server::PeerService;
+use kinbridge_store::{InboxRecord, ReceiveOutcome};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
@@ -24,7 +25,6 @@ use crate::status::{
     is_transient, key_status, peer_auth_status, refusal_code, refusal_status, store_status,
     to_deliver_error,
 };
-use crate::store::{InboxRecord, ReceiveOutcome};
 use crate::tls::ConnInfo;
 
 /// Most envelopes one `DeliverBatch` call may carry.

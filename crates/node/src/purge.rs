@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use kinbridge_core::{EnvelopeDigest, UnixMillis};
 use kinbridge_proto::v1 as pb;
+use kinbridge_store::PurgeSide;
 use tokio::sync::watch;
 use tonic::Status;
 
 use crate::audit::with_header;
 use crate::server::NodeState;
 use crate::status::store_status;
-use crate::store::PurgeSide;
 
 /// How often the retention sweep runs.
 pub const RETENTION_SWEEP: Duration = Duration::from_secs(60);

@@ -6,9 +6,8 @@
 
 use kinbridge_core::reporting::{Fact, fact_of};
 use kinbridge_proto::v1 as pb;
+use kinbridge_store::{InboxRecord, OutboxRecord, Store, StoreError};
 use prost::Message;
-
-use crate::store::{InboxRecord, OutboxRecord, Store, StoreError};
 
 /// What the `stats` tree keeps of one message: no id, no name, no date of birth.
 #[derive(Clone, PartialEq, prost::Message)]

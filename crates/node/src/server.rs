@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use kinbridge_audit::AuditLog;
 use kinbridge_core::{NodeId, NodeSigningKey, VerificationPolicy};
+use kinbridge_store::{Store, StoreError};
 
 use crate::keys::{KeyBook, KeyBookError};
 use kinbridge_proto::v1::admin_service_server::AdminServiceServer;
@@ -35,7 +36,6 @@ use crate::local_service::{LocalApi, LocalAuth};
 use crate::peer_service::PeerApi;
 use crate::registry::{PeerRegistry, RegistryError};
 use crate::reporting_service::ReportingApi;
-use crate::store::{Store, StoreError};
 use crate::tls::{
     TlsError, accept_loop, client_verifier, load_certs, load_private_key, root_store, server_config,
 };
@@ -297,7 +297,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         path: config.data_dir.display().to_string(),
         reason: e.to_string(),
     };
-    crate::private_files::create_dir(&config.data_dir).map_err(data_dir_err)?;
+    kinbridge_store::private_files::create_dir(&config.data_dir).map_err(data_dir_err)?;
     let store = Store::open(&config.data_dir.join("store"))?;
     let keys = KeyBook::load(
         &config.node_id,
@@ -315,7 +315,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
     let tracing = crate::family_tracing::Tracing::open(&store, linkage_keys)?;
     let reporting = crate::reporting::Reporting::open(&store)?;
     // sled makes its files with the process's umask: take them back to 0600.
-    crate::private_files::restrict(&config.data_dir).map_err(data_dir_err)?;
+    kinbridge_store::private_files::restrict(&config.data_dir).map_err(data_dir_err)?;
     let state = Arc::new(NodeState {
         node_id: config.node_id.clone(),
         keys: Arc::new(keys),
@@ -475,7 +475,7 @@ pub fn check_material(config: &NodeConfig) -> Result<Material, NodeError> {
 /// Refuses a data directory that group or others can read, write or enter, or that holds
 /// anything they can. One that does not exist yet is fine: the node creates it 0700.
 pub fn check_data_dir(data_dir: &std::path::Path) -> Result<(), NodeError> {
-    match crate::private_files::find_exposed(data_dir) {
+    match kinbridge_store::private_files::find_exposed(data_dir) {
         Ok(None) => Ok(()),
         Ok(Some(exposed)) => Err(NodeError::ExposedDataDir {
             path: exposed.path.display().to_string(),
@@ -646,7 +646,7 @@ impl PreparedNode {
         // Everything acknowledged was committed already; this makes the rest durable too.
         state.store.commit().await?;
         // Files sled made while serving, in a process whose umask lets others read them.
-        if let Err(e) = crate::private_files::restrict(&self.data_dir) {
+        if let Err(e) = kinbridge_store::private_files::restrict(&self.data_dir) {
             tracing::error!(error = %e, "cannot restrict the data directory to the node's user");
         }
         result.map(|_| ()).map_err(NodeError::from)

@@ -4,10 +4,10 @@
 
 use kinbridge_core::Refusal;
 use kinbridge_proto::v1 as pb;
+use kinbridge_store::StoreError;
 use tonic::{Code, Status};
 
 use crate::registry::PeerAuthError;
-use crate::store::StoreError;
 
 /// Metadata key carrying the refusal's reason code.
 pub const REFUSAL_METADATA: &str = "kinbridge-refusal";

@@ -87,3 +87,45 @@ pub struct WorkflowRecord {
     #[prost(message, repeated, tag = "1")]
     pub history: Vec<pb::StatusChange>,
 }
+
+/// One key as the store keeps it: the node's own or a peer's.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyRecord {
+    /// The node the key belongs to.
+    #[prost(string, tag = "1")]
+    pub owner: String,
+    /// Its id.
+    #[prost(string, tag = "2")]
+    pub key_id: String,
+    /// The 32-byte Ed25519 public key.
+    #[prost(bytes = "vec", tag = "3")]
+    pub public_key: Vec<u8>,
+    /// Start of its window (0: none).
+    #[prost(int64, tag = "4")]
+    pub not_before_ms: i64,
+    /// End of its window (0: none).
+    #[prost(int64, tag = "5")]
+    pub not_after_ms: i64,
+    /// When it was revoked (0: it was not).
+    #[prost(int64, tag = "6")]
+    pub revoked_at_ms: i64,
+    /// Why it was revoked.
+    #[prost(string, tag = "7")]
+    pub reason: String,
+    /// "config", "rotated" (made here) or "announced" (learned from the peer).
+    #[prost(string, tag = "8")]
+    pub source: String,
+    /// For an own key: the announcements sent for it, `peer 0x00 message id`.
+    #[prost(string, repeated, tag = "9")]
+    pub announcements: Vec<String>,
+    /// When the record was made.
+    #[prost(int64, tag = "10")]
+    pub created_at_ms: i64,
+}
+
+impl KeyRecord {
+    /// Its key in the store's `keys` tree: `owner 0x00 key id`.
+    pub(crate) fn store_key(&self) -> Vec<u8> {
+        format!("{}\0{}", self.owner, self.key_id).into_bytes()
+    }
+}

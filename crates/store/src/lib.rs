@@ -9,11 +9,14 @@
 //! sequence → [`InboxRecord`]) and `inbox_index`
 //! (`sender 0x00 message id` → inbox sequence, for deduplication) and `peer_checkpoints`
 //! (peer node id → the signed checkpoint of its audit log this node holds) and `keys`
-//! (`owner 0x00 key id` → [`crate::keys::KeyRecord`]: own keys made by rotation, peers' keys
+//! (`owner 0x00 key id` → [`KeyRecord`]: own keys made by rotation, peers' keys
 //! announced since start, revocations).
+
+#![forbid(unsafe_code)]
 
 pub mod committer;
 pub mod payloads;
+pub mod private_files;
 pub mod records;
 
 use std::path::Path;
@@ -26,7 +29,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::watch;
 
 use committer::Committer;
-pub use records::{InboxRecord, OutboxRecord};
+pub use records::{InboxRecord, KeyRecord, OutboxRecord};
 
 /// Why a store operation failed. Never carries payload content.
 #[derive(Debug, thiserror::Error)]
@@ -708,7 +711,7 @@ impl Store {
     }
 
     /// Every key record kept.
-    pub fn key_records(&self) -> Result<Vec<crate::keys::KeyRecord>, StoreError> {
+    pub fn key_records(&self) -> Result<Vec<KeyRecord>, StoreError> {
         self.keys
             .iter()
             .map(|entry| {
@@ -719,10 +722,7 @@ impl Store {
     }
 
     /// Writes key records, durably.
-    pub async fn put_key_records(
-        &self,
-        records: &[crate::keys::KeyRecord],
-    ) -> Result<(), StoreError> {
+    pub async fn put_key_records(&self, records: &[KeyRecord]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for r in records {
             batch.insert(r.store_key(), r.encode_to_vec());
