@@ -524,3 +524,39 @@ fn config_check_shows_normalised_tags_and_refuses_an_unknown_one_by_name() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn an_enforcement_client_cannot_scrape_the_metrics() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let mut zambia = fed.local("ZM-DSW", "caseworker");
+    deliver_referrals(&mut zambia, "MW-DSW", 1).await;
+    let files = fed.files("MW-DSW");
+    let addr = fed.node("MW-DSW").metrics_addr.expect("metrics listener");
+    // A monitoring role, as Prometheus would use, but tagged enforcement (any spelling).
+    let (cert, key) = tagged_client(
+        &fed,
+        "MW-DSW",
+        "border-monitor",
+        &["Immigration_Enforcement"],
+    );
+    let (code, body) =
+        kinbridge_node::metrics::scrape(addr, &files.ca_cert(), &cert, &key, "/metrics")
+            .await
+            .expect("an answer");
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("border-monitor")
+            && body.contains("immigration-enforcement")
+            && !body.contains("kinbridge_messages_total"),
+        "{body}"
+    );
+    // The same role without the tag reads them.
+    let (cert, key) = tagged_client(&fed, "MW-DSW", "monitor", &["child-protection"]);
+    let (code, body) =
+        kinbridge_node::metrics::scrape(addr, &files.ca_cert(), &cert, &key, "/metrics")
+            .await
+            .expect("an answer");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("kinbridge_messages_total"), "{body}");
+    fed.shutdown().await;
+}
