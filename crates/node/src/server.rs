@@ -590,6 +590,9 @@ impl PreparedNode {
             .layer(crate::local_firewall::LocalFirewallLayer::new(Arc::clone(
                 &state,
             )))
+            // A local system's bytes tonic refuses before any handler get the same final,
+            // counted and audited refusals as a peer's (crate::peer_guard).
+            .layer(crate::peer_guard::PeerGuardLayer::local(Arc::clone(&state)))
             .add_service(local_service)
             .add_service(tracing_service)
             .add_service(reporting_service)
