@@ -158,6 +158,7 @@ async fn an_enforcement_client_is_refused_every_method_that_is_not_submit_or_met
         );
     }
     let mut refused = 0;
+    let mut refused_paths = Vec::new();
     for path in &methods {
         let status = call_raw(&police, path).await;
         if ENFORCEMENT_MAY_CALL.contains(&path.as_str()) {
@@ -178,6 +179,7 @@ async fn an_enforcement_client_is_refused_every_method_that_is_not_submit_or_met
                 status.message()
             );
             refused += 1;
+            refused_paths.push(path.clone());
         }
     }
     assert!(refused >= 20, "only {refused} methods refused");
@@ -195,6 +197,27 @@ async fn an_enforcement_client_is_refused_every_method_that_is_not_submit_or_met
         .filter(|e| e.reason == "firewall" && e.actor == "border-police-1")
         .count();
     assert_eq!(firewall, refused, "{logged:?}");
+    // Each entry names the method refused, so an auditor sees what was tried.
+    let mut logged_paths: Vec<String> = logged
+        .iter()
+        .filter(|e| e.reason == "firewall" && e.actor == "border-police-1")
+        .map(|e| e.method.clone())
+        .collect();
+    logged_paths.sort();
+    refused_paths.sort();
+    assert_eq!(logged_paths, refused_paths);
+    // A refusal by a service (its role may not read proofs) names the method too.
+    let by_role: Vec<_> = logged
+        .iter()
+        .filter(|e| e.reason == "role-denied" && e.actor == "border-police-1")
+        .collect();
+    assert!(!by_role.is_empty(), "{logged:?}");
+    for e in by_role {
+        assert!(
+            e.method.starts_with("/kinbridge.v1.AuditService/Get"),
+            "{e:?}"
+        );
+    }
     fed.shutdown().await;
 }
 

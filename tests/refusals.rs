@@ -819,6 +819,10 @@ async fn garbage_and_oversized_requests_are_final_audited_refusals() {
     );
     assert_eq!(of("too-large").len(), 1);
     for e in of("malformed").into_iter().chain(of("too-large")) {
+        assert!(
+            e.method.starts_with("/kinbridge.v1.PeerService/Deliver"),
+            "{e:?}"
+        );
         assert_eq!(e.peer, "ZM-DSW");
         assert_eq!(e.authenticated_peer, "ZM-DSW");
         assert_eq!(e.refused_count, 0);
@@ -933,5 +937,13 @@ async fn a_local_systems_garbage_and_oversized_requests_are_final_audited_refusa
         "{too_large:?}"
     );
     assert!(malformed[0].peer.is_empty() && malformed[0].authenticated_peer.is_empty());
+    assert_eq!(
+        malformed[0].method,
+        "/kinbridge.v1.LocalService/SubmitReferral"
+    );
+    assert_eq!(
+        too_large[0].method,
+        "/kinbridge.v1.TracingService/RegisterTracingCase"
+    );
     fed.shutdown().await;
 }

@@ -66,7 +66,7 @@ impl LocalApi {
         entry.reason = crate::status::refusal_code(&status)
             .unwrap_or("refused")
             .to_owned();
-        tracing::warn!(actor, reason = %entry.reason, error = %status.message(), "local request refused");
+        tracing::warn!(actor, reason = %entry.reason, method = %entry.method, error = %status.message(), "local request refused");
         self.state.metrics.refused("local", &entry.reason);
         match self.state.auditor.record(&entry).await {
             Ok(_) => status,

@@ -236,6 +236,7 @@ where
                 _ => ("(unidentified client)".to_owned(), String::new()),
             },
         };
+        let path: String = request.uri().path().chars().take(128).collect();
         let method = request
             .uri()
             .path()
@@ -260,6 +261,7 @@ where
                 claimed,
                 reason,
                 side,
+                path,
             };
             let answer = refusal.record(&state, &windows, status).await;
             Ok(answer.into_http())
@@ -326,6 +328,8 @@ struct Refusal {
     claimed: String,
     reason: &'static str,
     side: Side,
+    /// The gRPC method refused.
+    path: String,
 }
 
 impl Refusal {
@@ -340,6 +344,7 @@ impl Refusal {
             Side::Local => entry.actor = self.authenticated.clone(),
         }
         entry.reason = self.reason.to_owned();
+        entry.method = self.path.clone();
         entry
     }
 
