@@ -256,6 +256,14 @@ async fn a_certificate_with_an_unknown_tag_reaches_nothing_and_is_told_why() {
             .is_none()
     );
     let logged = refusals_logged(&fed, "MW-DSW", "mw.jsonl").await;
+    // Audited under the name the local CA issued the certificate to.
+    assert!(
+        logged
+            .iter()
+            .filter(|e| e.reason == "not-a-client-certificate")
+            .all(|e| e.actor == "border-police-2"),
+        "{logged:?}"
+    );
     assert_eq!(
         logged
             .iter()

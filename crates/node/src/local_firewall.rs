@@ -146,12 +146,12 @@ pub fn authorise(path: &str, auth: Option<&LocalAuth>) -> Result<(), (String, St
             ),
         )),
         _ if access == LocalAccess::NoCaseData => Ok(()),
-        Some(Err(reason)) => Err((
-            unknown(),
+        Some(Err(e)) => Err((
+            e.client.clone().unwrap_or_else(unknown),
             refused(
                 Code::Unauthenticated,
                 "not-a-client-certificate",
-                reason.clone(),
+                e.reason.clone(),
             ),
         )),
         None => Err((

@@ -233,7 +233,13 @@ where
                 .map(|info| &info.auth)
             {
                 Some(Ok(client)) => (client.name.clone(), String::new()),
-                _ => ("(unidentified client)".to_owned(), String::new()),
+                Some(Err(e)) => (
+                    e.client
+                        .clone()
+                        .unwrap_or_else(|| "(unidentified client)".to_owned()),
+                    String::new(),
+                ),
+                None => ("(unidentified client)".to_owned(), String::new()),
             },
         };
         let path: String = request.uri().path().chars().take(128).collect();

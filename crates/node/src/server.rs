@@ -514,11 +514,15 @@ impl PreparedNode {
             |chain| -> LocalAuth {
                 let leaf = chain
                     .first()
-                    .ok_or_else(|| "no client certificate was presented".to_owned())?;
-                local_client_of(leaf).map_err(|e| {
-                    format!(
+                    .ok_or_else(|| crate::local_service::LocalAuthError {
+                        client: None,
+                        reason: "no client certificate was presented".to_owned(),
+                    })?;
+                local_client_of(leaf).map_err(|e| crate::local_service::LocalAuthError {
+                    client: crate::identity::client_name_of(leaf),
+                    reason: format!(
                         "the client certificate is not a kinbridge local-client certificate: {e}"
-                    )
+                    ),
                 })
             },
         );
