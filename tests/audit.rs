@@ -160,6 +160,12 @@ async fn a_real_exchange_leaves_logs_that_verify_and_reconcile() {
             && text.contains("it is signed by kinbridge.audit/ZM-DSW+"),
         "{text}"
     );
+    // ... and the file each key given came from, so Malawi's key given by mistake shows.
+    assert!(
+        text.contains(&format!("--key {} is ", mw_pub.display()))
+            && text.contains(&format!("(fingerprint {})", mw_key.fingerprint())),
+        "{text}"
+    );
     // A byte flipped in entry 4 (line 6) is named.
     let mut lines: Vec<String> = std::fs::read_to_string(&zm_file)
         .expect("read")

@@ -158,6 +158,7 @@ async fn an_enforcement_client_is_refused_every_method_that_is_not_submit_or_met
         );
     }
     let mut refused = 0;
+    let mut refused_paths = Vec::new();
     for path in &methods {
         let status = call_raw(&police, path).await;
         if ENFORCEMENT_MAY_CALL.contains(&path.as_str()) {
@@ -178,6 +179,7 @@ async fn an_enforcement_client_is_refused_every_method_that_is_not_submit_or_met
                 status.message()
             );
             refused += 1;
+            refused_paths.push(path.clone());
         }
     }
     assert!(refused >= 20, "only {refused} methods refused");
@@ -195,6 +197,27 @@ async fn an_enforcement_client_is_refused_every_method_that_is_not_submit_or_met
         .filter(|e| e.reason == "firewall" && e.actor == "border-police-1")
         .count();
     assert_eq!(firewall, refused, "{logged:?}");
+    // Each entry names the method refused, so an auditor sees what was tried.
+    let mut logged_paths: Vec<String> = logged
+        .iter()
+        .filter(|e| e.reason == "firewall" && e.actor == "border-police-1")
+        .map(|e| e.method.clone())
+        .collect();
+    logged_paths.sort();
+    refused_paths.sort();
+    assert_eq!(logged_paths, refused_paths);
+    // A refusal by a service (its role may not read proofs) names the method too.
+    let by_role: Vec<_> = logged
+        .iter()
+        .filter(|e| e.reason == "role-denied" && e.actor == "border-police-1")
+        .collect();
+    assert!(!by_role.is_empty(), "{logged:?}");
+    for e in by_role {
+        assert!(
+            e.method.starts_with("/kinbridge.v1.AuditService/Get"),
+            "{e:?}"
+        );
+    }
     fed.shutdown().await;
 }
 
@@ -233,6 +256,14 @@ async fn a_certificate_with_an_unknown_tag_reaches_nothing_and_is_told_why() {
             .is_none()
     );
     let logged = refusals_logged(&fed, "MW-DSW", "mw.jsonl").await;
+    // Audited under the name the local CA issued the certificate to.
+    assert!(
+        logged
+            .iter()
+            .filter(|e| e.reason == "not-a-client-certificate")
+            .all(|e| e.actor == "border-police-2"),
+        "{logged:?}"
+    );
     assert_eq!(
         logged
             .iter()
@@ -523,4 +554,40 @@ fn config_check_shows_normalised_tags_and_refuses_an_unknown_one_by_name() {
             && stderr.contains("'IMMIGRATION_ENFORCMENT'"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn an_enforcement_client_cannot_scrape_the_metrics() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let mut zambia = fed.local("ZM-DSW", "caseworker");
+    deliver_referrals(&mut zambia, "MW-DSW", 1).await;
+    let files = fed.files("MW-DSW");
+    let addr = fed.node("MW-DSW").metrics_addr.expect("metrics listener");
+    // A monitoring role, as Prometheus would use, but tagged enforcement (any spelling).
+    let (cert, key) = tagged_client(
+        &fed,
+        "MW-DSW",
+        "border-monitor",
+        &["Immigration_Enforcement"],
+    );
+    let (code, body) =
+        kinbridge_node::metrics::scrape(addr, &files.ca_cert(), &cert, &key, "/metrics")
+            .await
+            .expect("an answer");
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("border-monitor")
+            && body.contains("immigration-enforcement")
+            && !body.contains("kinbridge_messages_total"),
+        "{body}"
+    );
+    // The same role without the tag reads them.
+    let (cert, key) = tagged_client(&fed, "MW-DSW", "monitor", &["child-protection"]);
+    let (code, body) =
+        kinbridge_node::metrics::scrape(addr, &files.ca_cert(), &cert, &key, "/metrics")
+            .await
+            .expect("an answer");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("kinbridge_messages_total"), "{body}");
+    fed.shutdown().await;
 }

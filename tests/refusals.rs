@@ -819,9 +819,131 @@ async fn garbage_and_oversized_requests_are_final_audited_refusals() {
     );
     assert_eq!(of("too-large").len(), 1);
     for e in of("malformed").into_iter().chain(of("too-large")) {
+        assert!(
+            e.method.starts_with("/kinbridge.v1.PeerService/Deliver"),
+            "{e:?}"
+        );
         assert_eq!(e.peer, "ZM-DSW");
         assert_eq!(e.authenticated_peer, "ZM-DSW");
         assert_eq!(e.refused_count, 0);
     }
+    fed.shutdown().await;
+}
+
+/// Sends `bytes` as the request of `method` on `node`'s local port, as its development
+/// client of `role`.
+async fn raw_local_call(
+    fed: &Federation,
+    node: &str,
+    role: &str,
+    method: &'static str,
+    bytes: Vec<u8>,
+) -> tonic::Status {
+    let files = fed.files(node);
+    let channel = kinbridge_node::client::local_channel(
+        &fed.node(node).local_addr.to_string(),
+        &files.ca_cert(),
+        &files.client_cert(role),
+        &files.client_key(role),
+    )
+    .expect("channel");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
+    let answer = tokio::time::timeout(WAIT, grpc.unary(tonic::Request::new(bytes), path, RawCodec))
+        .await
+        .expect("answered in time");
+    answer.expect_err("must be refused")
+}
+
+/// The local port refuses a local system's undecodable or oversized bytes as the peer port
+/// does: final INVALID_ARGUMENT with a reason (never INTERNAL or OUT_OF_RANGE, which a client
+/// retries), counted on the `local` side, audited under the client's name; it keeps serving.
+#[tokio::test]
+async fn a_local_systems_garbage_and_oversized_requests_are_final_audited_refusals() {
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let status = raw_local_call(
+        &fed,
+        "ZM-DSW",
+        "system",
+        "/kinbridge.v1.LocalService/SubmitReferral",
+        vec![0xff; 32],
+    )
+    .await;
+    assert_eq!(
+        refusal(&status),
+        (Code::InvalidArgument, "malformed".into()),
+        "{status:?}"
+    );
+    assert!(
+        status
+            .message()
+            .contains("SubmitReferral request does not decode"),
+        "{}",
+        status.message()
+    );
+    assert!(!kinbridge_node::status::is_transient(&status));
+
+    let status = raw_local_call(
+        &fed,
+        "ZM-DSW",
+        "caseworker",
+        "/kinbridge.v1.TracingService/RegisterTracingCase",
+        vec![0u8; 3 * 1024 * 1024],
+    )
+    .await;
+    assert_eq!(
+        refusal(&status),
+        (Code::InvalidArgument, "too-large".into()),
+        "{status:?}"
+    );
+    assert!(
+        status.message().contains("smaller request"),
+        "{}",
+        status.message()
+    );
+    assert!(!kinbridge_node::status::is_transient(&status));
+    assert_eq!(
+        fed.refusals_metric("ZM-DSW", "local", "malformed").await,
+        1.0
+    );
+    assert_eq!(
+        fed.refusals_metric("ZM-DSW", "local", "too-large").await,
+        1.0
+    );
+    assert_eq!(
+        fed.refusals_metric("ZM-DSW", "peer", "malformed").await,
+        0.0
+    );
+
+    // It keeps serving.
+    let mut zambia = fed.local("ZM-DSW", "caseworker");
+    deliver_referrals(&mut zambia, "MW-DSW", 1).await;
+
+    let at_zambia = refused_entries(&fed, "ZM-DSW").await;
+    let malformed: Vec<_> = at_zambia
+        .iter()
+        .filter(|e| e.reason == "malformed")
+        .collect();
+    let too_large: Vec<_> = at_zambia
+        .iter()
+        .filter(|e| e.reason == "too-large")
+        .collect();
+    assert_eq!(malformed.len(), 1, "{at_zambia:?}");
+    assert_eq!(too_large.len(), 1, "{at_zambia:?}");
+    assert!(malformed[0].actor.starts_with("system"), "{malformed:?}");
+    assert!(
+        too_large[0].actor.starts_with("caseworker"),
+        "{too_large:?}"
+    );
+    assert!(malformed[0].peer.is_empty() && malformed[0].authenticated_peer.is_empty());
+    assert_eq!(
+        malformed[0].method,
+        "/kinbridge.v1.LocalService/SubmitReferral"
+    );
+    assert_eq!(
+        too_large[0].method,
+        "/kinbridge.v1.TracingService/RegisterTracingCase"
+    );
     fed.shutdown().await;
 }

@@ -195,6 +195,19 @@ pub fn verify_file(
             key: *key.verifying_key(),
         })
         .collect();
-    verify_export(BufReader::new(open()?), &note_keys, keep_entries)
-        .map_err(|e| anyhow::anyhow!("FAILED: {}: {e}", file.display()))
+    verify_export(BufReader::new(open()?), &note_keys, keep_entries).map_err(|e| {
+        let mut said = format!("FAILED: {}: {e}", file.display());
+        // The keys are named after the log's origin; say which file each one came from, so
+        // another node's key given by mistake is recognised as such.
+        if said.contains("carries no signature by key") {
+            for (key_file, key) in key_files.iter().zip(&note_keys) {
+                said.push_str(&format!(
+                    "\n  --key {} is {}",
+                    key_file.display(),
+                    key.describe()
+                ));
+            }
+        }
+        anyhow::anyhow!(said)
+    })
 }

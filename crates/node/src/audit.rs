@@ -45,7 +45,12 @@ impl Auditor {
 
     /// A new entry of `event` by this node.
     pub fn entry(&self, event: pb::AuditEvent) -> pb::AuditEntry {
-        new_entry(event, self.node.as_str())
+        let mut entry = new_entry(event, self.node.as_str());
+        if event == pb::AuditEvent::Refused {
+            // A refusal made while serving a local call names the method refused.
+            entry.method = crate::local_firewall::current_method();
+        }
+        entry
     }
 
     /// Appends `entry` and returns once it is durable. Fails closed: if the log cannot record

@@ -188,6 +188,17 @@ pub fn local_client_of(cert: &CertificateDer<'_>) -> Result<LocalClient, Identit
     })
 }
 
+/// The client name a certificate carries (`urn:kinbridge:client:<NAME>`, at most 64
+/// characters, control characters dropped), whether or not the rest of it is valid.
+pub fn client_name_of(cert: &CertificateDer<'_>) -> Option<String> {
+    let uris = san_uris(cert).ok()?;
+    let name = uris
+        .iter()
+        .find_map(|u| u.strip_prefix(CLIENT_URI_PREFIX))?;
+    let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    (!name.is_empty()).then_some(name)
+}
+
 /// The tag text of a URI of the form `urn:kinbridge:tag:<TAG>`, whatever the case of its
 /// prefix (URN prefixes are case-insensitive, RFC 8141 §3.1).
 fn tag_of(uri: &str) -> Option<&str> {

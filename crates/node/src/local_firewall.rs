@@ -146,12 +146,12 @@ pub fn authorise(path: &str, auth: Option<&LocalAuth>) -> Result<(), (String, St
             ),
         )),
         _ if access == LocalAccess::NoCaseData => Ok(()),
-        Some(Err(reason)) => Err((
-            unknown(),
+        Some(Err(e)) => Err((
+            e.client.clone().unwrap_or_else(unknown),
             refused(
                 Code::Unauthenticated,
                 "not-a-client-certificate",
-                reason.clone(),
+                e.reason.clone(),
             ),
         )),
         None => Err((
@@ -159,6 +159,16 @@ pub fn authorise(path: &str, auth: Option<&LocalAuth>) -> Result<(), (String, St
             Status::unauthenticated("no verified TLS client certificate on this connection"),
         )),
     }
+}
+
+tokio::task_local! {
+    /// The gRPC method of the local call being served, for its refusals' audit entries.
+    static LOCAL_METHOD: String;
+}
+
+/// The gRPC method of the local call the current task serves (empty outside one).
+pub fn current_method() -> String {
+    LOCAL_METHOD.try_with(Clone::clone).unwrap_or_default()
 }
 
 /// The layer that puts [`LocalFirewall`] in front of every service of the local port.
@@ -211,6 +221,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method: String = request.uri().path().chars().take(128).collect();
         let verdict = authorise(
             request.uri().path(),
             request
@@ -223,11 +234,14 @@ where
                 // The service that was made ready is the one that must be called.
                 let ready = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, ready);
-                Box::pin(inner.call(request))
+                // Every refusal the service audits names the method (LocalApi::refuse_about).
+                Box::pin(LOCAL_METHOD.scope(method, inner.call(request)))
             }
             Err((actor, status)) => {
                 let api = LocalApi::new(Arc::clone(&self.state));
-                Box::pin(async move { Ok(api.refuse(&actor, status).await.into_http()) })
+                Box::pin(LOCAL_METHOD.scope(method, async move {
+                    Ok(api.refuse(&actor, status).await.into_http())
+                }))
             }
         }
     }

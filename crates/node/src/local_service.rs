@@ -28,7 +28,17 @@ use crate::tls::ConnInfo;
 mod workflow;
 
 /// The result of authenticating a local client's certificate.
-pub type LocalAuth = Result<LocalClient, String>;
+pub type LocalAuth = Result<LocalClient, LocalAuthError>;
+
+/// Why a certificate the local CA issued is not a usable local-client certificate.
+#[derive(Clone, Debug)]
+pub struct LocalAuthError {
+    /// The client name the certificate carries (`urn:kinbridge:client:<NAME>`), if it carries
+    /// one: the local CA issued it, so refusals are audited under it.
+    pub client: Option<String>,
+    /// What is wrong with it, for the caller.
+    pub reason: String,
+}
 
 /// Longest a `GetDelivery` call waits for a change.
 pub const MAX_DELIVERY_WAIT: Duration = Duration::from_secs(30);
@@ -66,7 +76,7 @@ impl LocalApi {
         entry.reason = crate::status::refusal_code(&status)
             .unwrap_or("refused")
             .to_owned();
-        tracing::warn!(actor, reason = %entry.reason, error = %status.message(), "local request refused");
+        tracing::warn!(actor, reason = %entry.reason, method = %entry.method, error = %status.message(), "local request refused");
         self.state.metrics.refused("local", &entry.reason);
         match self.state.auditor.record(&entry).await {
             Ok(_) => status,
@@ -143,8 +153,8 @@ pub(crate) fn authorize<T>(
         })?
         .map_err(|e| {
             (
-                unknown,
-                refused(Code::Unauthenticated, "not-a-client-certificate", e),
+                e.client.unwrap_or(unknown),
+                refused(Code::Unauthenticated, "not-a-client-certificate", e.reason),
             )
         })?;
     if allowed.contains(&client.role) {

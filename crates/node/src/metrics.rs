@@ -334,14 +334,24 @@ fn scraper_allowed(chain: &[CertificateDer<'static>]) -> Result<(), String> {
     let client = local_client_of(leaf).map_err(|e| {
         format!("the client certificate is not a kinbridge local-client certificate: {e}")
     })?;
-    if SCRAPER_ROLES.contains(&client.role) {
-        Ok(())
-    } else {
-        Err(format!(
+    if !SCRAPER_ROLES.contains(&client.role) {
+        return Err(format!(
             "role '{}' may not read metrics: scrape with a certificate of role system, auditor or admin from the local clients' CA",
             client.role.as_str()
-        ))
+        ));
     }
+    // The metrics are counts drawn from child-protection work by peer and kind, like
+    // ReportingService.GetStatistics: closed to an enforcement-tagged client (docs/consent.md).
+    if !kinbridge_core::firewall::local_client_may(
+        kinbridge_core::firewall::LocalAccess::Aggregate,
+        &client.tags,
+    ) {
+        return Err(format!(
+            "client '{}' is tagged immigration-enforcement: the metrics count child-protection work by peer and kind, and nothing sent for child protection flows back to enforcement; scrape with a certificate without that tag",
+            client.name
+        ));
+    }
+    Ok(())
 }
 
 /// Serves `GET /metrics` on `listener` over `transport` until the node stops.

@@ -5,6 +5,9 @@
 //! (`malformed`, `too-large`), counted in the refusal metric and audited with the peer's
 //! authenticated identity. Audit entries are rate-limited per peer and reason
 //! ([`RefusalWindows`]), so a flood of garbage cannot grow the log without bound.
+//! The local port has the same guard ([`PeerGuardLayer::local`]): a local system's bytes
+//! refused by tonic get the same final refusals, counted on the `local` side and audited
+//! under the client's certificate name.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +21,7 @@ use tonic::codegen::http;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
+use crate::local_service::LocalAuth;
 use crate::registry::PeerAuth;
 use crate::server::NodeState;
 use crate::status::{refusal_code, refused};
@@ -124,19 +128,48 @@ impl RefusalWindows {
     }
 }
 
-/// The layer: wraps the peer port's router.
+/// Which listener a guard stands in front of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The peer port: callers are peer nodes, audited as `authenticated_peer`.
+    Peer,
+    /// The local port: callers are the authority's own systems, audited as `actor`.
+    Local,
+}
+
+impl Side {
+    /// The `side` label of the refusal metric.
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Peer => "peer",
+            Side::Local => "local",
+        }
+    }
+}
+
+/// The layer: wraps the peer port's router (or the local port's, [`Self::local`]).
 #[derive(Clone)]
 pub struct PeerGuardLayer {
     state: Arc<NodeState>,
     windows: Arc<RefusalWindows>,
+    side: Side,
 }
 
 impl PeerGuardLayer {
-    /// A guard over the node's state, with the default windows.
+    /// A guard of the peer port over the node's state, with the default windows.
     pub fn new(state: Arc<NodeState>) -> Self {
         Self {
             state,
             windows: Arc::new(RefusalWindows::new(REFUSAL_WINDOW, REFUSALS_PER_WINDOW)),
+            side: Side::Peer,
+        }
+    }
+
+    /// The same guard for the local port: windows per client certificate name.
+    pub fn local(state: Arc<NodeState>) -> Self {
+        Self {
+            side: Side::Local,
+            ..Self::new(state)
         }
     }
 }
@@ -149,6 +182,7 @@ impl<S> Layer<S> for PeerGuardLayer {
             inner,
             state: Arc::clone(&self.state),
             windows: Arc::clone(&self.windows),
+            side: self.side,
         }
     }
 }
@@ -159,6 +193,7 @@ pub struct PeerGuard<S> {
     inner: S,
     state: Arc<NodeState>,
     windows: Arc<RefusalWindows>,
+    side: Side,
 }
 
 impl<S> Service<http::Request<Body>> for PeerGuard<S>
@@ -181,15 +216,33 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let state = Arc::clone(&self.state);
         let windows = Arc::clone(&self.windows);
-        let (authenticated, claimed) = match request
-            .extensions()
-            .get::<ConnInfo<PeerAuth>>()
-            .map(|info| &info.auth)
-        {
-            Some(Ok(node)) => (node.to_string(), String::new()),
-            Some(Err(e)) => e.identities(),
-            None => (String::new(), String::new()),
+        let side = self.side;
+        let (authenticated, claimed) = match side {
+            Side::Peer => match request
+                .extensions()
+                .get::<ConnInfo<PeerAuth>>()
+                .map(|info| &info.auth)
+            {
+                Some(Ok(node)) => (node.to_string(), String::new()),
+                Some(Err(e)) => e.identities(),
+                None => (String::new(), String::new()),
+            },
+            Side::Local => match request
+                .extensions()
+                .get::<ConnInfo<LocalAuth>>()
+                .map(|info| &info.auth)
+            {
+                Some(Ok(client)) => (client.name.clone(), String::new()),
+                Some(Err(e)) => (
+                    e.client
+                        .clone()
+                        .unwrap_or_else(|| "(unidentified client)".to_owned()),
+                    String::new(),
+                ),
+                None => ("(unidentified client)".to_owned(), String::new()),
+            },
         };
+        let path: String = request.uri().path().chars().take(128).collect();
         let method = request
             .uri()
             .path()
@@ -204,7 +257,7 @@ where
             let Some((reason, message)) = response
                 .extensions()
                 .get::<Status>()
-                .and_then(|s| classify(s, &method))
+                .and_then(|s| classify(s, &method, side))
             else {
                 return Ok(response);
             };
@@ -213,6 +266,8 @@ where
                 authenticated,
                 claimed,
                 reason,
+                side,
+                path,
             };
             let answer = refusal.record(&state, &windows, status).await;
             Ok(answer.into_http())
@@ -222,7 +277,7 @@ where
 
 /// Which of tonic's own statuses are refusals of the peer's bytes, as a reason code and the
 /// message to answer with; `None` for any other status (a handler's, which says its own).
-fn classify(status: &Status, method: &str) -> Option<(&'static str, String)> {
+fn classify(status: &Status, method: &str, side: Side) -> Option<(&'static str, String)> {
     if refusal_code(status).is_some() {
         return None;
     }
@@ -243,6 +298,19 @@ fn classify(status: &Status, method: &str) -> Option<(&'static str, String)> {
             ))
         }
         Code::OutOfRange | Code::ResourceExhausted
+            if (said.contains("message length too large") || said.contains("size limit"))
+                && side == Side::Local =>
+        {
+            Some((
+                "too-large",
+                format!(
+                    "the {method} request is above this node's limit of {} bytes per message ({said}); nothing was taken; send a smaller request (a referral's payload is at most {} bytes)",
+                    crate::server::MAX_GRPC_MESSAGE_BYTES,
+                    kinbridge_core::limits::MAX_PAYLOAD_BYTES
+                ),
+            ))
+        }
+        Code::OutOfRange | Code::ResourceExhausted
             if said.contains("message length too large") || said.contains("size limit") =>
         {
             Some((
@@ -258,20 +326,31 @@ fn classify(status: &Status, method: &str) -> Option<(&'static str, String)> {
     }
 }
 
-/// One refusal of a peer's bytes, to count, audit (within the window) and log.
+/// One refusal of a peer's (or local client's) bytes, to count, audit (within the window)
+/// and log.
 struct Refusal {
+    /// The peer's authenticated node, or the local client's certificate name.
     authenticated: String,
     claimed: String,
     reason: &'static str,
+    side: Side,
+    /// The gRPC method refused.
+    path: String,
 }
 
 impl Refusal {
     fn entry(&self, state: &NodeState) -> pb::AuditEntry {
         let mut entry = state.auditor.entry(pb::AuditEvent::Refused);
-        entry.peer = self.authenticated.clone();
-        entry.authenticated_peer = self.authenticated.clone();
-        entry.claimed_sender = self.claimed.clone();
+        match self.side {
+            Side::Peer => {
+                entry.peer = self.authenticated.clone();
+                entry.authenticated_peer = self.authenticated.clone();
+                entry.claimed_sender = self.claimed.clone();
+            }
+            Side::Local => entry.actor = self.authenticated.clone(),
+        }
         entry.reason = self.reason.to_owned();
+        entry.method = self.path.clone();
         entry
     }
 
@@ -285,10 +364,10 @@ impl Refusal {
         status: Status,
     ) -> Status {
         let (peer, reason) = (self.authenticated.as_str(), self.reason);
-        state.metrics.refused("peer", reason);
+        state.metrics.refused(self.side.label(), reason);
         match windows.admit(peer, reason, Instant::now()) {
             Admission::Log { summary } => {
-                tracing::warn!(peer, claimed = %self.claimed, reason, error = %status.message(), "peer request refused before decoding");
+                tracing::warn!(side = self.side.label(), peer, claimed = %self.claimed, reason, error = %status.message(), "request refused before decoding");
                 let mut entries = Vec::new();
                 if let Some(count) = summary {
                     let mut entry = self.entry(state);
@@ -312,6 +391,7 @@ impl Refusal {
                 );
                 if first {
                     let entry = self.entry(state);
+                    let who = self.authenticated.clone();
                     let (state, windows) = (Arc::clone(state), Arc::clone(windows));
                     tokio::spawn(async move {
                         // At the window's end, or sooner if the node stops: the count is
@@ -322,7 +402,7 @@ impl Refusal {
                             () = tokio::time::sleep_until(ends.into()) => {}
                             _ = stopping.wait_for(|stop| *stop) => {}
                         }
-                        log_summary(&state, &windows, entry, reason, window_start).await;
+                        log_summary(&state, &windows, entry, &who, reason, window_start).await;
                     });
                 }
                 status
@@ -337,15 +417,16 @@ async fn log_summary(
     state: &NodeState,
     windows: &RefusalWindows,
     mut entry: pb::AuditEntry,
+    who: &str,
     reason: &'static str,
     window_start: Instant,
 ) {
-    let Some(count) = windows.take_counted(&entry.authenticated_peer, reason, window_start) else {
+    let Some(count) = windows.take_counted(who, reason, window_start) else {
         return;
     };
     entry.time_ms = kinbridge_core::UnixMillis::now().0;
     entry.refused_count = count;
-    tracing::warn!(peer = %entry.authenticated_peer, reason, count, "more peer requests refused in the last window than audited one by one");
+    tracing::warn!(peer = %who, reason, count, "more requests refused in the last window than audited one by one");
     if let Err(e) = state.auditor.record(&entry).await {
         tracing::error!(error = %e.message(), count, "cannot audit the summary of refused peer requests");
     }
@@ -391,21 +472,24 @@ mod tests {
     fn only_tonics_own_refusals_of_the_bytes_are_rewritten() {
         let decode = Status::internal("failed to decode Protobuf message: invalid varint");
         assert_eq!(
-            classify(&decode, "Deliver").map(|(r, _)| r),
+            classify(&decode, "Deliver", Side::Peer).map(|(r, _)| r),
             Some("malformed")
         );
         let large = Status::out_of_range(
             "Error, decoded message length too large: found 20971520 bytes, the limit is: 1048576 bytes",
         );
-        let (reason, message) = classify(&large, "Deliver").expect("too large");
+        let (reason, message) = classify(&large, "Deliver", Side::Peer).expect("too large");
         assert_eq!(reason, "too-large");
         assert!(message.contains("1048576"), "{message}");
         // A handler's own statuses say what they mean already.
         let audit = refused(Code::Unavailable, "audit-failure", "retry later");
-        assert_eq!(classify(&audit, "Deliver"), None);
+        assert_eq!(classify(&audit, "Deliver", Side::Peer), None);
         let skew = refused(Code::OutOfRange, "clock-skew", "ahead");
-        assert_eq!(classify(&skew, "Deliver"), None);
-        assert_eq!(classify(&Status::internal("a bug"), "Deliver"), None);
+        assert_eq!(classify(&skew, "Deliver", Side::Peer), None);
+        assert_eq!(
+            classify(&Status::internal("a bug"), "Deliver", Side::Peer),
+            None
+        );
     }
 
     #[test]

@@ -514,11 +514,15 @@ impl PreparedNode {
             |chain| -> LocalAuth {
                 let leaf = chain
                     .first()
-                    .ok_or_else(|| "no client certificate was presented".to_owned())?;
-                local_client_of(leaf).map_err(|e| {
-                    format!(
+                    .ok_or_else(|| crate::local_service::LocalAuthError {
+                        client: None,
+                        reason: "no client certificate was presented".to_owned(),
+                    })?;
+                local_client_of(leaf).map_err(|e| crate::local_service::LocalAuthError {
+                    client: crate::identity::client_name_of(leaf),
+                    reason: format!(
                         "the client certificate is not a kinbridge local-client certificate: {e}"
-                    )
+                    ),
                 })
             },
         );
@@ -590,6 +594,9 @@ impl PreparedNode {
             .layer(crate::local_firewall::LocalFirewallLayer::new(Arc::clone(
                 &state,
             )))
+            // A local system's bytes tonic refuses before any handler get the same final,
+            // counted and audited refusals as a peer's (crate::peer_guard).
+            .layer(crate::peer_guard::PeerGuardLayer::local(Arc::clone(&state)))
             .add_service(local_service)
             .add_service(tracing_service)
             .add_service(reporting_service)
