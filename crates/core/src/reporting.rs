@@ -65,8 +65,10 @@ impl Dimension {
         }
     }
 
-    /// The dimension named `name`.
+    /// The dimension named `name` (`age_band`, or `age-band` as command-line words are
+    /// spelt).
     pub fn parse(name: &str) -> Option<Self> {
+        let name = name.trim().replace('-', "_");
         Self::ALL.into_iter().find(|d| d.name() == name)
     }
 }
@@ -976,6 +978,17 @@ mod tests {
         assert_eq!(age_band(Some(30)), "18+");
         assert_eq!(age_band(None), "unknown");
         assert_eq!(age_band(Some(-1)), "unknown");
+    }
+
+    #[test]
+    fn dimensions_are_named_with_underscores_or_hyphens() {
+        assert_eq!(Dimension::parse("age_band"), Some(Dimension::AgeBand));
+        assert_eq!(Dimension::parse("age-band"), Some(Dimension::AgeBand));
+        assert_eq!(
+            Dimension::parse("migratory-status"),
+            Some(Dimension::MigratoryStatus)
+        );
+        assert_eq!(Dimension::parse("age"), None);
     }
 
     #[test]

@@ -436,7 +436,7 @@ impl Checker<'_> {
         let mut tags = Vec::with_capacity(values.len());
         for (i, value) in values.iter().enumerate() {
             let tag = kinbridge_core::firewall::Tag::parse(value)
-                .map_err(|e| self.err(&format!("{key}[{i}]"), format!("a known tag; {e}")))?;
+                .map_err(|e| self.err(&format!("{key}[{i}]"), e.to_string()))?;
             if !tags.contains(&tag) {
                 tags.push(tag);
             }
