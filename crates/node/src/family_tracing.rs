@@ -511,16 +511,14 @@ fn stored_query_encoding(
     Ok(encoding)
 }
 
-/// Whether the consent of record `case_id` here lets a match with it be reported to `peer`
-/// now. A consent that names the peer but no longer holds (expired, not valid yet) is said at
-/// WARN: the record resembles the peer's query and stays unreported until it is renewed.
-fn permits(
+/// The consent check of a tracing exchange with `peer` at `now`: the one rule that
+/// registration and matching share, so a case is registered only if it can match.
+fn check_tracing_consent(
     state: &NodeState,
-    case_id: &str,
     consent: &pb::ConsentScope,
     peer: &NodeId,
     now: UnixMillis,
-) -> bool {
+) -> Result<(), consent::ConsentViolation> {
     let tags = state
         .registry
         .get(peer)
@@ -531,7 +529,7 @@ fn permits(
         accepted_purposes: None,
         now,
     };
-    let checked = consent::check_parts(
+    consent::check_parts(
         Some(consent),
         &consent.consent_id,
         pb::Purpose::FamilyTracing,
@@ -540,8 +538,57 @@ fn permits(
         &[],
         &[],
         &ctx,
-    );
-    match checked {
+    )
+}
+
+/// Refuses a registration whose consent could never let a match be reported: a record is
+/// matched only for the peers its consent names, and only while the consent's form holds (a
+/// best-interests determination names its authority and legal basis). Without this check the
+/// case would be registered and then silently never match.
+pub fn check_registration_reaches(
+    state: &NodeState,
+    kind: pb::TracingCaseKind,
+    consent: &pb::ConsentScope,
+    peers: &[NodeId],
+) -> Result<(), Status> {
+    let invalid =
+        |reason: &'static str, message: String| refused(Code::InvalidArgument, reason, message);
+    consent::check_scope_form(consent).map_err(|v| invalid(v.code(), v.to_string()))?;
+    let reached: Vec<NodeId> = if kind == pb::TracingCaseKind::Record {
+        let mut reached = Vec::new();
+        for name in &consent.recipients {
+            let peer = NodeId::new(name).map_err(|e| invalid("bad-peer", e.to_string()))?;
+            reached.push(peer);
+        }
+        if reached.is_empty() {
+            return Err(invalid(
+                "no-recipients",
+                "the consent names no recipient (--recipient on the command line): a record is reported only to the peers its consent names, so it would never match".into(),
+            ));
+        }
+        reached
+    } else {
+        peers.to_vec()
+    };
+    let now = UnixMillis::now();
+    for peer in &reached {
+        check_tracing_consent(state, consent, peer, now)
+            .map_err(|v| crate::status::consent_status(&v))?;
+    }
+    Ok(())
+}
+
+/// Whether the consent of record `case_id` here lets a match with it be reported to `peer`
+/// now. A consent that names the peer but no longer holds (expired, not valid yet) is said at
+/// WARN: the record resembles the peer's query and stays unreported until it is renewed.
+fn permits(
+    state: &NodeState,
+    case_id: &str,
+    consent: &pb::ConsentScope,
+    peer: &NodeId,
+    now: UnixMillis,
+) -> bool {
+    match check_tracing_consent(state, consent, peer, now) {
         Ok(()) => true,
         // The consent's own choice: this peer may not learn of the record.
         Err(

@@ -122,7 +122,7 @@ impl TracingApi {
             }
             peers
         };
-        check_consent_reaches(state, kind, &consent, &peers)?;
+        family_tracing::check_registration_reaches(state, kind, &consent, &peers)?;
         Ok(Registration {
             kind,
             consent,
@@ -226,61 +226,6 @@ impl TracingService for TracingApi {
             Err(status) => Err(status),
         }
     }
-}
-
-/// Refuses a registration whose consent could never let a match be reported: a record is
-/// matched only for the peers its consent names, and only while the consent's form holds (a
-/// best-interests determination names its authority and legal basis). Without this check the
-/// case would be registered and then silently never match.
-fn check_consent_reaches(
-    state: &NodeState,
-    kind: pb::TracingCaseKind,
-    consent: &pb::ConsentScope,
-    peers: &[NodeId],
-) -> Result<(), Status> {
-    kinbridge_core::consent::check_scope_form(consent)
-        .map_err(|v| invalid(v.code(), v.to_string()))?;
-    let reached: Vec<NodeId> = if kind == pb::TracingCaseKind::Record {
-        let mut reached = Vec::new();
-        for name in &consent.recipients {
-            let peer = NodeId::new(name).map_err(|e| invalid("bad-peer", e.to_string()))?;
-            reached.push(peer);
-        }
-        if reached.is_empty() {
-            return Err(invalid(
-                "no-recipients",
-                "the consent names no recipient (--recipient on the command line): a record is reported only to the peers its consent names, so it would never match",
-            ));
-        }
-        reached
-    } else {
-        peers.to_vec()
-    };
-    let now = kinbridge_core::UnixMillis::now();
-    for peer in &reached {
-        let tags = state
-            .registry
-            .get(peer)
-            .map(|p| p.tags.clone())
-            .unwrap_or_default();
-        let ctx = kinbridge_core::TransferContext {
-            recipient_tags: &tags,
-            accepted_purposes: None,
-            now,
-        };
-        kinbridge_core::consent::check_parts(
-            Some(consent),
-            &consent.consent_id,
-            pb::Purpose::FamilyTracing,
-            &state.node_id,
-            peer,
-            &[],
-            &[],
-            &ctx,
-        )
-        .map_err(|v| crate::status::consent_status(&v))?;
-    }
-    Ok(())
 }
 
 fn printable(s: &str) -> String {
