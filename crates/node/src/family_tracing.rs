@@ -698,19 +698,16 @@ pub async fn register(
             }
             .encode_to_vec();
             let draft = EnvelopeDraft {
-                message_id: MessageId::random(),
-                kind: pb::MessageKind::TracingRequest,
-                sender: state.node_id.clone(),
-                recipient: peer.clone(),
-                created_at: now,
-                expires_at: now,
-                purpose: pb::Purpose::FamilyTracing,
                 consent_id: consent.consent_id.clone(),
                 correlation_id: handle.clone(),
                 data_categories: categories.clone(),
                 consent: Some(consent.clone()),
-                custody: Vec::new(),
-                recipient_unit: None,
+                ..EnvelopeDraft::new(
+                    pb::MessageKind::TracingRequest,
+                    state.node_id.clone(),
+                    peer.clone(),
+                    pb::Purpose::FamilyTracing,
+                )
             };
             let (message_id, outbox) =
                 local.seal_with(draft, payload, ttl_seconds, consent::check_transfer)?;
@@ -880,21 +877,15 @@ async fn send_without_data(
     actor: &str,
 ) -> Result<(), Status> {
     let recipient = NodeId::new(peer).map_err(|e| Status::internal(e.to_string()))?;
-    let now = UnixMillis::now();
     let draft = EnvelopeDraft {
-        message_id: MessageId::random(),
-        kind,
-        sender: state.node_id.clone(),
-        recipient,
-        created_at: now,
-        expires_at: now,
-        purpose: pb::Purpose::FamilyTracing,
         consent_id: consent_id.to_owned(),
         correlation_id: correlation_id.to_owned(),
-        data_categories: Vec::new(),
-        consent: None,
-        custody: Vec::new(),
-        recipient_unit: None,
+        ..EnvelopeDraft::new(
+            kind,
+            state.node_id.clone(),
+            recipient,
+            pb::Purpose::FamilyTracing,
+        )
     };
     let local = LocalApi::new(Arc::clone(state));
     let (message_id, record) = local.seal_with(draft, payload, 0, |d, _| {
@@ -1251,21 +1242,17 @@ async fn disclose(state: &Arc<NodeState>, m: &MatchRecord) -> Result<String, Sta
     };
     let categories = kinbridge_core::family_tracing::categories(&disclosure);
     let peer = NodeId::new(&m.peer).map_err(|e| Status::internal(e.to_string()))?;
-    let now = UnixMillis::now();
     let draft = EnvelopeDraft {
-        message_id: MessageId::random(),
-        kind: pb::MessageKind::TracingDisclosure,
-        sender: state.node_id.clone(),
-        recipient: peer,
-        created_at: now,
-        expires_at: now,
-        purpose: pb::Purpose::FamilyTracing,
         consent_id: consent.consent_id.clone(),
         correlation_id: m.query_handle.clone(),
         data_categories: categories,
         consent: Some(consent),
-        custody: Vec::new(),
-        recipient_unit: None,
+        ..EnvelopeDraft::new(
+            pb::MessageKind::TracingDisclosure,
+            state.node_id.clone(),
+            peer,
+            pb::Purpose::FamilyTracing,
+        )
     };
     let local = LocalApi::new(Arc::clone(state));
     let (message_id, record) = local.seal_with(
