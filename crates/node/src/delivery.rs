@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kinbridge_core::sync::lock;
 use kinbridge_core::{MessageId, NodeId, UnixMillis, verify_receipt};
 use kinbridge_proto::v1 as pb;
 use kinbridge_proto::v1::peer_service_client::PeerServiceClient;
@@ -105,10 +106,6 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
             return;
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An audit entry about the outbox message in `record`.

@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use kinbridge_core::sync::{lock, read_lock, write_lock};
 use kinbridge_core::{KeyId, Keyring, NodeId, NodeSigningKey, PeerKey, UnixMillis};
 use kinbridge_proto::v1 as pb;
 use kinbridge_store::{KeyRecord, Store, StoreError};
@@ -108,16 +109,6 @@ pub struct KeyBook {
     /// Announcements queued for a key not yet in the book, and those already delivered: a
     /// receipt can come back before the rotation that queued the announcement completes.
     announcing: std::sync::Mutex<HashMap<String, bool>>,
-}
-
-fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl KeyBook {
@@ -328,12 +319,7 @@ impl KeyBook {
     /// Called for every delivered message: it takes the write lock only for an announcement.
     pub fn delivered(&self, peer: &NodeId, message_id: &str) {
         let tag = announcement_tag(peer, message_id);
-        if let Some(done) = self
-            .announcing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(&tag)
-        {
+        if let Some(done) = lock(&self.announcing).get_mut(&tag) {
             *done = true;
         }
         let announced = read_lock(&self.own)
@@ -451,11 +437,7 @@ impl KeyEdit<'_> {
     /// Notes that an announcement of a new own key is about to be queued as `message_id` for
     /// `peer`, so its receipt counts even if it comes back before [`Self::add_own`].
     pub fn announcing(&self, peer: &NodeId, message_id: &str) {
-        self.book
-            .announcing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(announcement_tag(peer, message_id), false);
+        lock(&self.book.announcing).insert(announcement_tag(peer, message_id), false);
     }
 
     /// Adds a new own key; every other own key still valid after `overlap_ends` ends there.
@@ -490,11 +472,7 @@ impl KeyEdit<'_> {
         let public = record.peer_key()?;
         let mut acknowledged = acknowledged_by(store, &record)?;
         {
-            let mut announcing = self
-                .book
-                .announcing
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut announcing = lock(&self.book.announcing);
             for (peer, message_id) in announcements {
                 if announcing.remove(&announcement_tag(peer, message_id)) == Some(true) {
                     acknowledged.insert(peer.clone());

@@ -191,10 +191,7 @@ pub struct NodeState {
 impl NodeState {
     /// The channel to `peer`'s peer port.
     pub fn peer_channel(&self, peer: &Peer) -> Result<Channel, String> {
-        let mut map = self
-            .peer_channels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = kinbridge_core::sync::lock(&self.peer_channels);
         if let Some(channel) = map.get(&peer.node_id) {
             return Ok(channel.clone());
         }

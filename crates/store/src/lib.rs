@@ -383,9 +383,7 @@ impl Store {
     fn watchers(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, watch::Sender<()>>> {
-        self.outbox_watchers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        kinbridge_core::sync::lock(&self.outbox_watchers)
     }
 
     /// Watches the outbox record of `message_id`: [`OutboxWatch::changed`] completes when it is
