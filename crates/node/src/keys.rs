@@ -111,6 +111,78 @@ pub struct KeyBook {
     announcing: std::sync::Mutex<HashMap<String, bool>>,
 }
 
+/// Overlays one of this node's own key records from the store on `own`: a record of the
+/// config's key updates its validity and revocation; another key is read from `key_dir` and
+/// checked against the public key on record.
+fn overlay_own(
+    own: &mut Vec<OwnKey>,
+    record: KeyRecord,
+    store: &Store,
+    key_dir: &Path,
+) -> Result<(), KeyBookError> {
+    let public = record.peer_key()?;
+    if let Some(existing) = own.iter_mut().find(|k| k.public.id == public.id) {
+        if existing.public.verifying_key() != public.verifying_key() {
+            return Err(KeyBookError::Refused(format!(
+                "the store holds another key under the config's signing key id '{}'",
+                public.id
+            )));
+        }
+        existing.public = public;
+        existing.record.not_after_ms = record.not_after_ms;
+        existing.record.revoked_at_ms = record.revoked_at_ms;
+        existing.record.reason = record.reason.clone();
+        return Ok(());
+    }
+    let path = key_dir.join(format!("{}.key", record.key_id));
+    let pem = std::fs::read_to_string(&path).map_err(|e| KeyBookError::File {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let signing = NodeSigningKey::from_pkcs8_pem(public.id.clone(), &pem).map_err(|e| {
+        KeyBookError::File {
+            path: path.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    if signing.verifying_key() != *public.verifying_key() {
+        return Err(KeyBookError::File {
+            path,
+            reason: "the private key does not match the public key on record".into(),
+        });
+    }
+    let acknowledged = acknowledged_by(store, &record)?;
+    own.push(OwnKey {
+        signing: Arc::new(signing),
+        public,
+        record,
+        acknowledged,
+    });
+    Ok(())
+}
+
+/// Overlays a peer's key record from the store on the keyrings and records read from the
+/// config: a stored record supersedes the config's view of the same key (a revocation).
+fn overlay_peer(
+    peer_rings: &mut HashMap<NodeId, Keyring>,
+    peer_records: &mut HashMap<(NodeId, KeyId), KeyRecord>,
+    record: KeyRecord,
+) -> Result<(), KeyBookError> {
+    let node = NodeId::new(&record.owner).map_err(|e| KeyBookError::Stored(e.to_string()))?;
+    let key = record.peer_key()?;
+    let ring = peer_rings.entry(node.clone()).or_default();
+    let mut keys: Vec<PeerKey> = ring
+        .keys()
+        .iter()
+        .filter(|k| k.id != key.id)
+        .cloned()
+        .collect();
+    keys.push(key.clone());
+    *ring = Keyring::new(keys);
+    peer_records.insert((node, key.id.clone()), record);
+    Ok(())
+}
+
 impl KeyBook {
     /// Loads the book: the config's own key and peer keys, overlaid with what the store kept.
     pub fn load(
@@ -153,60 +225,9 @@ impl KeyBook {
         }];
         for record in store.key_records()? {
             if record.owner == node_id.as_str() {
-                let public = record.peer_key()?;
-                if let Some(existing) = own.iter_mut().find(|k| k.public.id == public.id) {
-                    if existing.public.verifying_key() != public.verifying_key() {
-                        return Err(KeyBookError::Refused(format!(
-                            "the store holds another key under the config's signing key id '{}'",
-                            public.id
-                        )));
-                    }
-                    existing.public = public;
-                    existing.record.not_after_ms = record.not_after_ms;
-                    existing.record.revoked_at_ms = record.revoked_at_ms;
-                    existing.record.reason = record.reason.clone();
-                    continue;
-                }
-                let path = key_dir.join(format!("{}.key", record.key_id));
-                let pem = std::fs::read_to_string(&path).map_err(|e| KeyBookError::File {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-                let signing =
-                    NodeSigningKey::from_pkcs8_pem(public.id.clone(), &pem).map_err(|e| {
-                        KeyBookError::File {
-                            path: path.clone(),
-                            reason: e.to_string(),
-                        }
-                    })?;
-                if signing.verifying_key() != *public.verifying_key() {
-                    return Err(KeyBookError::File {
-                        path,
-                        reason: "the private key does not match the public key on record".into(),
-                    });
-                }
-                let acknowledged = acknowledged_by(store, &record)?;
-                own.push(OwnKey {
-                    signing: Arc::new(signing),
-                    public,
-                    record,
-                    acknowledged,
-                });
+                overlay_own(&mut own, record, store, key_dir)?;
             } else {
-                let node =
-                    NodeId::new(&record.owner).map_err(|e| KeyBookError::Stored(e.to_string()))?;
-                let key = record.peer_key()?;
-                let ring = peer_rings.entry(node.clone()).or_default();
-                // A stored record supersedes the config's view of the same key (a revocation).
-                let mut keys: Vec<PeerKey> = ring
-                    .keys()
-                    .iter()
-                    .filter(|k| k.id != key.id)
-                    .cloned()
-                    .collect();
-                keys.push(key.clone());
-                *ring = Keyring::new(keys);
-                peer_records.insert((node, key.id.clone()), record);
+                overlay_peer(&mut peer_rings, &mut peer_records, record)?;
             }
         }
         Ok(Self {
