@@ -95,11 +95,8 @@ impl AuditApi {
             Side::Local => entry.actor = caller,
             Side::Peer => entry.peer = caller,
         }
-        entry.reason = crate::status::refusal_code(&status)
-            .unwrap_or("refused")
-            .to_owned();
-        self.state.auditor.record(&entry).await?;
-        Err(status)
+        entry.reason = crate::status::refusal_reason(&status);
+        Err(self.state.auditor.record_refusal(&entry, status).await)
     }
 }
 

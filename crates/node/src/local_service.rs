@@ -73,15 +73,10 @@ impl LocalApi {
         entry.purpose = about.purpose;
         entry.consent_id = about.consent_id;
         entry.actor = actor.to_owned();
-        entry.reason = crate::status::refusal_code(&status)
-            .unwrap_or("refused")
-            .to_owned();
+        entry.reason = crate::status::refusal_reason(&status);
         tracing::warn!(actor, reason = %entry.reason, method = %entry.method, error = %status.message(), "local request refused");
         self.state.metrics.refused("local", &entry.reason);
-        match self.state.auditor.record(&entry).await {
-            Ok(_) => status,
-            Err(audit) => audit,
-        }
+        self.state.auditor.record_refusal(&entry, status).await
     }
 
     /// The caller, if allowed to `action`; a denial is recorded in the audit log.

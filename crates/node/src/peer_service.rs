@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::registry::PeerAuth;
 use crate::server::NodeState;
 use crate::status::{
-    is_transient, peer_auth_status, refusal_code, refusal_status, store_status, to_deliver_error,
+    is_transient, peer_auth_status, refusal_reason, refusal_status, store_status, to_deliver_error,
 };
 use crate::tls::ConnInfo;
 
@@ -133,13 +133,10 @@ impl PeerApi {
         entry.peer = authenticated.to_owned();
         entry.authenticated_peer = authenticated.to_owned();
         let peer = authenticated;
-        entry.reason = refusal_code(&status).unwrap_or("refused").to_owned();
+        entry.reason = refusal_reason(&status);
         self.state.metrics.refused("peer", &entry.reason);
         tracing::warn!(peer, reason = %entry.reason, error = %status.message(), "peer request refused");
-        match self.state.auditor.record(&entry).await {
-            Ok(_) => status,
-            Err(audit) => audit,
-        }
+        self.state.auditor.record_refusal(&entry, status).await
     }
 
     /// Answers an authentic envelope this node will not take with a signed negative receipt,
