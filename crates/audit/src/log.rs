@@ -8,8 +8,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
+use kinbridge_core::sync::lock;
 use kinbridge_core::{NodeId, NodeSigningKey};
 
 use crate::checkpoint::{
@@ -93,10 +94,6 @@ pub struct AuditLog {
     shared: Arc<Shared>,
     tx: Option<std_mpsc::Sender<Waiter>>,
     thread: Option<std::thread::JoinHandle<()>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl AuditLog {

@@ -45,6 +45,36 @@ pub struct EnvelopeDraft {
     pub recipient_unit: Option<crate::ids::UnitName>,
 }
 
+impl EnvelopeDraft {
+    /// A draft of a `kind` message from `sender` to `recipient` for `purpose`: a fresh random
+    /// message id, created now and expiring now (sealing sets the expiry from the message's
+    /// time to live), no consent, data category, custody, correlation or unit. What varies
+    /// is set by struct update: `EnvelopeDraft { consent_id, ..EnvelopeDraft::new(…) }`.
+    pub fn new(
+        kind: pb::MessageKind,
+        sender: NodeId,
+        recipient: NodeId,
+        purpose: pb::Purpose,
+    ) -> Self {
+        let now = UnixMillis::now();
+        Self {
+            message_id: MessageId::random(),
+            kind,
+            sender,
+            recipient,
+            created_at: now,
+            expires_at: now,
+            purpose,
+            consent_id: String::new(),
+            correlation_id: String::new(),
+            data_categories: Vec::new(),
+            consent: None,
+            custody: Vec::new(),
+            recipient_unit: None,
+        }
+    }
+}
+
 /// An envelope as it crosses the wire: signed header bytes, signature, payload and salt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedEnvelope {

@@ -19,6 +19,7 @@ pub mod pae;
 pub mod receipt;
 pub mod referral;
 pub mod reporting;
+pub mod sync;
 pub mod time;
 pub mod verify;
 pub mod workflow;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use kinbridge_core::envelope::EnvelopeDraft;
-use kinbridge_core::{KeyId, MessageId, NodeId, UnixMillis};
+use kinbridge_core::{KeyId, NodeId, UnixMillis};
 use kinbridge_proto::v1 as pb;
 use kinbridge_proto::v1::admin_service_server::AdminService;
 use prost::Message;
@@ -80,22 +80,12 @@ impl AdminApi {
         peers.sort();
         let mut queued = Vec::with_capacity(peers.len());
         for peer in peers {
-            let now = UnixMillis::now();
-            let draft = EnvelopeDraft {
-                message_id: MessageId::random(),
-                kind: pb::MessageKind::KeyUpdate,
-                sender: state.node_id.clone(),
-                recipient: peer.clone(),
-                created_at: now,
-                expires_at: now,
-                purpose: pb::Purpose::ServiceReferral,
-                consent_id: String::new(),
-                correlation_id: String::new(),
-                data_categories: Vec::new(),
-                consent: None,
-                custody: Vec::new(),
-                recipient_unit: None,
-            };
+            let draft = EnvelopeDraft::new(
+                pb::MessageKind::KeyUpdate,
+                state.node_id.clone(),
+                peer.clone(),
+                pb::Purpose::ServiceReferral,
+            );
             let (message_id, record) =
                 self.local.seal_with(draft, payload.clone(), 0, |d, _| {
                     kinbridge_core::consent::permit_without_personal_data(d)

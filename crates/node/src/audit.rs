@@ -53,6 +53,16 @@ impl Auditor {
         entry
     }
 
+    /// Records `entry`, the refusal about to be answered with `status`, and returns the status
+    /// to answer with: `status`, or the log's failure if even the refusal cannot be recorded,
+    /// so that the caller retries rather than take the refusal as final.
+    pub async fn record_refusal(&self, entry: &pb::AuditEntry, status: Status) -> Status {
+        match self.record(entry).await {
+            Ok(_) => status,
+            Err(audit) => audit,
+        }
+    }
+
     /// Appends `entry` and returns once it is durable. Fails closed: if the log cannot record
     /// the event, the caller must not acknowledge it.
     pub async fn record(&self, entry: &pb::AuditEntry) -> Result<u64, Status> {

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use kinbridge_audit::checkpoint::VerifiedCheckpoint;
 use kinbridge_audit::merkle::verify_consistency;
 use kinbridge_proto::v1 as pb;
 use kinbridge_proto::v1::audit_service_client::AuditServiceClient;
 use kinbridge_proto::v1::audit_service_server::AuditService;
 use tokio::sync::mpsc;
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::audit::verify_peer_note;
@@ -93,11 +95,8 @@ impl AuditApi {
             Side::Local => entry.actor = caller,
             Side::Peer => entry.peer = caller,
         }
-        entry.reason = crate::status::refusal_code(&status)
-            .unwrap_or("refused")
-            .to_owned();
-        self.state.auditor.record(&entry).await?;
-        Err(status)
+        entry.reason = crate::status::refusal_reason(&status);
+        Err(self.state.auditor.record_refusal(&entry, status).await)
     }
 }
 
@@ -290,27 +289,10 @@ async fn check_peer(state: &NodeState, peer: &Peer) -> (pb::PeerCheck, String) {
         peer: node.to_string(),
         ..Default::default()
     };
-    let held = match state.store.held_checkpoint(node.as_str()) {
-        Ok(h) => h,
-        Err(e) => {
-            check.detail = format!("not-checked: {}", store_status(&e).message());
-            return (check, String::new());
-        }
-    };
-    let channel = match state.peer_channel(peer) {
-        Ok(c) => c,
-        Err(e) => {
-            check.detail = format!("not-checked: {e}");
-            return (check, String::new());
-        }
-    };
-    let mut client = AuditServiceClient::new(channel);
-    let mut request = Request::new(pb::GetCheckpointRequest::default());
-    request.set_timeout(PEER_CHECK_TIMEOUT);
-    let note = match client.get_checkpoint(request).await {
-        Ok(r) => r.into_inner().checkpoint,
-        Err(e) => {
-            check.detail = format!("unreachable: {:?}: {}", e.code(), e.message());
+    let (held, mut client, note) = match fetch_checkpoint(state, peer).await {
+        Ok(fetched) => fetched,
+        Err(detail) => {
+            check.detail = detail;
             return (check, String::new());
         }
     };
@@ -359,6 +341,50 @@ async fn check_peer(state: &NodeState, peer: &Peer) -> (pb::PeerCheck, String) {
         );
         return (check, note);
     }
+    match prove_consistent(&mut client, node, &held, &current).await {
+        Ok(()) => {
+            check.consistent = true;
+            check.detail = format!("consistent from size {} to {}", held.size, current.size);
+            hold_checked(state, node, &note).await;
+        }
+        Err(detail) => check.detail = detail,
+    }
+    (check, note)
+}
+
+/// The checkpoint held for `peer` (if any), a client of its audit service, and the checkpoint
+/// it serves now (not yet verified); or why the check could not get that far.
+async fn fetch_checkpoint(
+    state: &NodeState,
+    peer: &Peer,
+) -> Result<(Option<String>, AuditServiceClient<Channel>, String), String> {
+    let held = state
+        .store
+        .held_checkpoint(peer.node_id.as_str())
+        .map_err(|e| format!("not-checked: {}", store_status(&e).message()))?;
+    let channel = state
+        .peer_channel(peer)
+        .map_err(|e| format!("not-checked: {e}"))?;
+    let mut client = AuditServiceClient::new(channel);
+    let mut request = Request::new(pb::GetCheckpointRequest::default());
+    request.set_timeout(PEER_CHECK_TIMEOUT);
+    let note = client
+        .get_checkpoint(request)
+        .await
+        .map_err(|e| format!("unreachable: {:?}: {}", e.code(), e.message()))?
+        .into_inner()
+        .checkpoint;
+    Ok((held, client, note))
+}
+
+/// Asks `node` for the proof that its log of `current` extends the one of `held` and checks
+/// it (RFC 9162 §2.1.4); the error is the check's detail.
+async fn prove_consistent(
+    client: &mut AuditServiceClient<Channel>,
+    node: &kinbridge_core::NodeId,
+    held: &VerifiedCheckpoint,
+    current: &VerifiedCheckpoint,
+) -> Result<(), String> {
     let mut request = Request::new(pb::GetConsistencyProofRequest {
         first_size: held.size,
         second_size: current.size,
@@ -367,38 +393,29 @@ async fn check_peer(state: &NodeState, peer: &Peer) -> (pb::PeerCheck, String) {
     let proof = match client.get_consistency_proof(request).await {
         Ok(r) => r.into_inner().hashes,
         Err(e) => {
-            check.detail = format!(
+            return Err(format!(
                 "unreachable: no consistency proof: {:?}: {}",
                 e.code(),
                 e.message()
-            );
-            return (check, note);
+            ));
         }
     };
     let proof: Option<Vec<[u8; 32]>> = proof
         .iter()
         .map(|h| <[u8; 32]>::try_from(h.as_slice()).ok())
         .collect();
-    let verified = proof
+    proof
         .ok_or_else(|| "a proof hash is not 32 bytes".to_owned())
         .and_then(|p| {
             verify_consistency(held.size, current.size, &p, &held.root, &current.root)
                 .map_err(|e| e.to_string())
-        });
-    match verified {
-        Ok(()) => {
-            check.consistent = true;
-            check.detail = format!("consistent from size {} to {}", held.size, current.size);
-            hold_checked(state, node, &note).await;
-        }
-        Err(e) => {
-            check.detail = format!(
+        })
+        .map_err(|e| {
+            format!(
                 "inconsistent: {node}'s checkpoint of size {} is not an extension of the one of size {} it signed before ({e}): its log was rewritten",
                 current.size, held.size
-            );
-        }
-    }
-    (check, note)
+            )
+        })
 }
 
 /// Holds `note`, just checked, as the checkpoint the next check of `node` starts from. A failure

@@ -502,69 +502,9 @@ impl Checker<'_> {
 
     fn check(&self, raw: RawConfig) -> Result<NodeConfig, ConfigError> {
         let node_id = self.node_id("node_id", &raw.node_id)?;
-        let mut peers = Vec::with_capacity(raw.peers.len());
-        for (i, p) in raw.peers.into_iter().enumerate() {
-            let at = |k: &str| format!("peers[{i}].{k}");
-            let peer_id = self.node_id(&at("node_id"), &p.node_id)?;
-            if peer_id == node_id {
-                return Err(self.err(&at("node_id"), "a node other than this one"));
-            }
-            if peers.iter().any(|q: &PeerConfig| q.node_id == peer_id) {
-                return Err(self.err(
-                    &at("node_id"),
-                    format!("a node id not already registered; '{peer_id}' appears twice"),
-                ));
-            }
-            if let Some(endpoint) = p.endpoint.as_ref().filter(|e| !e.starts_with("https://")) {
-                return Err(self.err(
-                    &at("endpoint"),
-                    format!("an https:// URL, not '{endpoint}'"),
-                ));
-            }
-            if p.signing_keys.is_empty() {
-                return Err(self.err(&at("signing_keys"), "at least one signing key of the peer"));
-            }
-            let mut signing_keys = Vec::with_capacity(p.signing_keys.len());
-            for (j, k) in p.signing_keys.into_iter().enumerate() {
-                let at_key = |name: &str| format!("peers[{i}].signing_keys[{j}].{name}");
-                signing_keys.push(PeerKeyConfig {
-                    key_id: self.key_id(&at_key("key_id"), &k.key_id)?,
-                    public_key: self.file(&at_key("public_key"), &k.public_key)?,
-                    not_before: self.instant(&at_key("not_before"), k.not_before.as_deref())?,
-                    not_after: self.instant(&at_key("not_after"), k.not_after.as_deref())?,
-                });
-            }
-            peers.push(PeerConfig {
-                node_id: peer_id,
-                endpoint: p.endpoint,
-                tls_server_name: p.tls_server_name,
-                ca_certificate: self.file(&at("ca_certificate"), &p.ca_certificate)?,
-                tags: self.tags(&at("tags"), &p.tags)?,
-                signing_keys,
-            });
-        }
-        let mut linkage_keys: Vec<LinkageKeyConfig> = Vec::new();
-        for (i, k) in raw.tracing.linkage_keys.iter().enumerate() {
-            let at = |name: &str| format!("tracing.linkage_keys[{i}].{name}");
-            if k.epoch == 0 || linkage_keys.iter().any(|l| l.epoch == k.epoch) {
-                return Err(self.err(
-                    &at("epoch"),
-                    format!("an epoch from 1 up, each listed once; {} is not", k.epoch),
-                ));
-            }
-            linkage_keys.push(LinkageKeyConfig {
-                epoch: k.epoch,
-                file: self.file(&at("file"), &k.file)?,
-                queries_from: self.instant(&at("queries_from"), k.queries_from.as_deref())?,
-            });
-        }
-        let cli_client = match raw.client {
-            Some(c) => Some(ClientIdentity {
-                certificate: self.file("client.certificate", &c.certificate)?,
-                private_key: self.file("client.private_key", &c.private_key)?,
-            }),
-            None => None,
-        };
+        let peers = self.peers(&node_id, raw.peers)?;
+        let linkage_keys = self.linkage_keys(&raw.tracing.linkage_keys)?;
+        let cli_client = raw.client.map(|c| self.cli_client(c)).transpose()?;
         Ok(NodeConfig {
             source: self.file.to_path_buf(),
             node_id,
@@ -626,9 +566,18 @@ impl Checker<'_> {
             suppression_threshold: match raw.reporting.suppression_threshold {
                 None => DEFAULT_SUPPRESSION_THRESHOLD,
                 Some(n @ 2..=1000) => n,
-                Some(_) => return Err(self.err("reporting.suppression_threshold", "a count from 2 to 1000")),
+                Some(_) => {
+                    return Err(
+                        self.err("reporting.suppression_threshold", "a count from 2 to 1000")
+                    );
+                }
             },
-            peer_rate: self.rate("limits.peer_requests_per_second", raw.limits.peer_requests_per_second, raw.limits.peer_burst, DEFAULT_PEER_RATE)?,
+            peer_rate: self.rate(
+                "limits.peer_requests_per_second",
+                raw.limits.peer_requests_per_second,
+                raw.limits.peer_burst,
+                DEFAULT_PEER_RATE,
+            )?,
             client_rate: self.rate(
                 "limits.client_requests_per_second",
                 raw.limits.client_requests_per_second,
@@ -637,31 +586,119 @@ impl Checker<'_> {
             )?,
             max_queued: match raw.limits.max_queued {
                 None => DEFAULT_MAX_QUEUED,
-                Some(0) => return Err(self.err("limits.max_queued", "a number of messages of at least 1")),
+                Some(0) => {
+                    return Err(self.err("limits.max_queued", "a number of messages of at least 1"));
+                }
                 Some(n) => n,
             },
             payload_retention: match raw.retention.payload_days {
                 None => None,
-                Some(0) => return Err(self.err("retention.payload_days", "a number of days of at least 1")),
+                Some(0) => {
+                    return Err(
+                        self.err("retention.payload_days", "a number of days of at least 1")
+                    );
+                }
                 Some(days) => Some(std::time::Duration::from_secs(u64::from(days) * 86_400)),
             },
-            accepted_purposes: match raw.policy.accepted_purposes {
-                None => None,
-                Some(names) => Some(
-                    names
-                        .iter()
-                        .map(|n| {
-                            parse_purpose(n).ok_or_else(|| {
-                                self.err(
-                                    "policy.accepted_purposes",
-                                    format!("purposes such as \"service-referral\", \"family-tracing\"; '{n}' is not one"),
-                                )
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()?,
-                ),
-            },
+            accepted_purposes: self.accepted_purposes(raw.policy.accepted_purposes.as_deref())?,
         })
+    }
+
+    /// The `[[peers]]` tables: each another node, listed once, with an https endpoint (if any)
+    /// and at least one signing key.
+    fn peers(&self, node_id: &NodeId, raw: Vec<RawPeer>) -> Result<Vec<PeerConfig>, ConfigError> {
+        let mut peers = Vec::with_capacity(raw.len());
+        for (i, p) in raw.into_iter().enumerate() {
+            let at = |k: &str| format!("peers[{i}].{k}");
+            let peer_id = self.node_id(&at("node_id"), &p.node_id)?;
+            if peer_id == *node_id {
+                return Err(self.err(&at("node_id"), "a node other than this one"));
+            }
+            if peers.iter().any(|q: &PeerConfig| q.node_id == peer_id) {
+                return Err(self.err(
+                    &at("node_id"),
+                    format!("a node id not already registered; '{peer_id}' appears twice"),
+                ));
+            }
+            if let Some(endpoint) = p.endpoint.as_ref().filter(|e| !e.starts_with("https://")) {
+                return Err(self.err(
+                    &at("endpoint"),
+                    format!("an https:// URL, not '{endpoint}'"),
+                ));
+            }
+            if p.signing_keys.is_empty() {
+                return Err(self.err(&at("signing_keys"), "at least one signing key of the peer"));
+            }
+            let mut signing_keys = Vec::with_capacity(p.signing_keys.len());
+            for (j, k) in p.signing_keys.into_iter().enumerate() {
+                let at_key = |name: &str| format!("peers[{i}].signing_keys[{j}].{name}");
+                signing_keys.push(PeerKeyConfig {
+                    key_id: self.key_id(&at_key("key_id"), &k.key_id)?,
+                    public_key: self.file(&at_key("public_key"), &k.public_key)?,
+                    not_before: self.instant(&at_key("not_before"), k.not_before.as_deref())?,
+                    not_after: self.instant(&at_key("not_after"), k.not_after.as_deref())?,
+                });
+            }
+            peers.push(PeerConfig {
+                node_id: peer_id,
+                endpoint: p.endpoint,
+                tls_server_name: p.tls_server_name,
+                ca_certificate: self.file(&at("ca_certificate"), &p.ca_certificate)?,
+                tags: self.tags(&at("tags"), &p.tags)?,
+                signing_keys,
+            });
+        }
+        Ok(peers)
+    }
+
+    /// The `[[tracing.linkage_keys]]` tables: epochs from 1 up, each listed once.
+    fn linkage_keys(&self, raw: &[RawLinkageKey]) -> Result<Vec<LinkageKeyConfig>, ConfigError> {
+        let mut linkage_keys: Vec<LinkageKeyConfig> = Vec::new();
+        for (i, k) in raw.iter().enumerate() {
+            let at = |name: &str| format!("tracing.linkage_keys[{i}].{name}");
+            if k.epoch == 0 || linkage_keys.iter().any(|l| l.epoch == k.epoch) {
+                return Err(self.err(
+                    &at("epoch"),
+                    format!("an epoch from 1 up, each listed once; {} is not", k.epoch),
+                ));
+            }
+            linkage_keys.push(LinkageKeyConfig {
+                epoch: k.epoch,
+                file: self.file(&at("file"), &k.file)?,
+                queries_from: self.instant(&at("queries_from"), k.queries_from.as_deref())?,
+            });
+        }
+        Ok(linkage_keys)
+    }
+
+    /// The `[client]` table: the certificate and key the CLI presents on the local port.
+    fn cli_client(&self, raw: RawClient) -> Result<ClientIdentity, ConfigError> {
+        Ok(ClientIdentity {
+            certificate: self.file("client.certificate", &raw.certificate)?,
+            private_key: self.file("client.private_key", &raw.private_key)?,
+        })
+    }
+
+    /// `policy.accepted_purposes`: purpose names; `None` if the key is absent (every purpose).
+    fn accepted_purposes(
+        &self,
+        names: Option<&[String]>,
+    ) -> Result<Option<Vec<kinbridge_proto::v1::Purpose>>, ConfigError> {
+        names
+            .map(|names| {
+                names
+                    .iter()
+                    .map(|n| {
+                        parse_purpose(n).ok_or_else(|| {
+                            self.err(
+                                "policy.accepted_purposes",
+                                format!("purposes such as \"service-referral\", \"family-tracing\"; '{n}' is not one"),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
     }
 }
 

@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kinbridge_core::sync::lock;
 use kinbridge_core::{MessageId, NodeId, UnixMillis, verify_receipt};
 use kinbridge_proto::v1 as pb;
 use kinbridge_proto::v1::peer_service_client::PeerServiceClient;
@@ -105,10 +106,6 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
             return;
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An audit entry about the outbox message in `record`.
@@ -304,84 +301,107 @@ async fn send(
         };
         match answer {
             Ok(receipt) => {
-                let note = receipt.checkpoint.clone();
-                let signed = kinbridge_core::SignedReceipt::from(receipt.clone());
-                let checked = MessageId::new(&item.id)
-                    .map_err(|e| e.to_string())
-                    .and_then(|message_id| {
-                        verify_receipt(
-                            &signed,
-                            &state.node_id,
-                            message_id,
-                            digest,
-                            &recipient,
-                            &keyring,
-                        )
-                        .map_err(|e| e.to_string())
-                    });
-                let verified = match checked {
-                    Ok(v) => v,
-                    Err(e) => {
-                        item.retry(format!("the receipt from {recipient} does not verify: {e}"));
-                        continue;
-                    }
-                };
-                let checkpoint = match witnessed.get(&note) {
-                    Some(c) => c.clone(),
-                    None => {
-                        let c = witness(state, &recipient, &keyring, &note).await;
-                        witnessed.insert(note, c.clone());
-                        c
-                    }
-                };
-                let refused = verified.status == pb::ReceiptStatus::Refused;
-                let event = if refused {
-                    pb::AuditEvent::DeliveryFailed
-                } else {
-                    pb::AuditEvent::Delivered
-                };
-                let mut entry = outbox_entry(state, event, &item.record);
-                entry.receipt_digest = verified.signed.digest().0.to_vec();
-                entry.peer_checkpoint = checkpoint;
-                if refused {
-                    // A signed negative receipt: the recipient refused it under its consent
-                    // checks or policy. Final; the submitter sees why.
-                    entry.reason = verified.refusal_reason.clone();
-                    item.record.state = pb::DeliveryState::Refused as i32;
-                    item.record.last_error = format!(
-                        "{recipient} refused it with a signed receipt: {}: {}",
-                        verified.refusal_reason, verified.refusal_detail
-                    );
-                    tracing::warn!(message_id = %item.id, %recipient, reason = %entry.reason, "refused by the recipient's consent checks or policy");
-                } else {
-                    item.record.state = pb::DeliveryState::Delivered as i32;
-                    item.record.delivered_at_ms = UnixMillis::now().0;
-                    item.record.last_error.clear();
+                let seen = &mut witnessed;
+                if take_receipt(state, &recipient, &keyring, item, receipt, digest, seen).await {
                     delivered += 1;
-                    tracing::debug!(message_id = %item.id, %recipient, attempts = item.record.attempts, "delivered; receipt verified");
                 }
-                item.record.receipt = Some(verified.signed.into());
-                item.entry = Some(entry);
             }
-            Err(status) if is_transient(status) => {
-                item.retry(format!("{:?}: {}", status.code(), status.message()));
-            }
-            Err(status) => {
-                let reason = crate::status::refusal_code(status)
-                    .unwrap_or("refused-by-peer")
-                    .to_owned();
-                let why = format!(
-                    "{recipient} refused it: {:?}: {}",
-                    status.code(),
-                    status.message()
-                );
-                item.refuse(state, &reason, why);
-            }
+            Err(status) => take_failure(state, &recipient, item, status),
         }
     }
     if delivered > 0 {
         tracing::info!(%recipient, delivered, sent = positions.len(), "delivered; receipts verified");
     }
+}
+
+/// Takes `recipient`'s receipt for `item` (sent as `digest`): verified against `keyring`, its checkpoint witnessed once per distinct note (`witnessed`), the item
+/// delivered or, for a signed negative receipt, refused. A receipt that does not verify leaves
+/// the item to be retried. Returns whether the item was delivered.
+async fn take_receipt(
+    state: &NodeState,
+    recipient: &NodeId,
+    keyring: &kinbridge_core::Keyring,
+    item: &mut Item,
+    receipt: &pb::Receipt,
+    digest: kinbridge_core::EnvelopeDigest,
+    witnessed: &mut HashMap<String, String>,
+) -> bool {
+    let note = receipt.checkpoint.clone();
+    let signed = kinbridge_core::SignedReceipt::from(receipt.clone());
+    let checked = MessageId::new(&item.id)
+        .map_err(|e| e.to_string())
+        .and_then(|message_id| {
+            verify_receipt(
+                &signed,
+                &state.node_id,
+                message_id,
+                digest,
+                recipient,
+                keyring,
+            )
+            .map_err(|e| e.to_string())
+        });
+    let verified = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            item.retry(format!("the receipt from {recipient} does not verify: {e}"));
+            return false;
+        }
+    };
+    let checkpoint = match witnessed.get(&note) {
+        Some(c) => c.clone(),
+        None => {
+            let c = witness(state, recipient, keyring, &note).await;
+            witnessed.insert(note, c.clone());
+            c
+        }
+    };
+    let refused = verified.status == pb::ReceiptStatus::Refused;
+    let event = if refused {
+        pb::AuditEvent::DeliveryFailed
+    } else {
+        pb::AuditEvent::Delivered
+    };
+    let mut entry = outbox_entry(state, event, &item.record);
+    entry.receipt_digest = verified.signed.digest().0.to_vec();
+    entry.peer_checkpoint = checkpoint;
+    if refused {
+        // A signed negative receipt: the recipient refused it under its consent
+        // checks or policy. Final; the submitter sees why.
+        entry.reason = verified.refusal_reason.clone();
+        item.record.state = pb::DeliveryState::Refused as i32;
+        item.record.last_error = format!(
+            "{recipient} refused it with a signed receipt: {}: {}",
+            verified.refusal_reason, verified.refusal_detail
+        );
+        tracing::warn!(message_id = %item.id, %recipient, reason = %entry.reason, "refused by the recipient's consent checks or policy");
+    } else {
+        item.record.state = pb::DeliveryState::Delivered as i32;
+        item.record.delivered_at_ms = UnixMillis::now().0;
+        item.record.last_error.clear();
+        tracing::debug!(message_id = %item.id, %recipient, attempts = item.record.attempts, "delivered; receipt verified");
+    }
+    item.record.receipt = Some(verified.signed.into());
+    item.entry = Some(entry);
+    !refused
+}
+
+/// Takes a failed call for `item`: a failure that may pass is retried, any other is
+/// `recipient`'s final refusal.
+fn take_failure(state: &NodeState, recipient: &NodeId, item: &mut Item, status: &tonic::Status) {
+    if is_transient(status) {
+        item.retry(format!("{:?}: {}", status.code(), status.message()));
+        return;
+    }
+    let reason = crate::status::refusal_code(status)
+        .unwrap_or("refused-by-peer")
+        .to_owned();
+    let why = format!(
+        "{recipient} refused it: {:?}: {}",
+        status.code(),
+        status.message()
+    );
+    item.refuse(state, &reason, why);
 }
 
 /// Delivers `envelopes` to the peer on `channel`: one `DeliverBatch` call, or `Deliver` calls

@@ -672,56 +672,12 @@ pub async fn register(
         queries: Vec::new(),
     };
     // Seal every query first: a refusal (consent, registry) registers nothing.
+    let sealed = if kind == pb::TracingCaseKind::Request {
+        seal_queries(state, &mut record, &case, &consent, peers, ttl_seconds, now)?
+    } else {
+        Vec::new()
+    };
     let local = LocalApi::new(Arc::clone(state));
-    let mut sealed = Vec::new();
-    if kind == pb::TracingCaseKind::Request {
-        let Some(key) = tracing.query_key(now) else {
-            return Err(refused(
-                Code::FailedPrecondition,
-                "no-linkage-key-in-use",
-                "no linkage key of this node is in use for queries yet (see queries_from in [tracing] linkage_keys)",
-            ));
-        };
-        let d = descriptor(&case);
-        let encoding = encode(&d, &SCHEMA, key);
-        let mut categories = vec![pb::DataCategory::Identity];
-        if d.place.is_some() {
-            categories.push(pb::DataCategory::Location);
-        }
-        for peer in peers {
-            let handle = random_handle();
-            let payload = pb::TracingQuery {
-                handle: handle.clone(),
-                schema_id: SCHEMA.id.to_owned(),
-                key_epoch: key.epoch(),
-                encoding: encoding.to_bytes(),
-            }
-            .encode_to_vec();
-            let draft = EnvelopeDraft {
-                message_id: MessageId::random(),
-                kind: pb::MessageKind::TracingRequest,
-                sender: state.node_id.clone(),
-                recipient: peer.clone(),
-                created_at: now,
-                expires_at: now,
-                purpose: pb::Purpose::FamilyTracing,
-                consent_id: consent.consent_id.clone(),
-                correlation_id: handle.clone(),
-                data_categories: categories.clone(),
-                consent: Some(consent.clone()),
-                custody: Vec::new(),
-                recipient_unit: None,
-            };
-            let (message_id, outbox) =
-                local.seal_with(draft, payload, ttl_seconds, consent::check_transfer)?;
-            record.queries.push(SentQuery {
-                peer: peer.to_string(),
-                handle,
-                message_id: message_id.clone(),
-            });
-            sealed.push((message_id, outbox));
-        }
-    }
     let mut entry = state.auditor.entry(pb::AuditEvent::TracingRegistered);
     entry.message_id = case_id.clone();
     entry.consent_id = consent.consent_id.clone();
@@ -760,34 +716,107 @@ pub async fn register(
         sent.push(pb::TracingQuerySent { peer, message_id });
     }
     if kind == pb::TracingCaseKind::Record {
-        let indexed = tracing.indexed(&record, &case);
-        // The standing queries this record matches get a notice each.
-        let found: Vec<(QueryRecord, pb::MatchBand)> = {
-            let index = tracing.read_index();
-            index
-                .queries
-                .iter()
-                .filter(|q| q.record.expires_at_ms > now.0)
-                .filter_map(|q| {
-                    let peer = NodeId::new(&q.record.peer).ok()?;
-                    let (_, own) = indexed
-                        .encodings
-                        .iter()
-                        .find(|(e, _)| *e == q.record.key_epoch)?;
-                    let band = band_of(BANDS.of(own.dice(&q.encoding)))?;
-                    permits(state, &indexed.case_id, &indexed.consent, &peer, now)
-                        .then(|| (q.record.clone(), band))
-                })
-                .collect()
-        };
-        tracing.write_index().records.push(indexed);
-        for (query, band) in found {
-            let m = new_match(state, &record, &query.peer, &query.handle, band).await?;
-            notify(state, &query, &[m]).await?;
-        }
+        match_standing_queries(state, &record, &case, now).await?;
     }
     tracing::info!(%case_id, kind = kind.as_str_name(), queries = sent.len(), "tracing case registered");
     Ok((case_id, sent))
+}
+
+/// Seals a request's query to each of `peers`, noting each in `record`: the case's keyed
+/// encoding of `case` under the linkage key in use, under its `consent`, living
+/// `ttl_seconds` (0 for the default). Returns the sealed queries, not yet queued.
+fn seal_queries(
+    state: &Arc<NodeState>,
+    record: &mut CaseRecord,
+    case: &pb::ReferralPayload,
+    consent: &pb::ConsentScope,
+    peers: Vec<NodeId>,
+    ttl_seconds: u32,
+    now: UnixMillis,
+) -> Result<Vec<(String, kinbridge_store::OutboxRecord)>, Status> {
+    let tracing = &state.tracing;
+    let local = LocalApi::new(Arc::clone(state));
+    let mut sealed = Vec::new();
+    let Some(key) = tracing.query_key(now) else {
+        return Err(refused(
+            Code::FailedPrecondition,
+            "no-linkage-key-in-use",
+            "no linkage key of this node is in use for queries yet (see queries_from in [tracing] linkage_keys)",
+        ));
+    };
+    let d = descriptor(case);
+    let encoding = encode(&d, &SCHEMA, key);
+    let mut categories = vec![pb::DataCategory::Identity];
+    if d.place.is_some() {
+        categories.push(pb::DataCategory::Location);
+    }
+    for peer in peers {
+        let handle = random_handle();
+        let payload = pb::TracingQuery {
+            handle: handle.clone(),
+            schema_id: SCHEMA.id.to_owned(),
+            key_epoch: key.epoch(),
+            encoding: encoding.to_bytes(),
+        }
+        .encode_to_vec();
+        let draft = EnvelopeDraft {
+            consent_id: consent.consent_id.clone(),
+            correlation_id: handle.clone(),
+            data_categories: categories.clone(),
+            consent: Some(consent.clone()),
+            ..EnvelopeDraft::new(
+                pb::MessageKind::TracingRequest,
+                state.node_id.clone(),
+                peer.clone(),
+                pb::Purpose::FamilyTracing,
+            )
+        };
+        let (message_id, outbox) =
+            local.seal_with(draft, payload, ttl_seconds, consent::check_transfer)?;
+        record.queries.push(SentQuery {
+            peer: peer.to_string(),
+            handle,
+            message_id: message_id.clone(),
+        });
+        sealed.push((message_id, outbox));
+    }
+    Ok(sealed)
+}
+
+/// Indexes a registered record and sends a notice for each standing query it matches.
+async fn match_standing_queries(
+    state: &Arc<NodeState>,
+    record: &CaseRecord,
+    case: &pb::ReferralPayload,
+    now: UnixMillis,
+) -> Result<(), Status> {
+    let tracing = &state.tracing;
+    let indexed = tracing.indexed(record, case);
+    // The standing queries this record matches get a notice each.
+    let found: Vec<(QueryRecord, pb::MatchBand)> = {
+        let index = tracing.read_index();
+        index
+            .queries
+            .iter()
+            .filter(|q| q.record.expires_at_ms > now.0)
+            .filter_map(|q| {
+                let peer = NodeId::new(&q.record.peer).ok()?;
+                let (_, own) = indexed
+                    .encodings
+                    .iter()
+                    .find(|(e, _)| *e == q.record.key_epoch)?;
+                let band = band_of(BANDS.of(own.dice(&q.encoding)))?;
+                permits(state, &indexed.case_id, &indexed.consent, &peer, now)
+                    .then(|| (q.record.clone(), band))
+            })
+            .collect()
+    };
+    tracing.write_index().records.push(indexed);
+    for (query, band) in found {
+        let m = new_match(state, record, &query.peer, &query.handle, band).await?;
+        notify(state, &query, &[m]).await?;
+    }
+    Ok(())
 }
 
 fn disabled() -> Status {
@@ -880,21 +909,15 @@ async fn send_without_data(
     actor: &str,
 ) -> Result<(), Status> {
     let recipient = NodeId::new(peer).map_err(|e| Status::internal(e.to_string()))?;
-    let now = UnixMillis::now();
     let draft = EnvelopeDraft {
-        message_id: MessageId::random(),
-        kind,
-        sender: state.node_id.clone(),
-        recipient,
-        created_at: now,
-        expires_at: now,
-        purpose: pb::Purpose::FamilyTracing,
         consent_id: consent_id.to_owned(),
         correlation_id: correlation_id.to_owned(),
-        data_categories: Vec::new(),
-        consent: None,
-        custody: Vec::new(),
-        recipient_unit: None,
+        ..EnvelopeDraft::new(
+            kind,
+            state.node_id.clone(),
+            recipient,
+            pb::Purpose::FamilyTracing,
+        )
     };
     let local = LocalApi::new(Arc::clone(state));
     let (message_id, record) = local.seal_with(draft, payload, 0, |d, _| {
@@ -1251,21 +1274,17 @@ async fn disclose(state: &Arc<NodeState>, m: &MatchRecord) -> Result<String, Sta
     };
     let categories = kinbridge_core::family_tracing::categories(&disclosure);
     let peer = NodeId::new(&m.peer).map_err(|e| Status::internal(e.to_string()))?;
-    let now = UnixMillis::now();
     let draft = EnvelopeDraft {
-        message_id: MessageId::random(),
-        kind: pb::MessageKind::TracingDisclosure,
-        sender: state.node_id.clone(),
-        recipient: peer,
-        created_at: now,
-        expires_at: now,
-        purpose: pb::Purpose::FamilyTracing,
         consent_id: consent.consent_id.clone(),
         correlation_id: m.query_handle.clone(),
         data_categories: categories,
         consent: Some(consent),
-        custody: Vec::new(),
-        recipient_unit: None,
+        ..EnvelopeDraft::new(
+            pb::MessageKind::TracingDisclosure,
+            state.node_id.clone(),
+            peer,
+            pb::Purpose::FamilyTracing,
+        )
     };
     let local = LocalApi::new(Arc::clone(state));
     let (message_id, record) = local.seal_with(

@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use kinbridge_core::sync::{lock, read_lock, write_lock};
 use kinbridge_core::{KeyId, Keyring, NodeId, NodeSigningKey, PeerKey, UnixMillis};
 use kinbridge_proto::v1 as pb;
 use kinbridge_store::{KeyRecord, Store, StoreError};
@@ -110,14 +111,76 @@ pub struct KeyBook {
     announcing: std::sync::Mutex<HashMap<String, bool>>,
 }
 
-fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Overlays one of this node's own key records from the store on `own`: a record of the
+/// config's key updates its validity and revocation; another key is read from `key_dir` and
+/// checked against the public key on record.
+fn overlay_own(
+    own: &mut Vec<OwnKey>,
+    record: KeyRecord,
+    store: &Store,
+    key_dir: &Path,
+) -> Result<(), KeyBookError> {
+    let public = record.peer_key()?;
+    if let Some(existing) = own.iter_mut().find(|k| k.public.id == public.id) {
+        if existing.public.verifying_key() != public.verifying_key() {
+            return Err(KeyBookError::Refused(format!(
+                "the store holds another key under the config's signing key id '{}'",
+                public.id
+            )));
+        }
+        existing.public = public;
+        existing.record.not_after_ms = record.not_after_ms;
+        existing.record.revoked_at_ms = record.revoked_at_ms;
+        existing.record.reason = record.reason.clone();
+        return Ok(());
+    }
+    let path = key_dir.join(format!("{}.key", record.key_id));
+    let pem = std::fs::read_to_string(&path).map_err(|e| KeyBookError::File {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let signing = NodeSigningKey::from_pkcs8_pem(public.id.clone(), &pem).map_err(|e| {
+        KeyBookError::File {
+            path: path.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    if signing.verifying_key() != *public.verifying_key() {
+        return Err(KeyBookError::File {
+            path,
+            reason: "the private key does not match the public key on record".into(),
+        });
+    }
+    let acknowledged = acknowledged_by(store, &record)?;
+    own.push(OwnKey {
+        signing: Arc::new(signing),
+        public,
+        record,
+        acknowledged,
+    });
+    Ok(())
 }
 
-fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Overlays a peer's key record from the store on the keyrings and records read from the
+/// config: a stored record supersedes the config's view of the same key (a revocation).
+fn overlay_peer(
+    peer_rings: &mut HashMap<NodeId, Keyring>,
+    peer_records: &mut HashMap<(NodeId, KeyId), KeyRecord>,
+    record: KeyRecord,
+) -> Result<(), KeyBookError> {
+    let node = NodeId::new(&record.owner).map_err(|e| KeyBookError::Stored(e.to_string()))?;
+    let key = record.peer_key()?;
+    let ring = peer_rings.entry(node.clone()).or_default();
+    let mut keys: Vec<PeerKey> = ring
+        .keys()
+        .iter()
+        .filter(|k| k.id != key.id)
+        .cloned()
+        .collect();
+    keys.push(key.clone());
+    *ring = Keyring::new(keys);
+    peer_records.insert((node, key.id.clone()), record);
+    Ok(())
 }
 
 impl KeyBook {
@@ -162,60 +225,9 @@ impl KeyBook {
         }];
         for record in store.key_records()? {
             if record.owner == node_id.as_str() {
-                let public = record.peer_key()?;
-                if let Some(existing) = own.iter_mut().find(|k| k.public.id == public.id) {
-                    if existing.public.verifying_key() != public.verifying_key() {
-                        return Err(KeyBookError::Refused(format!(
-                            "the store holds another key under the config's signing key id '{}'",
-                            public.id
-                        )));
-                    }
-                    existing.public = public;
-                    existing.record.not_after_ms = record.not_after_ms;
-                    existing.record.revoked_at_ms = record.revoked_at_ms;
-                    existing.record.reason = record.reason.clone();
-                    continue;
-                }
-                let path = key_dir.join(format!("{}.key", record.key_id));
-                let pem = std::fs::read_to_string(&path).map_err(|e| KeyBookError::File {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-                let signing =
-                    NodeSigningKey::from_pkcs8_pem(public.id.clone(), &pem).map_err(|e| {
-                        KeyBookError::File {
-                            path: path.clone(),
-                            reason: e.to_string(),
-                        }
-                    })?;
-                if signing.verifying_key() != *public.verifying_key() {
-                    return Err(KeyBookError::File {
-                        path,
-                        reason: "the private key does not match the public key on record".into(),
-                    });
-                }
-                let acknowledged = acknowledged_by(store, &record)?;
-                own.push(OwnKey {
-                    signing: Arc::new(signing),
-                    public,
-                    record,
-                    acknowledged,
-                });
+                overlay_own(&mut own, record, store, key_dir)?;
             } else {
-                let node =
-                    NodeId::new(&record.owner).map_err(|e| KeyBookError::Stored(e.to_string()))?;
-                let key = record.peer_key()?;
-                let ring = peer_rings.entry(node.clone()).or_default();
-                // A stored record supersedes the config's view of the same key (a revocation).
-                let mut keys: Vec<PeerKey> = ring
-                    .keys()
-                    .iter()
-                    .filter(|k| k.id != key.id)
-                    .cloned()
-                    .collect();
-                keys.push(key.clone());
-                *ring = Keyring::new(keys);
-                peer_records.insert((node, key.id.clone()), record);
+                overlay_peer(&mut peer_rings, &mut peer_records, record)?;
             }
         }
         Ok(Self {
@@ -328,12 +340,7 @@ impl KeyBook {
     /// Called for every delivered message: it takes the write lock only for an announcement.
     pub fn delivered(&self, peer: &NodeId, message_id: &str) {
         let tag = announcement_tag(peer, message_id);
-        if let Some(done) = self
-            .announcing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(&tag)
-        {
+        if let Some(done) = lock(&self.announcing).get_mut(&tag) {
             *done = true;
         }
         let announced = read_lock(&self.own)
@@ -451,11 +458,7 @@ impl KeyEdit<'_> {
     /// Notes that an announcement of a new own key is about to be queued as `message_id` for
     /// `peer`, so its receipt counts even if it comes back before [`Self::add_own`].
     pub fn announcing(&self, peer: &NodeId, message_id: &str) {
-        self.book
-            .announcing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(announcement_tag(peer, message_id), false);
+        lock(&self.book.announcing).insert(announcement_tag(peer, message_id), false);
     }
 
     /// Adds a new own key; every other own key still valid after `overlap_ends` ends there.
@@ -490,11 +493,7 @@ impl KeyEdit<'_> {
         let public = record.peer_key()?;
         let mut acknowledged = acknowledged_by(store, &record)?;
         {
-            let mut announcing = self
-                .book
-                .announcing
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut announcing = lock(&self.book.announcing);
             for (peer, message_id) in announcements {
                 if announcing.remove(&announcement_tag(peer, message_id)) == Some(true) {
                     acknowledged.insert(peer.clone());

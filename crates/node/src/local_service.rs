@@ -73,15 +73,10 @@ impl LocalApi {
         entry.purpose = about.purpose;
         entry.consent_id = about.consent_id;
         entry.actor = actor.to_owned();
-        entry.reason = crate::status::refusal_code(&status)
-            .unwrap_or("refused")
-            .to_owned();
+        entry.reason = crate::status::refusal_reason(&status);
         tracing::warn!(actor, reason = %entry.reason, method = %entry.method, error = %status.message(), "local request refused");
         self.state.metrics.refused("local", &entry.reason);
-        match self.state.auditor.record(&entry).await {
-            Ok(_) => status,
-            Err(audit) => audit,
-        }
+        self.state.auditor.record_refusal(&entry, status).await
     }
 
     /// The caller, if allowed to `action`; a denial is recorded in the audit log.
@@ -311,21 +306,13 @@ impl LocalApi {
         let recipient_unit = UnitName::optional(&req.recipient_unit)
             .map_err(|e| invalid("bad-unit", format!("recipient_unit: {e}")))?;
         let payload = referral.encode_to_vec();
-        let now = UnixMillis::now();
         let draft = EnvelopeDraft {
-            message_id: MessageId::random(),
-            kind,
-            sender: self.state.node_id.clone(),
-            recipient,
-            created_at: now,
-            expires_at: now,
-            purpose,
             consent_id: consent.consent_id.clone(),
             correlation_id: req.correlation_id,
             data_categories: categories_present(&referral),
             consent: Some(consent),
-            custody: Vec::new(),
             recipient_unit,
+            ..EnvelopeDraft::new(kind, self.state.node_id.clone(), recipient, purpose)
         };
         self.seal_checked(draft, payload, req.ttl_seconds)
     }
@@ -587,19 +574,13 @@ impl LocalApi {
             let recipient =
                 NodeId::new(target).map_err(|e| invalid("bad-recipient", e.to_string()))?;
             let draft = EnvelopeDraft {
-                message_id: MessageId::random(),
-                kind: pb::MessageKind::ConsentWithdrawal,
-                sender: state.node_id.clone(),
-                recipient: recipient.clone(),
-                created_at: UnixMillis::now(),
-                expires_at: UnixMillis::now(),
-                purpose,
                 consent_id: consent_id.clone(),
-                correlation_id: String::new(),
-                data_categories: Vec::new(),
-                consent: None,
-                custody: Vec::new(),
-                recipient_unit: None,
+                ..EnvelopeDraft::new(
+                    pb::MessageKind::ConsentWithdrawal,
+                    state.node_id.clone(),
+                    recipient.clone(),
+                    purpose,
+                )
             };
             let (message_id, record) = self.seal_with(draft, payload.clone(), 0, |d, _| {
                 kinbridge_core::consent::permit_withdrawal(d)
@@ -700,13 +681,6 @@ impl LocalApi {
         let recipient_unit = UnitName::optional(&req.recipient_unit)
             .map_err(|e| invalid("bad-unit", format!("recipient_unit: {e}")))?;
         let draft = EnvelopeDraft {
-            message_id: MessageId::random(),
-            kind: pb::MessageKind::try_from(header.kind).unwrap_or(pb::MessageKind::Referral),
-            sender: self.state.node_id.clone(),
-            recipient,
-            created_at: UnixMillis::now(),
-            expires_at: UnixMillis::now(),
-            purpose: pb::Purpose::try_from(header.purpose).unwrap_or(pb::Purpose::Unspecified),
             consent_id: header.consent_id,
             correlation_id: header.correlation_id,
             data_categories: header
@@ -717,6 +691,12 @@ impl LocalApi {
             consent: header.consent,
             custody,
             recipient_unit,
+            ..EnvelopeDraft::new(
+                pb::MessageKind::try_from(header.kind).unwrap_or(pb::MessageKind::Referral),
+                self.state.node_id.clone(),
+                recipient,
+                pb::Purpose::try_from(header.purpose).unwrap_or(pb::Purpose::Unspecified),
+            )
         };
         self.seal_checked(draft, received.payload.clone(), req.ttl_seconds)
     }

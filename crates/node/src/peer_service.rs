@@ -4,11 +4,9 @@
 
 use std::sync::Arc;
 
-use kinbridge_core::KeyChange;
-use kinbridge_core::consent::{self, TransferContext};
 use kinbridge_core::verify::VerifiedPayload;
 use kinbridge_core::{
-    EnvelopeDigest, NodeId, Refusal, SealedEnvelope, SignedReceipt, UnixMillis, issue_receipt,
+    EnvelopeDigest, NodeId, Refusal, SealedEnvelope, SignedReceipt, UnixMillis,
     issue_refusal_receipt, verify_envelope,
 };
 use kinbridge_proto::v1 as pb;
@@ -17,15 +15,14 @@ use kinbridge_store::{InboxRecord, ReceiveOutcome};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::audit::with_header;
-use crate::family_tracing;
 use crate::registry::PeerAuth;
 use crate::server::NodeState;
 use crate::status::{
-    is_transient, key_status, peer_auth_status, refusal_code, refusal_status, store_status,
-    to_deliver_error,
+    is_transient, peer_auth_status, refusal_reason, refusal_status, store_status, to_deliver_error,
 };
 use crate::tls::ConnInfo;
+
+mod take;
 
 /// Most envelopes one `DeliverBatch` call may carry.
 pub const MAX_BATCH: usize = 512;
@@ -136,26 +133,23 @@ impl PeerApi {
         entry.peer = authenticated.to_owned();
         entry.authenticated_peer = authenticated.to_owned();
         let peer = authenticated;
-        entry.reason = refusal_code(&status).unwrap_or("refused").to_owned();
+        entry.reason = refusal_reason(&status);
         self.state.metrics.refused("peer", &entry.reason);
         tracing::warn!(peer, reason = %entry.reason, error = %status.message(), "peer request refused");
-        match self.state.auditor.record(&entry).await {
-            Ok(_) => status,
-            Err(audit) => audit,
-        }
+        self.state.auditor.record_refusal(&entry, status).await
     }
 
     /// Answers an authentic envelope this node will not take with a signed negative receipt,
-    /// logging `entry` (a `refused` entry about it) with the reason and the receipt's digest.
+    /// logging a `refused` entry about it with the reason and the receipt's digest.
     async fn refuse_signed(
         &self,
         verified: &kinbridge_core::VerifiedEnvelope,
         reason: &str,
         detail: &str,
-        mut entry: pb::AuditEntry,
-        sender: &str,
     ) -> Result<Step, Status> {
         let state = &self.state;
+        let mut entry = self.entry_about(verified, pb::AuditEvent::Refused);
+        let sender = verified.header().sender.as_str();
         let negative = issue_refusal_receipt(
             verified,
             &state.node_id,
@@ -275,323 +269,6 @@ impl PeerApi {
                 .refuse(peer.as_str(), Some(&named), refusal_status(&r))
                 .await),
         }
-    }
-
-    /// Everything a delivery of a verified envelope checks and does before the envelope is
-    /// made durable: a re-delivery gets its original receipt, a replay is refused, the consent
-    /// checks run again, and a withdrawal, status update or key update takes effect.
-    async fn take(
-        &self,
-        verified: kinbridge_core::VerifiedEnvelope,
-        now: UnixMillis,
-    ) -> Result<Step, Status> {
-        let state = &self.state;
-        let header = verified.header();
-        let (sender, message_id) = (header.sender.to_string(), header.message_id.to_string());
-        let digest = verified.digest();
-        let logged = |event| {
-            with_header(
-                state.auditor.entry(event),
-                &verified.sealed().header,
-                &digest.0,
-            )
-        };
-
-        // Already here? A re-delivery gets the original receipt; another envelope is a replay.
-        if let Some(original) = state
-            .store
-            .inbox_lookup(&sender, &message_id)
-            .map_err(|e| store_status(&e))?
-        {
-            return if original.envelope_digest == digest.0 {
-                let mut entry = logged(pb::AuditEvent::Redelivered);
-                entry.peer = sender.clone();
-                entry.receipt_digest = receipt_digest(original.receipt.as_ref());
-                state.auditor.record(&entry).await?;
-                tracing::info!(%message_id, "re-delivery answered with the original receipt");
-                state
-                    .metrics
-                    .received(header.kind as i32, "duplicate", &sender);
-                Ok(Step::Answered(
-                    self.with_checkpoint(original.receipt.unwrap_or_default()),
-                ))
-            } else {
-                let refusal = Refusal::Replay {
-                    sender: header.sender.clone(),
-                    message_id: header.message_id,
-                };
-                Err(self
-                    .refuse(&sender, Some(verified.sealed()), refusal_status(&refusal))
-                    .await)
-            };
-        }
-
-        // The consent checks again at this end, the firewall, and this node's own policy. A
-        // refusal is answered with a signed negative receipt; nothing of the payload is kept.
-        let ctx = TransferContext {
-            recipient_tags: &state.tags,
-            accepted_purposes: state.accepted_purposes.as_deref(),
-            now,
-        };
-        // A withdrawal holds no personal data: no consent scope covers it.
-        let tracing_purpose = match verified.payload() {
-            VerifiedPayload::TracingQuery(_)
-            | VerifiedPayload::TracingNotice(_)
-            | VerifiedPayload::TracingConfirmation(_)
-            | VerifiedPayload::TracingDisclosure(_) => header.purpose == pb::Purpose::FamilyTracing,
-            _ => true,
-        };
-        if !tracing_purpose {
-            let detail = "family tracing messages are sent for PURPOSE_FAMILY_TRACING only";
-            return self
-                .refuse_signed(
-                    &verified,
-                    "purpose-not-tracing",
-                    detail,
-                    logged(pb::AuditEvent::Refused),
-                    &sender,
-                )
-                .await;
-        }
-        let checked = match verified.payload() {
-            VerifiedPayload::Referral(_)
-            | VerifiedPayload::TracingQuery(_)
-            | VerifiedPayload::TracingDisclosure(_) => consent::check_parts(
-                header.consent.as_ref(),
-                &header.consent_id,
-                header.purpose,
-                &header.sender,
-                &header.recipient,
-                &header.data_categories,
-                &header.custody,
-                &ctx,
-            ),
-            VerifiedPayload::Withdrawal(_)
-            | VerifiedPayload::Status(_)
-            | VerifiedPayload::Key(_)
-            | VerifiedPayload::TracingNotice(_)
-            | VerifiedPayload::TracingConfirmation(_) => Ok(()),
-        };
-        if let Err(violation) = checked {
-            let detail = violation.to_string();
-            return self
-                .refuse_signed(
-                    &verified,
-                    violation.code(),
-                    &detail,
-                    logged(pb::AuditEvent::Refused),
-                    &sender,
-                )
-                .await;
-        }
-
-        // A referral to a unit this node does not have would be receipted and then seen by no
-        // caseworker: it is refused with a signed receipt naming the unit and the known ones.
-        if let (VerifiedPayload::Referral(_), Some(addressed)) =
-            (verified.payload(), header.recipient_unit.as_ref())
-            && !state.units.is_empty()
-            && *addressed != state.intake_unit
-            && !state.units.contains(addressed)
-        {
-            let known: Vec<String> = std::iter::once(&state.intake_unit)
-                .chain(&state.units)
-                .map(ToString::to_string)
-                .collect();
-            let detail = format!(
-                "{} has no unit '{addressed}'; its units are: {}; send it again to one of them, or to no unit for its intake ({})",
-                state.node_id,
-                known.join(", "),
-                state.intake_unit
-            );
-            return self
-                .refuse_signed(
-                    &verified,
-                    "unknown-unit",
-                    &detail,
-                    logged(pb::AuditEvent::Refused),
-                    &sender,
-                )
-                .await;
-        }
-
-        // The unit the item belongs to here: a referral's addressee (or the intake), a status
-        // update's referral's sender; a withdrawal notice is every unit's.
-        let mut unit = match verified.payload() {
-            VerifiedPayload::Referral(_) => header
-                .recipient_unit
-                .as_ref()
-                .unwrap_or(&state.intake_unit)
-                .to_string(),
-            _ => String::new(),
-        };
-        match verified.payload() {
-            // A consent withdrawal: delete what its sender originated under that consent
-            // before the receipt says so. Only the originator's own data is touched.
-            VerifiedPayload::Withdrawal(withdrawal) => {
-                let purged = crate::purge::purge_consent(
-                    state,
-                    &withdrawal.consent_id,
-                    &sender,
-                    "consent-withdrawn",
-                )
-                .await?;
-                family_tracing::forget_consent(state, &withdrawal.consent_id, &sender).await?;
-                tracing::info!(%message_id, purged, "consent withdrawn by its originator; payloads deleted");
-            }
-            // A status update about a referral this node sent to the update's sender.
-            VerifiedPayload::Status(update) => {
-                let ours = state
-                    .store
-                    .outbox_get(&update.referral_id)
-                    .map_err(|e| store_status(&e))?
-                    .filter(|r| r.recipient == sender);
-                let Some(ours) = ours else {
-                    let detail = format!(
-                        "this node sent no referral {} to {sender}",
-                        update.referral_id
-                    );
-                    return self
-                        .refuse_signed(
-                            &verified,
-                            "unknown-referral",
-                            &detail,
-                            logged(pb::AuditEvent::Refused),
-                            &sender,
-                        )
-                        .await;
-                };
-                unit = ours.unit;
-                let change = pb::StatusChange {
-                    state: update.state,
-                    code: update.code.clone(),
-                    at_ms: update.at_ms,
-                    by: sender.clone(),
-                };
-                let mut entry = state.auditor.entry(pb::AuditEvent::ReferralStatus);
-                entry.message_id = update.referral_id.clone();
-                entry.consent_id = header.consent_id.clone();
-                entry.peer = sender.clone();
-                entry.reason = status_reason(&change);
-                state.auditor.record(&entry).await?;
-                let me = state.node_id.to_string();
-                state
-                    .store
-                    .record_workflow(&me, &update.referral_id, change)
-                    .await
-                    .map_err(|e| store_status(&e))?;
-            }
-            // The sender publishes a new key of its own, or revokes one.
-            VerifiedPayload::Key(change) => {
-                let edit = state.keys.edit().await;
-                let owner = header.sender.clone();
-                let (event, reason, checked) = match change {
-                    KeyChange::Announce(key) => (
-                        pb::AuditEvent::KeyAdded,
-                        key.id.to_string(),
-                        edit.check_peer_key(&owner, key).map(|_| ()),
-                    ),
-                    KeyChange::Revoke { key_id, reason, .. } => (
-                        pb::AuditEvent::KeyRevoked,
-                        format!("{key_id}:{reason}"),
-                        edit.check_peer_revocation(&owner, key_id),
-                    ),
-                };
-                if let Err(e) = checked {
-                    drop(edit);
-                    return self
-                        .refuse_signed(
-                            &verified,
-                            "key-update-refused",
-                            &e.to_string(),
-                            logged(pb::AuditEvent::Refused),
-                            &sender,
-                        )
-                        .await;
-                }
-                let mut entry = logged(event);
-                entry.peer = sender.clone();
-                entry.reason = reason;
-                state.auditor.record(&entry).await?;
-                let applied = match change {
-                    KeyChange::Announce(key) => {
-                        edit.add_peer_key(&state.store, &owner, (**key).clone())
-                            .await
-                    }
-                    KeyChange::Revoke {
-                        key_id, at, reason, ..
-                    } => edit
-                        .revoke_peer_key(&state.store, &owner, key_id, *at, reason)
-                        .await
-                        .map(|_| ()),
-                };
-                applied.map_err(|e| key_status(&e))?;
-                tracing::info!(%message_id, peer = %owner, "peer's signing key update applied");
-            }
-            VerifiedPayload::Referral(_)
-            | VerifiedPayload::TracingQuery(_)
-            | VerifiedPayload::TracingNotice(_)
-            | VerifiedPayload::TracingConfirmation(_)
-            | VerifiedPayload::TracingDisclosure(_) => {}
-        }
-        // A tracing message: answered, noted or refused by the tracing state.
-        let peer = &header.sender;
-        let tracing_taken = match verified.payload() {
-            VerifiedPayload::TracingQuery(query) => {
-                Some(family_tracing::take_query(state, peer, header, query).await?)
-            }
-            VerifiedPayload::TracingNotice(notice) => {
-                Some(family_tracing::take_notice(state, peer, notice).await?)
-            }
-            VerifiedPayload::TracingConfirmation(confirmation) => {
-                Some(family_tracing::take_confirmation(state, peer, confirmation).await?)
-            }
-            VerifiedPayload::TracingDisclosure(disclosure) => {
-                Some(family_tracing::take_disclosure(state, peer, &message_id, disclosure).await?)
-            }
-            _ => None,
-        };
-        match tracing_taken {
-            Some(Ok(tracing_unit)) => unit = tracing_unit,
-            Some(Err((code, detail))) => {
-                return self
-                    .refuse_signed(
-                        &verified,
-                        code,
-                        &detail,
-                        logged(pb::AuditEvent::Refused),
-                        &sender,
-                    )
-                    .await;
-            }
-            None => {}
-        }
-
-        let receipt = issue_receipt(&verified, &state.node_id, now, &state.keys.signer());
-        let mut entry = logged(pb::AuditEvent::Received);
-        entry.peer = sender.clone();
-        entry.receipt_digest = receipt.digest().0.to_vec();
-        let kind = header.kind as i32;
-        let replay = Refusal::Replay {
-            sender: header.sender.clone(),
-            message_id: header.message_id,
-        };
-        let record = InboxRecord {
-            envelope: Some(verified.into_sealed().into()),
-            sender,
-            message_id,
-            received_at_ms: now.0,
-            receipt: Some(receipt.into()),
-            acknowledged: false,
-            envelope_digest: digest.0.to_vec(),
-            purged_at_ms: 0,
-            unit,
-        };
-        Ok(Step::Taken(Box::new(Taken {
-            entry,
-            record,
-            kind,
-            replay,
-        })))
     }
 
     /// Makes the envelopes of `group` durable and fills in their results; empties the group.

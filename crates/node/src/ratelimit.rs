@@ -56,10 +56,7 @@ impl RateLimiter {
     pub fn check_n(&self, key: &str, n: usize) -> Result<(), Duration> {
         let n = (n.max(1) as f64).min(self.rate.burst.max(1.0));
         let now = Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buckets = kinbridge_core::sync::lock(&self.buckets);
         if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
             let burst = self.rate.burst;
             buckets.retain(|_, b| b.tokens < burst);

@@ -191,10 +191,7 @@ pub struct NodeState {
 impl NodeState {
     /// The channel to `peer`'s peer port.
     pub fn peer_channel(&self, peer: &Peer) -> Result<Channel, String> {
-        let mut map = self
-            .peer_channels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = kinbridge_core::sync::lock(&self.peer_channels);
         if let Some(channel) = map.get(&peer.node_id) {
             return Ok(channel.clone());
         }
@@ -275,24 +272,8 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         path: config.tls_private_key.clone(),
         reason: e.to_string(),
     })?;
-    // Each listener trusts its own roots only: the peers' CAs here (none: every handshake
-    // is refused), the local clients' CA on the local port.
-    let peer_tls = server_config(
-        chain.clone(),
-        key.clone_key(),
-        client_verifier(root_store(&registry.all_ca_certs())?)?,
-    )?;
-    let metrics_transport = if config.metrics_insecure_plain_http {
-        crate::metrics::MetricsTransport::InsecurePlainHttp
-    } else {
-        // The same roots as the local port: the authority's own clients, never a peer.
-        crate::metrics::MetricsTransport::MutualTls(crate::tls::http1_server_config(
-            chain.clone(),
-            key.clone_key(),
-            client_verifier(root_store(&local_ca)?)?,
-        )?)
-    };
-    let local_tls = server_config(chain, key, client_verifier(root_store(&local_ca)?)?)?;
+    let (peer_tls, local_tls, metrics_transport) =
+        listener_tls(config, chain, key, &registry, &local_ca)?;
     let data_dir_err = |e: std::io::Error| NodeError::DataDir {
         path: config.data_dir.display().to_string(),
         reason: e.to_string(),
@@ -345,22 +326,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         reporting,
         suppression_threshold: config.suppression_threshold,
     });
-    let mut certificates = vec![
-        ("node", &config.node_id, &config.tls_certificate),
-        ("node-ca", &config.node_id, &config.tls_ca_certificate),
-        ("local-client-ca", &config.node_id, &config.local_client_ca),
-    ];
-    for peer in &config.peers {
-        certificates.push(("peer-ca", &peer.node_id, &peer.ca_certificate));
-    }
-    let certificates: Vec<(String, String, i64)> = certificates
-        .into_iter()
-        .filter_map(|(what, node, path)| {
-            let not_after = crate::metrics::certificate_not_after(path)?;
-            state.metrics.certificate(what, node.as_str(), not_after);
-            Some((what.to_owned(), node.to_string(), not_after))
-        })
-        .collect();
+    let certificates = certificate_expiries(config, &state.metrics);
     Ok(PreparedNode {
         state,
         peer_tls,
@@ -370,6 +336,66 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         data_dir: config.data_dir.clone(),
         metrics_transport,
     })
+}
+
+/// The TLS configurations of the peer port, the local port and the metrics listener. Each
+/// listener trusts its own roots only: the peers' CAs on the peer port (none: every handshake
+/// is refused), the local clients' CA on the local port and the metrics listener.
+fn listener_tls(
+    config: &NodeConfig,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    registry: &PeerRegistry,
+    local_ca: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<
+    (
+        Arc<rustls::ServerConfig>,
+        Arc<rustls::ServerConfig>,
+        crate::metrics::MetricsTransport,
+    ),
+    NodeError,
+> {
+    let peer_tls = server_config(
+        chain.clone(),
+        key.clone_key(),
+        client_verifier(root_store(&registry.all_ca_certs())?)?,
+    )?;
+    let metrics_transport = if config.metrics_insecure_plain_http {
+        crate::metrics::MetricsTransport::InsecurePlainHttp
+    } else {
+        // The same roots as the local port: the authority's own clients, never a peer.
+        crate::metrics::MetricsTransport::MutualTls(crate::tls::http1_server_config(
+            chain.clone(),
+            key.clone_key(),
+            client_verifier(root_store(local_ca)?)?,
+        )?)
+    };
+    let local_tls = server_config(chain, key, client_verifier(root_store(local_ca)?)?)?;
+    Ok((peer_tls, local_tls, metrics_transport))
+}
+
+/// Every certificate `config` names that the node uses or trusts, as (what, whose, expiry),
+/// each expiry also set in `metrics`. A certificate whose expiry cannot be read is left out.
+fn certificate_expiries(
+    config: &NodeConfig,
+    metrics: &crate::metrics::Metrics,
+) -> Vec<(String, String, i64)> {
+    let mut certificates = vec![
+        ("node", &config.node_id, &config.tls_certificate),
+        ("node-ca", &config.node_id, &config.tls_ca_certificate),
+        ("local-client-ca", &config.node_id, &config.local_client_ca),
+    ];
+    for peer in &config.peers {
+        certificates.push(("peer-ca", &peer.node_id, &peer.ca_certificate));
+    }
+    certificates
+        .into_iter()
+        .filter_map(|(what, node, path)| {
+            let not_after = crate::metrics::certificate_not_after(path)?;
+            metrics.certificate(what, node.as_str(), not_after);
+            Some((what.to_owned(), node.to_string(), not_after))
+        })
+        .collect()
 }
 
 /// What [`check_material`] loaded.
@@ -507,25 +533,7 @@ impl PreparedNode {
         let peer_incoming = accept_loop("peer", listeners.peer, self.peer_tls, move |chain| {
             registry_state.registry.authenticate(chain)
         });
-        let local_incoming = accept_loop(
-            "local",
-            listeners.local,
-            self.local_tls,
-            |chain| -> LocalAuth {
-                let leaf = chain
-                    .first()
-                    .ok_or_else(|| crate::local_service::LocalAuthError {
-                        client: None,
-                        reason: "no client certificate was presented".to_owned(),
-                    })?;
-                local_client_of(leaf).map_err(|e| crate::local_service::LocalAuthError {
-                    client: crate::identity::client_name_of(leaf),
-                    reason: format!(
-                        "the client certificate is not a kinbridge local-client certificate: {e}"
-                    ),
-                })
-            },
-        );
+        let local_incoming = accept_loop("local", listeners.local, self.local_tls, local_auth);
         tracing::info!(node = %state.node_id, local_roots = self.local_verifier_roots, "node started");
         let stop_rx = state.stopping.subscribe();
         let stop_state = Arc::clone(&state);
@@ -556,16 +564,7 @@ impl PreparedNode {
         // grpc.health.v1 on both ports; reflection on the local port only (peers need no map
         // of the authority's own API).
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<PeerServiceServer<PeerApi>>().await;
-        health.set_serving::<LocalServiceServer<LocalApi>>().await;
-        health.set_serving::<AuditServiceServer<AuditApi>>().await;
-        health.set_serving::<AdminServiceServer<AdminApi>>().await;
-        health
-            .set_serving::<TracingServiceServer<TracingApi>>()
-            .await;
-        health
-            .set_serving::<ReportingServiceServer<ReportingApi>>()
-            .await;
+        set_serving(&health).await;
         let reflection = || {
             LOCAL_SERVICES.iter().fold(
                 tonic_reflection::server::Builder::configure()
@@ -609,55 +608,106 @@ impl PreparedNode {
         let trigger = async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections; finishing calls in flight");
-            // Load balancers and monitors see the node leave before it stops answering.
-            health.set_not_serving::<PeerServiceServer<PeerApi>>().await;
-            health
-                .set_not_serving::<LocalServiceServer<LocalApi>>()
-                .await;
-            health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
+            set_not_serving(&health).await;
             stop_state.stopping.send_replace(true);
             Ok::<(), tonic::transport::Error>(())
         };
-        let metrics = listeners.metrics.map(|listener| {
-            tokio::spawn(crate::metrics::serve(
-                Arc::clone(&state),
-                listener,
-                self.metrics_transport.clone(),
-                stop_rx.clone(),
-            ))
-        });
-        let expiry = tokio::spawn(crate::metrics::run_expiry_watch(
-            Arc::clone(&state),
-            self.certificates,
-            stop_rx.clone(),
-        ));
-        let retention = state.payload_retention.map(|keep| {
-            tokio::spawn(crate::purge::run_retention(
-                Arc::clone(&state),
-                keep,
-                stop_rx.clone(),
-            ))
-        });
+        let metrics = listeners
+            .metrics
+            .map(|listener| (listener, self.metrics_transport.clone()));
+        let watchers = spawn_watchers(&state, metrics, self.certificates, &stop_rx);
         let result = tokio::try_join!(peer_server, local_server, trigger);
-        if let Some(task) = retention {
-            let _ = task.await;
-        }
         let _ = worker.await;
         let _ = checkpointer.await;
-        let _ = expiry.await;
-        if let Some(task) = metrics {
+        for task in watchers {
             let _ = task.await;
         }
-        // Everything acknowledged was committed already; this makes the rest durable too.
-        state.store.commit().await?;
-        // Files sled made while serving, in a process whose umask lets others read them.
-        if let Err(e) = kinbridge_store::private_files::restrict(&self.data_dir) {
-            tracing::error!(error = %e, "cannot restrict the data directory to the node's user");
-        }
+        close(&state, &self.data_dir).await?;
         result.map(|_| ()).map_err(NodeError::from)
     }
+}
+
+/// Starts the tasks that watch the node while it serves, each stopping on `stop`: the metrics
+/// listener (if any), the certificate expiry watch, and the payload retention (if configured).
+fn spawn_watchers(
+    state: &Arc<NodeState>,
+    metrics: Option<(TcpListener, crate::metrics::MetricsTransport)>,
+    certificates: Vec<(String, String, i64)>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if let Some((listener, transport)) = metrics {
+        tasks.push(tokio::spawn(crate::metrics::serve(
+            Arc::clone(state),
+            listener,
+            transport,
+            stop.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(crate::metrics::run_expiry_watch(
+        Arc::clone(state),
+        certificates,
+        stop.clone(),
+    )));
+    if let Some(keep) = state.payload_retention {
+        tasks.push(tokio::spawn(crate::purge::run_retention(
+            Arc::clone(state),
+            keep,
+            stop.clone(),
+        )));
+    }
+    tasks
+}
+
+/// Closes a node that stopped serving: everything acknowledged was committed already; this
+/// makes the rest durable too, then takes back to the node's user the files sled made while
+/// serving (in a process whose umask may let others read them).
+async fn close(state: &NodeState, data_dir: &std::path::Path) -> Result<(), NodeError> {
+    state.store.commit().await?;
+    if let Err(e) = kinbridge_store::private_files::restrict(data_dir) {
+        tracing::error!(error = %e, "cannot restrict the data directory to the node's user");
+    }
+    Ok(())
+}
+
+/// Who a local client's certificate `chain` proves: a local client with its role, or why not.
+fn local_auth(chain: &[rustls::pki_types::CertificateDer<'static>]) -> LocalAuth {
+    let leaf = chain
+        .first()
+        .ok_or_else(|| crate::local_service::LocalAuthError {
+            client: None,
+            reason: "no client certificate was presented".to_owned(),
+        })?;
+    local_client_of(leaf).map_err(|e| crate::local_service::LocalAuthError {
+        client: crate::identity::client_name_of(leaf),
+        reason: format!("the client certificate is not a kinbridge local-client certificate: {e}"),
+    })
+}
+
+/// Reports every service of both ports as serving (grpc.health.v1).
+async fn set_serving(health: &tonic_health::server::HealthReporter) {
+    health.set_serving::<PeerServiceServer<PeerApi>>().await;
+    health.set_serving::<LocalServiceServer<LocalApi>>().await;
+    health.set_serving::<AuditServiceServer<AuditApi>>().await;
+    health.set_serving::<AdminServiceServer<AdminApi>>().await;
+    health
+        .set_serving::<TracingServiceServer<TracingApi>>()
+        .await;
+    health
+        .set_serving::<ReportingServiceServer<ReportingApi>>()
+        .await;
+}
+
+/// Reports the node as leaving, so that load balancers and monitors see it go before it
+/// stops answering.
+async fn set_not_serving(health: &tonic_health::server::HealthReporter) {
+    health.set_not_serving::<PeerServiceServer<PeerApi>>().await;
+    health
+        .set_not_serving::<LocalServiceServer<LocalApi>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
 }
 
 /// The services of the local port, as reflection lists them.

@@ -30,6 +30,12 @@ pub fn refusal_code(status: &Status) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
+/// The reason a refusal answered with `status` is logged and counted under: its reason code,
+/// or "refused" if it carries none.
+pub fn refusal_reason(status: &Status) -> String {
+    refusal_code(status).unwrap_or("refused").to_owned()
+}
+
 /// The status for an envelope refusal.
 pub fn refusal_status(refusal: &Refusal) -> Status {
     let code = match refusal {

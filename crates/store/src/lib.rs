@@ -383,9 +383,7 @@ impl Store {
     fn watchers(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, watch::Sender<()>>> {
-        self.outbox_watchers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        kinbridge_core::sync::lock(&self.outbox_watchers)
     }
 
     /// Watches the outbox record of `message_id`: [`OutboxWatch::changed`] completes when it is
@@ -622,14 +620,10 @@ impl Store {
         Ok(purged)
     }
 
+    /// Purges the payload of `envelope`, stored under its envelope digest, durably.
     async fn purge_payload(&self, envelope: &pb::Envelope) -> Result<(), StoreError> {
-        let digest = EnvelopeDigest::compute(&envelope.header, &envelope.signature).0;
-        let payloads = std::sync::Arc::clone(&self.payloads);
-        tokio::task::spawn_blocking(move || payloads.purge(&digest))
+        self.purge_blob(EnvelopeDigest::compute(&envelope.header, &envelope.signature).0)
             .await
-            .map_err(|e| StoreError::Commit(format!("payload purge task failed: {e}")))?
-            .map_err(|e| StoreError::Commit(format!("cannot purge a payload: {e}")))?;
-        Ok(())
     }
 
     /// The workflow history of the referral `referral_id` sent by `sender`.

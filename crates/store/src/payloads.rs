@@ -27,7 +27,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use kinbridge_core::sync::lock;
 
 const MAGIC: u8 = 0xB5;
 const LIVE: u8 = 0;
@@ -81,10 +83,6 @@ pub struct PayloadStore {
     inner: Mutex<Inner>,
     /// Held while syncing: writers waiting behind it find their bytes synced already.
     sync: Mutex<()>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn damaged(what: impl Into<String>) -> io::Error {

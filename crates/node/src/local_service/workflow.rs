@@ -86,19 +86,14 @@ impl LocalApi {
         }
         .encode_to_vec();
         let draft = EnvelopeDraft {
-            message_id: MessageId::random(),
-            kind: pb::MessageKind::StatusUpdate,
-            sender: state.node_id.clone(),
-            recipient: sender.clone(),
-            created_at: now,
-            expires_at: now,
-            purpose: pb::Purpose::try_from(header.purpose).unwrap_or(pb::Purpose::ServiceReferral),
             consent_id: header.consent_id.clone(),
             correlation_id: header.message_id.clone(),
-            data_categories: Vec::new(),
-            consent: None,
-            custody: Vec::new(),
-            recipient_unit: None,
+            ..EnvelopeDraft::new(
+                pb::MessageKind::StatusUpdate,
+                state.node_id.clone(),
+                sender.clone(),
+                pb::Purpose::try_from(header.purpose).unwrap_or(pb::Purpose::ServiceReferral),
+            )
         };
         let (message_id, record) = self.seal_with(draft, payload, 0, |d, _| {
             kinbridge_core::consent::permit_without_personal_data(d)
