@@ -3,37 +3,7 @@
 
 mod common;
 
-use std::process::{Output, Stdio};
-use std::sync::mpsc;
-
 use common::*;
-
-/// Runs a command to completion, bounded by `WAIT`.
-fn run_bounded(mut cmd: std::process::Command) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let id = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(WAIT) {
-        Ok(output) => output.expect("output"),
-        Err(_) => {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &id.to_string()])
-                .status();
-            panic!("command did not finish within {WAIT:?}");
-        }
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 #[test]
 fn demo_runs_the_federation_and_exits_zero() {

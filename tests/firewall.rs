@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
 
 use common::*;
 use kinbridge_proto::v1 as pb;
@@ -382,31 +381,6 @@ async fn an_enforcement_sender_learns_the_state_of_its_referral_never_the_outcom
 }
 
 /// Runs a command to completion, bounded by `WAIT`.
-fn run_bounded(mut cmd: std::process::Command) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let id = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(WAIT) {
-        Ok(output) => output.expect("output"),
-        Err(_) => {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &id.to_string()])
-                .status();
-            panic!("command did not finish within {WAIT:?}");
-        }
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 // Multi-threaded: the CLI process is waited for on one thread while the nodes serve it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

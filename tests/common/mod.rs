@@ -362,6 +362,33 @@ pub fn refusal(status: &tonic::Status) -> (tonic::Code, String) {
 }
 
 /// A `kinbridge` command.
+/// Runs a command to completion with its output captured, bounded by `WAIT` (killed and the
+/// test failed past it).
+pub fn run_bounded(mut cmd: Command) -> std::process::Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let id = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(output) => output.expect("output"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &id.to_string()]).status();
+            panic!("command did not finish within {WAIT:?}");
+        }
+    }
+}
+
+/// A command's output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 pub fn kinbridge() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kinbridge"))
 }
