@@ -45,7 +45,7 @@ async fn start(
 
 fn client(pki: &Path, me: &str, addr: SocketAddr) -> LocalServiceClient<Channel> {
     let f = DevNodeFiles::new(pki, &node(me));
-    kinbridge_node::client::local_client(
+    kinbridge_grpc::client::local_client(
         &addr.to_string(),
         &f.ca_cert(),
         &f.client_cert("caseworker"),

@@ -376,7 +376,7 @@ async fn run() {
     let echo_process = Process::start(echo_cmd, &dir.path().join("echo.log"));
 
     let files = DevNodeFiles::new(&pki, &node("ZM-DSW"));
-    let local = kinbridge_node::client::local_client(
+    let local = kinbridge_grpc::client::local_client(
         &zambia.addr("local=").to_string(),
         &files.ca_cert(),
         &files.client_cert("caseworker"),
@@ -387,7 +387,7 @@ async fn run() {
         std::fs::read(files.node_cert()).expect("cert"),
         std::fs::read(files.node_key()).expect("key"),
     );
-    let echo_channel = kinbridge_node::delivery::peer_channel(
+    let echo_channel = kinbridge_grpc::peer_client::peer_channel(
         &format!("https://{}", echo_process.addr("addr=")),
         Some("localhost"),
         &std::fs::read(DevNodeFiles::new(&pki, &node("MW-DSW")).ca_cert()).expect("ca"),

@@ -107,7 +107,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             match e.downcast_ref::<tonic::Status>() {
                 Some(status) => {
-                    let reason = kinbridge_node::status::refusal_code(status)
+                    let reason = kinbridge_grpc::status::refusal_code(status)
                         .map(|r| format!(" [{r}]"))
                         .unwrap_or_default();
                     eprintln!(
@@ -174,7 +174,7 @@ impl NodeAccess {
             self.cert.as_deref(),
             self.key.as_deref(),
         )?;
-        Ok(kinbridge_node::client::local_channel(
+        Ok(kinbridge_grpc::client::local_channel(
             &addr,
             &config.tls_ca_certificate,
             &cert,
@@ -192,7 +192,7 @@ fn local_client_for(
     kinbridge_proto::v1::local_service_client::LocalServiceClient<tonic::transport::Channel>,
 > {
     let (addr, cert, key) = local_access(config, node, None, None)?;
-    Ok(kinbridge_node::client::local_client(
+    Ok(kinbridge_grpc::client::local_client(
         &addr,
         &config.tls_ca_certificate,
         &cert,

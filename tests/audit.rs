@@ -208,7 +208,7 @@ async fn proofs_served_by_a_node_check_against_its_checkpoint() {
     let mut zambia = fed.local("ZM-DSW", "caseworker");
     deliver_referrals(&mut zambia, "MW-DSW", 5).await;
     let files = fed.files("MW-DSW");
-    let mut auditor = kinbridge_node::client::audit_client(
+    let mut auditor = kinbridge_grpc::client::audit_client(
         &fed.node("MW-DSW").local_addr.to_string(),
         &files.ca_cert(),
         &files.client_cert("auditor"),
@@ -267,7 +267,7 @@ async fn proofs_served_by_a_node_check_against_its_checkpoint() {
         std::fs::read(zm.node_cert()).expect("cert"),
         std::fs::read(zm.node_key()).expect("key"),
     );
-    let channel = kinbridge_node::delivery::peer_channel(
+    let channel = kinbridge_grpc::peer_client::peer_channel(
         &format!("https://{}", fed.node("MW-DSW").peer_addr),
         Some("localhost"),
         &std::fs::read(files.ca_cert()).expect("ca"),
@@ -338,7 +338,7 @@ async fn proofs_served_by_a_node_check_against_its_checkpoint() {
         (tonic::Code::PermissionDenied, "local-only".into())
     );
     // A caseworker may not read the log.
-    let mut caseworker = kinbridge_node::client::audit_client(
+    let mut caseworker = kinbridge_grpc::client::audit_client(
         &fed.node("MW-DSW").local_addr.to_string(),
         &files.ca_cert(),
         &files.client_cert("caseworker"),
@@ -384,7 +384,7 @@ async fn check_peers_passes_and_then_exposes_a_rewritten_log() {
     };
     // Wait until Malawi has signed a checkpoint covering the four receipts.
     let mw_files = kinbridge_node::devpki::DevNodeFiles::new(&pki, &node_id("MW-DSW"));
-    let mut mw_auditor = kinbridge_node::client::audit_client(
+    let mut mw_auditor = kinbridge_grpc::client::audit_client(
         &nodes.malawi.local_addr.to_string(),
         &mw_files.ca_cert(),
         &mw_files.client_cert("auditor"),

@@ -4,8 +4,9 @@
 mod common;
 
 use common::*;
-use kinbridge_node::ratelimit::{RETRY_AFTER_METADATA, Rate};
+use kinbridge_grpc::status::RETRY_AFTER_METADATA;
 use kinbridge_proto::v1 as pb;
+use kinbridge_service::ratelimit::Rate;
 use tonic::Code;
 
 fn retry_hint(status: &tonic::Status) -> Option<u64> {

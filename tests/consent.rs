@@ -353,7 +353,7 @@ async fn an_enforcement_client_may_refer_a_child_but_never_read() {
     )
     .expect("issue");
     let files = fed.files("MW-DSW");
-    let mut police = kinbridge_node::client::local_client(
+    let mut police = kinbridge_grpc::client::local_client(
         &fed.node("MW-DSW").local_addr.to_string(),
         &files.ca_cert(),
         &cert,

@@ -64,7 +64,7 @@ async fn stop(node: NodeProcess) -> std::process::ExitStatus {
 /// Rotates `node`'s signing key through its admin API (writing `keys/<id>.key` and `.pub`).
 async fn rotate(pki: &Path, node: &str, addr: std::net::SocketAddr) {
     let files = kinbridge_node::devpki::DevNodeFiles::new(pki, &node_id(node));
-    let channel = kinbridge_node::client::local_channel(
+    let channel = kinbridge_grpc::client::local_channel(
         &addr.to_string(),
         &files.ca_cert(),
         &files.client_cert("admin"),

@@ -100,7 +100,7 @@ fn tagged_client(fed: &Federation, node: &str, name: &str, tags: &[&str]) -> (Pa
 }
 
 fn channel_with(fed: &Federation, node: &str, cert: &Path, key: &Path) -> Channel {
-    kinbridge_node::client::local_channel(
+    kinbridge_grpc::client::local_channel(
         &fed.node(node).local_addr.to_string(),
         &fed.files(node).ca_cert(),
         cert,
@@ -148,7 +148,7 @@ async fn an_enforcement_client_is_refused_every_method_that_is_not_submit_or_met
     ] {
         assert!(methods.iter().any(|m| m == must), "{must} not enumerated");
     }
-    for service in kinbridge_node::server::LOCAL_SERVICES {
+    for service in kinbridge_grpc::LOCAL_SERVICES {
         assert!(
             methods
                 .iter()
@@ -417,8 +417,8 @@ async fn an_officer_sends_with_a_dev_certs_client_and_is_told_it_was_sent() {
     assert!(made.status.success(), "{}", text(&made.stderr));
     assert!(text(&made.stdout).contains("tags immigration-enforcement"));
     // The certificate says what the node reads.
-    let certs = kinbridge_node::tls::load_certs(&out_dir.join("officer1.crt")).expect("cert");
-    let client = kinbridge_node::identity::local_client_of(&certs[0]).expect("a valid client");
+    let certs = kinbridge_grpc::tls::load_certs(&out_dir.join("officer1.crt")).expect("cert");
+    let client = kinbridge_service::identity::local_client_of(&certs[0]).expect("a valid client");
     assert_eq!(client.name, "officer1");
     assert_eq!(client.unit_str(), "mwanza-border");
     assert_eq!(

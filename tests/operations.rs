@@ -285,7 +285,7 @@ async fn health_is_served_on_both_ports() {
         std::fs::read(files.node_cert()).expect("cert"),
         std::fs::read(files.node_key()).expect("key"),
     );
-    let peer_port = kinbridge_node::delivery::peer_channel(
+    let peer_port = kinbridge_grpc::peer_client::peer_channel(
         &format!("https://{}", fed.node("ZM-DSW").peer_addr),
         Some("localhost"),
         &std::fs::read(fed.files("ZM-DSW").ca_cert()).expect("ca"),

@@ -730,7 +730,7 @@ async fn raw_call(fed: &Federation, method: &'static str, bytes: Vec<u8>) -> ton
         std::fs::read(files.node_key()).expect("key"),
     );
     let ca = std::fs::read(fed.files("MW-DSW").ca_cert()).expect("ca");
-    let channel = kinbridge_node::delivery::peer_channel(
+    let channel = kinbridge_grpc::peer_client::peer_channel(
         &format!("https://{}", fed.node("MW-DSW").peer_addr),
         Some("localhost"),
         &ca,
@@ -770,7 +770,7 @@ async fn garbage_and_oversized_requests_are_final_audited_refusals() {
         "{}",
         status.message()
     );
-    assert!(!kinbridge_node::status::is_transient(&status));
+    assert!(!kinbridge_grpc::status::is_transient(&status));
 
     let status = raw_call(&fed, deliver_path, vec![0u8; 20 * 1024 * 1024]).await;
     assert_eq!(
@@ -779,10 +779,10 @@ async fn garbage_and_oversized_requests_are_final_audited_refusals() {
         "{status:?}"
     );
     assert!(status.message().contains("limit"), "{}", status.message());
-    assert!(!kinbridge_node::status::is_transient(&status));
+    assert!(!kinbridge_grpc::status::is_transient(&status));
 
     // A flood: the metric counts every refusal, the log holds at most the window's quota.
-    let flood = kinbridge_node::peer_guard::REFUSALS_PER_WINDOW as usize + 3;
+    let flood = kinbridge_grpc::peer_guard::REFUSALS_PER_WINDOW as usize + 3;
     for _ in 0..flood {
         let status = raw_call(
             &fed,
@@ -814,7 +814,7 @@ async fn garbage_and_oversized_requests_are_final_audited_refusals() {
     };
     assert_eq!(
         of("malformed").len(),
-        kinbridge_node::peer_guard::REFUSALS_PER_WINDOW as usize,
+        kinbridge_grpc::peer_guard::REFUSALS_PER_WINDOW as usize,
         "one by one up to the window's quota"
     );
     assert_eq!(of("too-large").len(), 1);
@@ -840,7 +840,7 @@ async fn raw_local_call(
     bytes: Vec<u8>,
 ) -> tonic::Status {
     let files = fed.files(node);
-    let channel = kinbridge_node::client::local_channel(
+    let channel = kinbridge_grpc::client::local_channel(
         &fed.node(node).local_addr.to_string(),
         &files.ca_cert(),
         &files.client_cert(role),
@@ -882,7 +882,7 @@ async fn a_local_systems_garbage_and_oversized_requests_are_final_audited_refusa
         "{}",
         status.message()
     );
-    assert!(!kinbridge_node::status::is_transient(&status));
+    assert!(!kinbridge_grpc::status::is_transient(&status));
 
     let status = raw_local_call(
         &fed,
@@ -902,7 +902,7 @@ async fn a_local_systems_garbage_and_oversized_requests_are_final_audited_refusa
         "{}",
         status.message()
     );
-    assert!(!kinbridge_node::status::is_transient(&status));
+    assert!(!kinbridge_grpc::status::is_transient(&status));
     assert_eq!(
         fed.refusals_metric("ZM-DSW", "local", "malformed").await,
         1.0

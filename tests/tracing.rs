@@ -58,7 +58,7 @@ impl Relay {
         let leaf = certs
             .first()
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-        let node = kinbridge_node::identity::node_id_of(leaf)
+        let node = kinbridge_service::identity::node_id_of(leaf)
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
         self.upstream
             .get(node.as_str())

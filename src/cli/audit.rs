@@ -147,7 +147,7 @@ async fn export(access: &NodeAccess, out: &Path) -> anyhow::Result<()> {
     let mut client = audit_client(access)?;
     let file =
         std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let count = kinbridge_node::client::export_log(
+    let count = kinbridge_grpc::client::export_log(
         &mut client,
         config.node_id.as_str(),
         BufWriter::new(file),

@@ -94,13 +94,13 @@ async fn exchange(certs: &Path, data: &Path, running: &[RunningNode]) -> anyhow:
     let (zm, mw) = (&running[0], &running[1]);
     let zm_files = DevNodeFiles::new(certs, &zm.node_id);
     let mw_files = DevNodeFiles::new(certs, &mw.node_id);
-    let mut zambia = kinbridge_node::client::local_client(
+    let mut zambia = kinbridge_grpc::client::local_client(
         &zm.local_addr.to_string(),
         &zm_files.ca_cert(),
         &zm_files.client_cert("caseworker"),
         &zm_files.client_key("caseworker"),
     )?;
-    let mut malawi = kinbridge_node::client::local_client(
+    let mut malawi = kinbridge_grpc::client::local_client(
         &mw.local_addr.to_string(),
         &mw_files.ca_cert(),
         &mw_files.client_cert("caseworker"),
@@ -257,7 +257,7 @@ async fn audit_trail(
     let mut exports = Vec::new();
     for node in [zm, mw] {
         let files = DevNodeFiles::new(certs, &node.node_id);
-        let mut client = kinbridge_node::client::audit_client(
+        let mut client = kinbridge_grpc::client::audit_client(
             &node.local_addr.to_string(),
             &files.ca_cert(),
             &files.client_cert("auditor"),
@@ -265,7 +265,7 @@ async fn audit_trail(
         )?;
         let path = data.join(format!("{}-audit.jsonl", node.node_id));
         let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
-        kinbridge_node::client::export_log(&mut client, node.node_id.as_str(), file).await?;
+        kinbridge_grpc::client::export_log(&mut client, node.node_id.as_str(), file).await?;
         let verified = super::audit::verify_file(&path, &[files.signing_pub()], true)?;
         let events: Vec<String> = verified
             .entries

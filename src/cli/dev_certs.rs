@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use kinbridge_core::firewall::Tag;
 use kinbridge_core::{NodeId, UnitName};
 use kinbridge_node::devpki;
-use kinbridge_node::identity::Role;
+use kinbridge_service::identity::Role;
 
 /// Arguments of `kinbridge dev-certs`.
 #[derive(clap::Args)]

@@ -47,6 +47,6 @@ mod tests {
         assert!(!caps.would_enable("rustls::conn", &Level::DEBUG));
         assert!(caps.would_enable("tonic::transport", &Level::DEBUG));
         assert!(!caps.would_enable("tonic::codec", &Level::TRACE));
-        assert!(caps.would_enable("kinbridge_node::delivery", &Level::TRACE));
+        assert!(caps.would_enable("kinbridge_service::delivery", &Level::TRACE));
     }
 }

@@ -281,8 +281,8 @@ fn enforcement_client(config: &NodeConfig) -> bool {
     config
         .cli_client
         .as_ref()
-        .and_then(|c| kinbridge_node::tls::load_certs(&c.certificate).ok())
+        .and_then(|c| kinbridge_grpc::tls::load_certs(&c.certificate).ok())
         .and_then(|certs| certs.into_iter().next())
-        .and_then(|leaf| kinbridge_node::identity::local_client_of(&leaf).ok())
+        .and_then(|leaf| kinbridge_service::identity::local_client_of(&leaf).ok())
         .is_some_and(|client| kinbridge_core::firewall::is_enforcement(&client.tags))
 }

@@ -126,7 +126,7 @@ impl Federation {
     /// A local-service client of `name` with the development certificate of `role`.
     pub fn local(&self, name: &str, role: &str) -> LocalServiceClient<Channel> {
         let files = self.files(name);
-        kinbridge_node::client::local_client(
+        kinbridge_grpc::client::local_client(
             &self.node(name).local_addr.to_string(),
             &files.ca_cert(),
             &files.client_cert(role),
@@ -138,7 +138,7 @@ impl Federation {
     /// A channel to `name`'s local port with the development certificate of `role`.
     pub fn channel(&self, name: &str, role: &str) -> Channel {
         let files = self.files(name);
-        kinbridge_node::client::local_channel(
+        kinbridge_grpc::client::local_channel(
             &self.node(name).local_addr.to_string(),
             &files.ca_cert(),
             &files.client_cert(role),
@@ -167,7 +167,7 @@ impl Federation {
             &key,
         )
         .expect("issue client certificate");
-        kinbridge_node::client::local_channel(
+        kinbridge_grpc::client::local_channel(
             &self.node(name).local_addr.to_string(),
             &self.files(name).ca_cert(),
             &cert,
@@ -188,7 +188,7 @@ impl Federation {
             std::fs::read(key).expect("key"),
         );
         let ca = std::fs::read(self.files(target).ca_cert()).expect("ca");
-        let channel = kinbridge_node::delivery::peer_channel(
+        let channel = kinbridge_grpc::peer_client::peer_channel(
             &format!("https://{}", self.node(target).peer_addr),
             Some("localhost"),
             &ca,
@@ -355,7 +355,7 @@ pub async fn wait_delivery(
 pub fn refusal(status: &tonic::Status) -> (tonic::Code, String) {
     (
         status.code(),
-        kinbridge_node::status::refusal_code(status)
+        kinbridge_grpc::status::refusal_code(status)
             .unwrap_or("")
             .to_owned(),
     )
@@ -576,7 +576,7 @@ pub async fn export_and_verify(
 /// Exports the audit log of the node at `local_addr` as its auditor to `out`.
 pub async fn export_log_to(pki: &Path, node: &str, local_addr: SocketAddr, out: &Path) {
     let files = DevNodeFiles::new(pki, &node_id(node));
-    let mut client = kinbridge_node::client::audit_client(
+    let mut client = kinbridge_grpc::client::audit_client(
         &local_addr.to_string(),
         &files.ca_cert(),
         &files.client_cert("auditor"),
@@ -584,7 +584,7 @@ pub async fn export_log_to(pki: &Path, node: &str, local_addr: SocketAddr, out: 
     )
     .expect("audit client");
     let file = std::io::BufWriter::new(std::fs::File::create(out).expect("create export"));
-    kinbridge_node::client::export_log(&mut client, node, file)
+    kinbridge_grpc::client::export_log(&mut client, node, file)
         .await
         .expect("export");
 }
@@ -630,7 +630,7 @@ pub fn client_for(
     addr: SocketAddr,
 ) -> LocalServiceClient<Channel> {
     let files = DevNodeFiles::new(pki, &node_id(node));
-    kinbridge_node::client::local_client(
+    kinbridge_grpc::client::local_client(
         &addr.to_string(),
         &files.ca_cert(),
         &files.client_cert(role),
@@ -838,11 +838,11 @@ pub async fn tls_handshake(
     key: &Path,
 ) -> Result<(), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tls = kinbridge_node::tls::load_certs;
-    let roots = kinbridge_node::tls::root_store(&tls(ca).expect("ca")).expect("roots");
+    let tls = kinbridge_grpc::tls::load_certs;
+    let roots = kinbridge_grpc::tls::root_store(&tls(ca).expect("ca")).expect("roots");
     let chain = tls(cert).expect("cert");
-    let key = kinbridge_node::tls::load_private_key(key).expect("key");
-    let mut config = rustls::ClientConfig::builder_with_provider(kinbridge_node::tls::provider())
+    let key = kinbridge_grpc::tls::load_private_key(key).expect("key");
+    let mut config = rustls::ClientConfig::builder_with_provider(kinbridge_grpc::tls::provider())
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_root_certificates(roots)

@@ -4,7 +4,7 @@
 
 use kinbridge_proto::v1::{self as pb, ConsentGiver, DataCategory, Purpose};
 
-use crate::envelope::EnvelopeDraft;
+use crate::envelope::{EnvelopeDraft, PermittedTransfer};
 use crate::firewall;
 use crate::ids::NodeId;
 use crate::time::UnixMillis;
@@ -147,20 +147,6 @@ pub struct TransferContext<'a> {
     pub now: UnixMillis,
 }
 
-/// A transfer that its consent scope, the firewall and the receiver's policy all cover. Only
-/// [`check_transfer`] makes one.
-#[derive(Debug, Clone)]
-pub struct PermittedTransfer {
-    draft: EnvelopeDraft,
-}
-
-impl PermittedTransfer {
-    /// The checked draft.
-    pub fn draft(&self) -> &EnvelopeDraft {
-        &self.draft
-    }
-}
-
 /// Checks `draft` (which must carry its consent scope) against its scope, the firewall and
 /// `ctx`.
 pub fn check_transfer(
@@ -177,7 +163,7 @@ pub fn check_transfer(
         &draft.custody,
         ctx,
     )?;
-    Ok(PermittedTransfer { draft })
+    Ok(PermittedTransfer::new(draft))
 }
 
 /// A permit for a consent withdrawal: it holds no personal data, so no scope covers it; it
@@ -205,7 +191,7 @@ pub fn permit_without_personal_data(
             "only a withdrawal, status update, key update, match notice or match confirmation without data categories is permitted without a scope".into(),
         ));
     }
-    Ok(PermittedTransfer { draft })
+    Ok(PermittedTransfer::new(draft))
 }
 
 /// Checks a transfer given by its parts; [`check_transfer`] and receivers use it.

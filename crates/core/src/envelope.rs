@@ -4,7 +4,6 @@
 use kinbridge_proto::v1 as pb;
 use prost::Message;
 
-use crate::consent::PermittedTransfer;
 use crate::digest::{EnvelopeDigest, PayloadCommitment, PayloadSalt};
 use crate::ids::{MessageId, NodeId};
 use crate::keys::NodeSigningKey;
@@ -114,6 +113,27 @@ impl From<SealedEnvelope> for pb::Envelope {
             payload: e.payload,
             payload_salt: e.payload_salt,
         }
+    }
+}
+
+/// A transfer that its consent scope, the firewall and the receiver's policy all cover (or,
+/// for a message that carries no personal data, that no scope needs to cover). Only the
+/// checks of [`crate::consent`] make one: [`crate::consent::check_transfer`] and the permits
+/// of messages without personal data. [`seal_envelope`] seals nothing else.
+#[derive(Debug, Clone)]
+pub struct PermittedTransfer {
+    draft: EnvelopeDraft,
+}
+
+impl PermittedTransfer {
+    /// The permit for `draft`, which the consent checks have passed.
+    pub(crate) fn new(draft: EnvelopeDraft) -> Self {
+        Self { draft }
+    }
+
+    /// The checked draft.
+    pub fn draft(&self) -> &EnvelopeDraft {
+        &self.draft
     }
 }
 

@@ -24,8 +24,9 @@ pub mod time;
 pub mod verify;
 pub mod workflow;
 
-pub use consent::{ConsentViolation, PermittedTransfer, TransferContext, check_transfer};
+pub use consent::{ConsentViolation, TransferContext, check_transfer};
 pub use digest::{EnvelopeDigest, PayloadCommitment, PayloadSalt, ReceiptDigest};
+pub use envelope::PermittedTransfer;
 pub use envelope::{EnvelopeDraft, SealedEnvelope, seal_envelope};
 pub use ids::{IdError, KeyId, MessageId, NodeId, UnitName};
 pub use keys::{KeyError, Keyring, NodeSigningKey, PeerKey};

@@ -19,9 +19,7 @@ use crate::harden::{Hardener, Hardening, WORDS};
 use crate::normalize::{name_tokens, normalize};
 use crate::phonetic::phonetic_key;
 
-/// Bits in the Bloom filter a descriptor is encoded into, before hardening (which halves or
-/// doubles it: [`Hardening::bits`]).
-pub const BITS: usize = 1024;
+pub use crate::harden::BITS;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -181,7 +179,9 @@ impl Encoder {
     /// An encoder for `schema` under `key`.
     pub fn new(schema: &Schema, key: &LinkageKey) -> Self {
         let hasher = Hasher::new(schema, key);
-        let hardener = Hardener::new(schema.hardening, &hasher);
+        let hardener = Hardener::new(schema.hardening, &|tag, value, counter| {
+            hasher.digest(tag, value, counter)
+        });
         Self {
             schema: *schema,
             hasher,

@@ -16,7 +16,14 @@
 //!   nothing; the keyed permutation hides which half a bit came from.
 
 use crate::Encoding;
-use crate::encode::{BITS, Hasher};
+
+/// Bits in the Bloom filter a descriptor is encoded into, before hardening (which halves or
+/// doubles it: [`Hardening::bits`]).
+pub const BITS: usize = 1024;
+
+/// The keyed hash a hardening draws from: the `counter`th output for `tag`:`value` under the
+/// linkage key, schema and epoch (the encoder's own).
+pub(crate) type Digest<'a> = &'a dyn Fn(&[u8], &str, u32) -> [u8; 32];
 
 /// The words of an unhardened filter.
 pub(crate) const WORDS: usize = BITS / 64;
@@ -56,12 +63,12 @@ pub(crate) enum Hardener {
 }
 
 impl Hardener {
-    /// `hardening` under `hasher`'s key, schema and epoch.
-    pub(crate) fn new(hardening: Hardening, hasher: &Hasher) -> Self {
+    /// `hardening` under the key, schema and epoch of `digest`.
+    pub(crate) fn new(hardening: Hardening, digest: Digest<'_>) -> Self {
         match hardening {
             Hardening::None => Self::None,
             Hardening::XorFold => Self::XorFold,
-            Hardening::Balance => Self::Balance(Permutation::derive(hasher)),
+            Hardening::Balance => Self::Balance(Permutation::derive(digest)),
         }
     }
 
@@ -90,13 +97,13 @@ pub(crate) struct Permutation(Box<[u16; PERMUTED]>);
 const PERMUTED: usize = 2 * BITS;
 
 impl Permutation {
-    /// The permutation of `hasher`'s key, schema and epoch: a Fisher–Yates shuffle (Knuth,
+    /// The permutation of `digest`'s key, schema and epoch: a Fisher–Yates shuffle (Knuth,
     /// TAOCP vol. 2, §3.4.2, algorithm P) whose draws are 16-bit words of HMAC-SHA-256 outputs,
     /// by rejection, so that every index is equally likely.
-    pub(crate) fn derive(hasher: &Hasher) -> Self {
+    pub(crate) fn derive(digest: Digest<'_>) -> Self {
         const _: () = assert!(PERMUTED <= 1 << 16, "positions must fit a u16");
         let mut draws = (0u32..)
-            .map(|counter| hasher.digest(b"balance-permutation", "", counter))
+            .map(|counter| digest(b"balance-permutation", "", counter))
             .flat_map(|digest| {
                 let words: [u16; 16] =
                     std::array::from_fn(|i| u16::from_be_bytes([digest[2 * i], digest[2 * i + 1]]));
@@ -134,13 +141,11 @@ impl Permutation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::{LinkageKey, SCHEMA_V1_BAL};
+    use crate::encode::{Hasher, LinkageKey, SCHEMA_V1_BAL};
 
     fn permutation(secret: u8, epoch: u32) -> Permutation {
-        Permutation::derive(&Hasher::new(
-            &SCHEMA_V1_BAL,
-            &LinkageKey::new([secret; 32], epoch),
-        ))
+        let hasher = Hasher::new(&SCHEMA_V1_BAL, &LinkageKey::new([secret; 32], epoch));
+        Permutation::derive(&|tag, value, counter| hasher.digest(tag, value, counter))
     }
 
     #[test]

@@ -94,9 +94,9 @@ pub struct NodeConfig {
     /// their consent is withdrawn.
     pub payload_retention: Option<std::time::Duration>,
     /// Requests per second (and burst) each peer may make.
-    pub peer_rate: crate::ratelimit::Rate,
+    pub peer_rate: kinbridge_service::ratelimit::Rate,
     /// Requests per second (and burst) each local client may make.
-    pub client_rate: crate::ratelimit::Rate,
+    pub client_rate: kinbridge_service::ratelimit::Rate,
     /// Most messages the outbox holds queued; submissions beyond are refused with
     /// RESOURCE_EXHAUSTED until deliveries drain it.
     pub max_queued: u64,
@@ -240,15 +240,17 @@ struct RawLimits {
 
 /// Default per-peer and per-client rates: far above what one authority's traffic needs, low
 /// enough that one misbehaving caller cannot take the node.
-pub const DEFAULT_PEER_RATE: crate::ratelimit::Rate = crate::ratelimit::Rate {
-    per_second: 2000.0,
-    burst: 4000.0,
-};
+pub const DEFAULT_PEER_RATE: kinbridge_service::ratelimit::Rate =
+    kinbridge_service::ratelimit::Rate {
+        per_second: 2000.0,
+        burst: 4000.0,
+    };
 /// Default per-client rate.
-pub const DEFAULT_CLIENT_RATE: crate::ratelimit::Rate = crate::ratelimit::Rate {
-    per_second: 2000.0,
-    burst: 4000.0,
-};
+pub const DEFAULT_CLIENT_RATE: kinbridge_service::ratelimit::Rate =
+    kinbridge_service::ratelimit::Rate {
+        per_second: 2000.0,
+        burst: 4000.0,
+    };
 /// Default bound on queued messages.
 pub const DEFAULT_MAX_QUEUED: u64 = 100_000;
 
@@ -472,8 +474,8 @@ impl Checker<'_> {
         key: &str,
         per_second: Option<f64>,
         burst: Option<f64>,
-        default: crate::ratelimit::Rate,
-    ) -> Result<crate::ratelimit::Rate, ConfigError> {
+        default: kinbridge_service::ratelimit::Rate,
+    ) -> Result<kinbridge_service::ratelimit::Rate, ConfigError> {
         let per_second = per_second.unwrap_or(default.per_second);
         let burst = burst.unwrap_or(per_second.max(default.burst.min(per_second * 2.0)));
         if !(per_second.is_finite() && per_second > 0.0 && burst.is_finite() && burst >= 1.0) {
@@ -482,7 +484,7 @@ impl Checker<'_> {
                 "a positive number of requests per second, and a burst of at least 1",
             ));
         }
-        Ok(crate::ratelimit::Rate { per_second, burst })
+        Ok(kinbridge_service::ratelimit::Rate { per_second, burst })
     }
 
     fn instant(&self, key: &str, value: Option<&str>) -> Result<Option<UnixMillis>, ConfigError> {
@@ -551,27 +553,11 @@ impl Checker<'_> {
             )?,
             peers,
             cli_client,
-            checkpoint_interval_ms: match raw.audit.checkpoint_interval_ms {
-                None => DEFAULT_CHECKPOINT_INTERVAL_MS,
-                Some(ms @ 10..=60_000) => ms,
-                Some(_) => {
-                    return Err(self.err(
-                        "audit.checkpoint_interval_ms",
-                        "a number of milliseconds from 10 to 60000",
-                    ));
-                }
-            },
+            checkpoint_interval_ms: self.checkpoint_interval(raw.audit.checkpoint_interval_ms)?,
             tags: self.tags("tags", &raw.tags)?,
             linkage_keys,
-            suppression_threshold: match raw.reporting.suppression_threshold {
-                None => DEFAULT_SUPPRESSION_THRESHOLD,
-                Some(n @ 2..=1000) => n,
-                Some(_) => {
-                    return Err(
-                        self.err("reporting.suppression_threshold", "a count from 2 to 1000")
-                    );
-                }
-            },
+            suppression_threshold: self
+                .suppression_threshold(raw.reporting.suppression_threshold)?,
             peer_rate: self.rate(
                 "limits.peer_requests_per_second",
                 raw.limits.peer_requests_per_second,
@@ -584,24 +570,56 @@ impl Checker<'_> {
                 raw.limits.client_burst,
                 DEFAULT_CLIENT_RATE,
             )?,
-            max_queued: match raw.limits.max_queued {
-                None => DEFAULT_MAX_QUEUED,
-                Some(0) => {
-                    return Err(self.err("limits.max_queued", "a number of messages of at least 1"));
-                }
-                Some(n) => n,
-            },
-            payload_retention: match raw.retention.payload_days {
-                None => None,
-                Some(0) => {
-                    return Err(
-                        self.err("retention.payload_days", "a number of days of at least 1")
-                    );
-                }
-                Some(days) => Some(std::time::Duration::from_secs(u64::from(days) * 86_400)),
-            },
+            max_queued: self.max_queued(raw.limits.max_queued)?,
+            payload_retention: self.payload_retention(raw.retention.payload_days)?,
             accepted_purposes: self.accepted_purposes(raw.policy.accepted_purposes.as_deref())?,
         })
+    }
+
+    /// `audit.checkpoint_interval_ms`: from 10 to 60000 ms, by default
+    /// [`DEFAULT_CHECKPOINT_INTERVAL_MS`].
+    fn checkpoint_interval(&self, given: Option<u64>) -> Result<u64, ConfigError> {
+        match given {
+            None => Ok(DEFAULT_CHECKPOINT_INTERVAL_MS),
+            Some(ms @ 10..=60_000) => Ok(ms),
+            Some(_) => Err(self.err(
+                "audit.checkpoint_interval_ms",
+                "a number of milliseconds from 10 to 60000",
+            )),
+        }
+    }
+
+    /// `reporting.suppression_threshold`: a count from 2 to 1000, by default
+    /// [`DEFAULT_SUPPRESSION_THRESHOLD`].
+    fn suppression_threshold(&self, given: Option<u64>) -> Result<u64, ConfigError> {
+        match given {
+            None => Ok(DEFAULT_SUPPRESSION_THRESHOLD),
+            Some(n @ 2..=1000) => Ok(n),
+            Some(_) => Err(self.err("reporting.suppression_threshold", "a count from 2 to 1000")),
+        }
+    }
+
+    /// `limits.max_queued`: at least 1, by default [`DEFAULT_MAX_QUEUED`].
+    fn max_queued(&self, given: Option<u64>) -> Result<u64, ConfigError> {
+        match given {
+            None => Ok(DEFAULT_MAX_QUEUED),
+            Some(0) => Err(self.err("limits.max_queued", "a number of messages of at least 1")),
+            Some(n) => Ok(n),
+        }
+    }
+
+    /// `retention.payload_days`: at least 1 day; none keeps payloads until withdrawal.
+    fn payload_retention(
+        &self,
+        given: Option<u32>,
+    ) -> Result<Option<std::time::Duration>, ConfigError> {
+        match given {
+            None => Ok(None),
+            Some(0) => Err(self.err("retention.payload_days", "a number of days of at least 1")),
+            Some(days) => Ok(Some(std::time::Duration::from_secs(
+                u64::from(days) * 86_400,
+            ))),
+        }
     }
 
     /// The `[[peers]]` tables: each another node, listed once, with an https endpoint (if any)

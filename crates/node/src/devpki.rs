@@ -19,7 +19,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
-use crate::identity::{
+use kinbridge_service::identity::{
     CLIENT_URI_PREFIX, DEV_MARKER, NODE_URI_PREFIX, ROLE_URI_PREFIX, TAG_URI_PREFIX,
     UNIT_URI_PREFIX,
 };
@@ -200,10 +200,10 @@ fn ensure_node(files: &DevNodeFiles, created: &mut Vec<PathBuf>) -> Result<(), D
         // A certificate from an older release that this one no longer reads as a local client
         // (a caseworker's without a unit) is made again.
         let outdated = || {
-            crate::tls::load_certs(&files.client_cert(role))
+            kinbridge_grpc::tls::load_certs(&files.client_cert(role))
                 .ok()
                 .and_then(|certs| certs.into_iter().next())
-                .is_none_or(|leaf| crate::identity::local_client_of(&leaf).is_err())
+                .is_none_or(|leaf| kinbridge_service::identity::local_client_of(&leaf).is_err())
         };
         if local_new
             || !files.client_cert(role).exists()
@@ -604,8 +604,9 @@ mod tests {
         )
         .expect("issue");
         let read = || {
-            let certs = crate::tls::load_certs(&files.client_cert("caseworker")).expect("cert");
-            crate::identity::local_client_of(&certs[0])
+            let certs =
+                kinbridge_grpc::tls::load_certs(&files.client_cert("caseworker")).expect("cert");
+            kinbridge_service::identity::local_client_of(&certs[0])
         };
         assert!(read().is_err());
         let made = ensure(dir.path(), std::slice::from_ref(&node)).expect("pki");

@@ -1,35 +1,17 @@
-//! kinbridge node: serves the peer and local gRPC services over mutual TLS, keeps the peer
-//! registry, stores envelopes durably in sled and delivers the outbox to peers.
-//!
-//! This is the only crate that knows tonic. It translates between the wire (protobuf, gRPC
-//! status codes) and the domain core (`kinbridge-core`) at its edges.
+//! kinbridge node runtime: loads and checks the config and everything it names, builds the
+//! service layer's [`kinbridge_service::Node`] over the store and audit log, wires it to its
+//! gRPC face (`kinbridge-grpc`), and runs the background tasks (delivery, checkpoints,
+//! retention, certificate expiry) and the metrics listener until shutdown. Also the
+//! development PKI for the demo and tests.
 
 #![forbid(unsafe_code)]
 
-pub mod admin_service;
-pub mod audit;
-pub mod audit_service;
-pub mod client;
 pub mod config;
-pub mod delivery;
 pub mod devpki;
-pub mod family_tracing;
-pub mod identity;
-pub mod keys;
-pub mod local_firewall;
-pub mod local_service;
+pub mod linkage_keys;
 pub mod metrics;
-pub mod peer_guard;
-pub mod peer_service;
-pub mod purge;
-pub mod ratelimit;
-pub mod registry;
-pub mod reporting;
-pub mod reporting_service;
+pub mod peers;
 pub mod server;
-pub mod status;
-pub mod tls;
-pub mod tracing_service;
 
 pub use config::{ConfigError, NodeConfig};
 pub use server::{Listeners, NodeError, RunningNode, run, spawn};

@@ -4,48 +4,32 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use kinbridge_audit::AuditLog;
 use kinbridge_core::{NodeId, NodeSigningKey, VerificationPolicy};
+use kinbridge_grpc::peer_client::PeerClient;
+use kinbridge_grpc::tls::{
+    TlsError, client_verifier, load_certs, load_private_key, root_store, server_config,
+};
+use kinbridge_grpc::{GrpcError, Port};
+use kinbridge_service::Node;
+use kinbridge_service::audit::{Auditor, note_keys, run_checkpointer};
+use kinbridge_service::delivery;
+use kinbridge_service::family_tracing::{HeldKey, Tracing};
+use kinbridge_service::identity::{is_development, node_id_of};
+use kinbridge_service::keys::{KeyBook, KeyBookError};
+use kinbridge_service::ratelimit::RateLimiter;
+use kinbridge_service::registry::PeerRegistry;
+use kinbridge_service::reporting::Reporting;
 use kinbridge_store::{Store, StoreError};
-
-use crate::keys::{KeyBook, KeyBookError};
-use kinbridge_proto::v1::admin_service_server::AdminServiceServer;
-use kinbridge_proto::v1::audit_service_server::AuditServiceServer;
-use kinbridge_proto::v1::local_service_server::LocalServiceServer;
-use kinbridge_proto::v1::peer_service_server::PeerServiceServer;
-use tonic::transport::Channel;
-
-use crate::admin_service::AdminApi;
-use crate::audit::{Auditor, note_keys, run_checkpointer};
-use crate::audit_service::{AuditApi, Side};
-use crate::registry::Peer;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot, watch};
-use tonic::transport::{Identity, Server};
+use tonic::transport::Identity;
 
 use crate::config::NodeConfig;
-use crate::delivery;
 use crate::devpki::DEV_KEY_WARNING;
-use crate::identity::{is_development, local_client_of, node_id_of};
-use crate::local_service::{LocalApi, LocalAuth};
-use crate::peer_service::PeerApi;
-use crate::registry::{PeerRegistry, RegistryError};
-use crate::reporting_service::ReportingApi;
-use crate::tls::{
-    TlsError, accept_loop, client_verifier, load_certs, load_private_key, root_store, server_config,
-};
-use crate::tracing_service::TracingApi;
-use kinbridge_proto::v1::reporting_service_server::ReportingServiceServer;
-use kinbridge_proto::v1::tracing_service_server::TracingServiceServer;
-
-/// Largest gRPC message the node decodes: well above the payload limit, so an oversized
-/// payload gets kinbridge's own clear refusal rather than a transport error.
-pub const MAX_GRPC_MESSAGE_BYTES: usize = 1024 * 1024;
+use crate::peers::RegistryError;
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -107,9 +91,6 @@ pub enum NodeError {
         /// What is wrong.
         reason: String,
     },
-    /// The reflection service could not be built from the descriptors.
-    #[error("gRPC reflection: {0}")]
-    Reflection(String),
     /// Group or others can read, write or enter the data directory or something in it.
     #[error(
         "{path} is open to other users (mode {mode:03o}), but the data directory holds children's data and must be readable by the node's own user only: run `chmod -R go-rwx {data_dir}` and start the node again (and set UMask=0077 in its service unit)"
@@ -130,84 +111,9 @@ pub enum NodeError {
         /// What failed.
         reason: String,
     },
-    /// The gRPC server failed.
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
-}
-
-/// What every request handler and the delivery worker share.
-pub struct NodeState {
-    /// This node.
-    pub node_id: NodeId,
-    /// Its Ed25519 signing keys and the keys it trusts for its peers.
-    pub keys: Arc<KeyBook>,
-    /// Its TLS identity, presented to peers when delivering.
-    pub tls_identity: Identity,
-    /// The peer registry.
-    pub registry: PeerRegistry,
-    /// The durable store.
-    pub store: Store,
-    /// What received envelopes must satisfy.
-    pub policy: VerificationPolicy,
-    /// Default lifetime of submitted messages.
-    pub message_ttl_ms: i64,
-    /// Wakes the delivery worker when something is queued or finished.
-    pub delivery_wake: Notify,
-    /// Turns true when the node starts shutting down: long polls and inbox streams end, so
-    /// the graceful shutdown is not held up by a client that keeps a stream open.
-    pub stopping: watch::Sender<bool>,
-    /// The audit log.
-    pub auditor: Arc<Auditor>,
-    /// How often to sign audit checkpoints.
-    pub checkpoint_interval: Duration,
-    /// Channels to peers, made on first use; they reconnect by themselves.
-    peer_channels: Mutex<HashMap<NodeId, Channel>>,
-    /// This node's own tags (the firewall reads them for what it receives).
-    pub tags: Vec<kinbridge_core::firewall::Tag>,
-    /// Purposes this node accepts; `None` for all.
-    pub accepted_purposes: Option<Vec<kinbridge_proto::v1::Purpose>>,
-    /// How long payloads are kept; `None` until withdrawal.
-    pub payload_retention: Option<Duration>,
-    /// Rate limit per peer.
-    pub peer_limiter: crate::ratelimit::RateLimiter,
-    /// Rate limit per local client.
-    pub client_limiter: crate::ratelimit::RateLimiter,
-    /// Most messages queued in the outbox.
-    pub max_queued: u64,
-    /// The unit referrals addressed to no unit arrive in.
-    pub intake_unit: kinbridge_core::UnitName,
-    /// The units referrals may be addressed to besides the intake; empty: any.
-    pub units: Vec<kinbridge_core::UnitName>,
-    /// Prometheus metrics.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Family tracing: cases, standing queries, matches.
-    pub tracing: crate::family_tracing::Tracing,
-    /// The dimensions of every referral sent or received, for reporting.
-    pub reporting: crate::reporting::Reporting,
-    /// Counts from 1 to this minus one are withheld from reports.
-    pub suppression_threshold: u64,
-}
-
-impl NodeState {
-    /// The channel to `peer`'s peer port.
-    pub fn peer_channel(&self, peer: &Peer) -> Result<Channel, String> {
-        let mut map = kinbridge_core::sync::lock(&self.peer_channels);
-        if let Some(channel) = map.get(&peer.node_id) {
-            return Ok(channel.clone());
-        }
-        let endpoint = peer
-            .endpoint
-            .as_deref()
-            .ok_or_else(|| format!("peer '{}' has no endpoint", peer.node_id))?;
-        let channel = crate::delivery::peer_channel(
-            endpoint,
-            peer.tls_server_name.as_deref(),
-            &peer.ca_pem,
-            &self.tls_identity,
-        )?;
-        map.insert(peer.node_id.clone(), channel.clone());
-        Ok(channel)
-    }
+    /// The gRPC face failed.
+    #[error(transparent)]
+    Grpc(#[from] GrpcError),
 }
 
 /// The two bound listeners of a node.
@@ -241,7 +147,7 @@ impl Listeners {
 
 /// A node checked and loaded, ready to serve.
 pub struct PreparedNode {
-    state: Arc<NodeState>,
+    state: Arc<Node>,
     peer_tls: Arc<rustls::ServerConfig>,
     local_tls: Arc<rustls::ServerConfig>,
     local_verifier_roots: usize,
@@ -293,15 +199,15 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         &note_keys(&config.node_id, &keys.own_keyring()),
     )?;
     let auditor = Arc::new(Auditor::new(audit_log, config.node_id.clone()));
-    let tracing = crate::family_tracing::Tracing::open(&store, linkage_keys)?;
-    let reporting = crate::reporting::Reporting::open(&store)?;
+    let tracing = Tracing::open(&store, linkage_keys)?;
+    let reporting = Reporting::open(&store)?;
     // sled makes its files with the process's umask: take them back to 0600.
     kinbridge_store::private_files::restrict(&config.data_dir).map_err(data_dir_err)?;
-    let state = Arc::new(NodeState {
+    let state = Arc::new(Node {
         node_id: config.node_id.clone(),
         keys: Arc::new(keys),
-        tls_identity: Identity::from_pem(cert_pem, key_pem),
         registry,
+        link: Arc::new(PeerClient::new(Identity::from_pem(cert_pem, key_pem))),
         store,
         policy: VerificationPolicy {
             local_node: config.node_id.clone(),
@@ -312,16 +218,15 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         stopping: watch::Sender::new(false),
         auditor,
         checkpoint_interval: Duration::from_millis(config.checkpoint_interval_ms),
-        peer_channels: Mutex::new(HashMap::new()),
         tags: config.tags.clone(),
         accepted_purposes: config.accepted_purposes.clone(),
         payload_retention: config.payload_retention,
-        peer_limiter: crate::ratelimit::RateLimiter::new(config.peer_rate),
-        client_limiter: crate::ratelimit::RateLimiter::new(config.client_rate),
+        peer_limiter: RateLimiter::new(config.peer_rate),
+        client_limiter: RateLimiter::new(config.client_rate),
         max_queued: config.max_queued,
         intake_unit: config.intake_unit.clone(),
         units: config.units.clone(),
-        metrics: Arc::new(crate::metrics::Metrics::new()),
+        metrics: Arc::new(kinbridge_service::metrics::Metrics::new()),
         tracing,
         reporting,
         suppression_threshold: config.suppression_threshold,
@@ -364,7 +269,7 @@ fn listener_tls(
         crate::metrics::MetricsTransport::InsecurePlainHttp
     } else {
         // The same roots as the local port: the authority's own clients, never a peer.
-        crate::metrics::MetricsTransport::MutualTls(crate::tls::http1_server_config(
+        crate::metrics::MetricsTransport::MutualTls(kinbridge_grpc::tls::http1_server_config(
             chain.clone(),
             key.clone_key(),
             client_verifier(root_store(local_ca)?)?,
@@ -378,7 +283,7 @@ fn listener_tls(
 /// each expiry also set in `metrics`. A certificate whose expiry cannot be read is left out.
 fn certificate_expiries(
     config: &NodeConfig,
-    metrics: &crate::metrics::Metrics,
+    metrics: &kinbridge_service::metrics::Metrics,
 ) -> Vec<(String, String, i64)> {
     let mut certificates = vec![
         ("node", &config.node_id, &config.tls_certificate),
@@ -411,7 +316,7 @@ pub struct Material {
     /// The signing key the config names.
     pub signing_key: NodeSigningKey,
     /// The federation's linkage keys for family tracing.
-    pub linkage_keys: Vec<crate::family_tracing::HeldKey>,
+    pub linkage_keys: Vec<HeldKey>,
 }
 
 /// Loads and checks every file `config` names, without opening the store or binding: what
@@ -423,7 +328,7 @@ pub fn check_material(config: &NodeConfig) -> Result<Material, NodeError> {
     let chain = load_certs(&config.tls_certificate)?;
     let key = load_private_key(&config.tls_private_key)?;
     let local_ca = load_certs(&config.local_client_ca)?;
-    let registry = PeerRegistry::from_config(&config.peers)?;
+    let registry = crate::peers::load_registry(&config.peers)?;
     let signing_pem =
         std::fs::read_to_string(&config.signing_key).map_err(|e| NodeError::SigningKey {
             path: config.signing_key.display().to_string(),
@@ -483,11 +388,11 @@ pub fn check_material(config: &NodeConfig) -> Result<Material, NodeError> {
             });
         }
     }
-    let linkage_keys = crate::family_tracing::load_keys(&config.linkage_keys, config.development)
+    let linkage_keys = crate::linkage_keys::load_keys(&config.linkage_keys, config.development)
         .map_err(|(path, reason)| NodeError::LinkageKey {
-        path: path.display().to_string(),
-        reason,
-    })?;
+            path: path.display().to_string(),
+            reason,
+        })?;
     Ok(Material {
         chain,
         key,
@@ -529,14 +434,8 @@ impl PreparedNode {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), NodeError> {
         let state = self.state;
-        let registry_state = Arc::clone(&state);
-        let peer_incoming = accept_loop("peer", listeners.peer, self.peer_tls, move |chain| {
-            registry_state.registry.authenticate(chain)
-        });
-        let local_incoming = accept_loop("local", listeners.local, self.local_tls, local_auth);
         tracing::info!(node = %state.node_id, local_roots = self.local_verifier_roots, "node started");
         let stop_rx = state.stopping.subscribe();
-        let stop_state = Arc::clone(&state);
         let worker = tokio::spawn(delivery::run(Arc::clone(&state), stop_rx.clone()));
         // A first checkpoint before serving, so receipts always carry one.
         if let Err(e) = state.auditor.checkpoint(&state.keys.signer()).await {
@@ -548,89 +447,35 @@ impl PreparedNode {
             state.checkpoint_interval,
             stop_rx.clone(),
         ));
-        let peer_service = PeerServiceServer::new(PeerApi::new(Arc::clone(&state)))
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
-        let local_service = LocalServiceServer::new(LocalApi::new(Arc::clone(&state)))
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
-        let tracing_service = TracingServiceServer::new(TracingApi::new(Arc::clone(&state)))
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
-        let reporting_service = ReportingServiceServer::new(ReportingApi::new(Arc::clone(&state)));
-        let wait_stop = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        let peer_audit = AuditServiceServer::new(AuditApi::new(Arc::clone(&state), Side::Peer));
-        let local_audit = AuditServiceServer::new(AuditApi::new(Arc::clone(&state), Side::Local));
-        let admin_service = AdminServiceServer::new(AdminApi::new(Arc::clone(&state)));
-        // grpc.health.v1 on both ports; reflection on the local port only (peers need no map
-        // of the authority's own API).
-        let (health, health_service) = tonic_health::server::health_reporter();
-        set_serving(&health).await;
-        let reflection = || {
-            LOCAL_SERVICES.iter().fold(
-                tonic_reflection::server::Builder::configure()
-                    .register_encoded_file_descriptor_set(kinbridge_proto::FILE_DESCRIPTOR_SET)
-                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
-                |builder, name| builder.with_service_name(*name),
-            )
-        };
-        let reflection_v1 = reflection()
-            .build_v1()
-            .map_err(|e| NodeError::Reflection(e.to_string()))?;
-        let reflection_v1alpha = reflection()
-            .build_v1alpha()
-            .map_err(|e| NodeError::Reflection(e.to_string()))?;
-        let peer_server = Server::builder()
-            .trace_fn(|req| request_span("peer", req))
-            // A peer's bytes tonic refuses before any handler (undecodable, too large) get a
-            // final refusal with a reason, counted and audited (crate::peer_guard).
-            .layer(crate::peer_guard::PeerGuardLayer::new(Arc::clone(&state)))
-            .add_service(peer_service)
-            .add_service(peer_audit)
-            .add_service(health_service.clone())
-            .serve_with_incoming_shutdown(peer_incoming, wait_stop(stop_rx.clone()));
-        let local_server = Server::builder()
-            .trace_fn(|req| request_span("local", req))
-            .layer(crate::local_firewall::LocalFirewallLayer::new(Arc::clone(
-                &state,
-            )))
-            // A local system's bytes tonic refuses before any handler get the same final,
-            // counted and audited refusals as a peer's (crate::peer_guard).
-            .layer(crate::peer_guard::PeerGuardLayer::local(Arc::clone(&state)))
-            .add_service(local_service)
-            .add_service(tracing_service)
-            .add_service(reporting_service)
-            .add_service(local_audit)
-            .add_service(admin_service)
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(local_incoming, wait_stop(stop_rx.clone()));
-        let trigger = async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new connections; finishing calls in flight");
-            set_not_serving(&health).await;
-            stop_state.stopping.send_replace(true);
-            Ok::<(), tonic::transport::Error>(())
-        };
         let metrics = listeners
             .metrics
             .map(|listener| (listener, self.metrics_transport.clone()));
         let watchers = spawn_watchers(&state, metrics, self.certificates, &stop_rx);
-        let result = tokio::try_join!(peer_server, local_server, trigger);
+        let peer = Port {
+            listener: listeners.peer,
+            tls: self.peer_tls,
+        };
+        let local = Port {
+            listener: listeners.local,
+            tls: self.local_tls,
+        };
+        let result = kinbridge_grpc::serve(Arc::clone(&state), peer, local, shutdown).await;
+        // The face turned `stopping` true on shutdown; on a failure, the tasks stop too.
+        state.stopping.send_replace(true);
         let _ = worker.await;
         let _ = checkpointer.await;
         for task in watchers {
             let _ = task.await;
         }
         close(&state, &self.data_dir).await?;
-        result.map(|_| ()).map_err(NodeError::from)
+        result.map_err(NodeError::from)
     }
 }
 
 /// Starts the tasks that watch the node while it serves, each stopping on `stop`: the metrics
 /// listener (if any), the certificate expiry watch, and the payload retention (if configured).
 fn spawn_watchers(
-    state: &Arc<NodeState>,
+    state: &Arc<Node>,
     metrics: Option<(TcpListener, crate::metrics::MetricsTransport)>,
     certificates: Vec<(String, String, i64)>,
     stop: &watch::Receiver<bool>,
@@ -650,7 +495,7 @@ fn spawn_watchers(
         stop.clone(),
     )));
     if let Some(keep) = state.payload_retention {
-        tasks.push(tokio::spawn(crate::purge::run_retention(
+        tasks.push(tokio::spawn(kinbridge_service::purge::run_retention(
             Arc::clone(state),
             keep,
             stop.clone(),
@@ -662,82 +507,12 @@ fn spawn_watchers(
 /// Closes a node that stopped serving: everything acknowledged was committed already; this
 /// makes the rest durable too, then takes back to the node's user the files sled made while
 /// serving (in a process whose umask may let others read them).
-async fn close(state: &NodeState, data_dir: &std::path::Path) -> Result<(), NodeError> {
+async fn close(state: &Node, data_dir: &std::path::Path) -> Result<(), NodeError> {
     state.store.commit().await?;
     if let Err(e) = kinbridge_store::private_files::restrict(data_dir) {
         tracing::error!(error = %e, "cannot restrict the data directory to the node's user");
     }
     Ok(())
-}
-
-/// Who a local client's certificate `chain` proves: a local client with its role, or why not.
-fn local_auth(chain: &[rustls::pki_types::CertificateDer<'static>]) -> LocalAuth {
-    let leaf = chain
-        .first()
-        .ok_or_else(|| crate::local_service::LocalAuthError {
-            client: None,
-            reason: "no client certificate was presented".to_owned(),
-        })?;
-    local_client_of(leaf).map_err(|e| crate::local_service::LocalAuthError {
-        client: crate::identity::client_name_of(leaf),
-        reason: format!("the client certificate is not a kinbridge local-client certificate: {e}"),
-    })
-}
-
-/// Reports every service of both ports as serving (grpc.health.v1).
-async fn set_serving(health: &tonic_health::server::HealthReporter) {
-    health.set_serving::<PeerServiceServer<PeerApi>>().await;
-    health.set_serving::<LocalServiceServer<LocalApi>>().await;
-    health.set_serving::<AuditServiceServer<AuditApi>>().await;
-    health.set_serving::<AdminServiceServer<AdminApi>>().await;
-    health
-        .set_serving::<TracingServiceServer<TracingApi>>()
-        .await;
-    health
-        .set_serving::<ReportingServiceServer<ReportingApi>>()
-        .await;
-}
-
-/// Reports the node as leaving, so that load balancers and monitors see it go before it
-/// stops answering.
-async fn set_not_serving(health: &tonic_health::server::HealthReporter) {
-    health.set_not_serving::<PeerServiceServer<PeerApi>>().await;
-    health
-        .set_not_serving::<LocalServiceServer<LocalApi>>()
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
-}
-
-/// The services of the local port, as reflection lists them.
-pub const LOCAL_SERVICES: [&str; 8] = [
-    "kinbridge.v1.LocalService",
-    "kinbridge.v1.TracingService",
-    "kinbridge.v1.ReportingService",
-    "kinbridge.v1.AuditService",
-    "kinbridge.v1.AdminService",
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1.ServerReflection",
-    "grpc.reflection.v1alpha.ServerReflection",
-];
-
-/// The span every gRPC request runs in: the port, the method and a request id (the caller's
-/// `x-request-id` if it sent a sane one, else a fresh one). Never anything from the body.
-fn request_span(port: &'static str, req: &tonic::codegen::http::Request<()>) -> tracing::Span {
-    let given = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        })
-        .map(str::to_owned);
-    let request_id = given.unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
-    tracing::info_span!("rpc", port, method = %req.uri().path(), request_id = %request_id)
 }
 
 /// Runs a node from `config` on `listeners` until `shutdown` completes.

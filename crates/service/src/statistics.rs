@@ -1,0 +1,129 @@
+//! Statistics: counts over a period, grouped by the chosen
+//! dimensions, with small-cell suppression (auditor and admin roles).
+
+use std::sync::Arc;
+
+use kinbridge_core::UnixMillis;
+use kinbridge_core::reporting::{Dimension, tabulate};
+use kinbridge_proto::v1 as pb;
+
+use crate::error::{ErrorKind, ServiceError};
+use crate::identity::Role;
+use crate::local::{LocalAuth, LocalCases};
+use crate::node::Node;
+
+const REPORT_ROLES: [Role; 2] = [Role::Auditor, Role::Admin];
+
+/// The statistics use case.
+pub struct Statistics {
+    node: Arc<Node>,
+    local: LocalCases,
+}
+
+impl Statistics {
+    /// The use case over `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        Self {
+            local: LocalCases::new(Arc::clone(&node)),
+            node,
+        }
+    }
+
+    fn table(
+        &self,
+        req: pb::GetStatisticsRequest,
+    ) -> Result<pb::GetStatisticsResponse, ServiceError> {
+        let state = &self.node;
+        let invalid = |reason, message: String| {
+            ServiceError::refused(ErrorKind::InvalidArgument, reason, message)
+        };
+        let mut dimensions = Vec::new();
+        for name in &req.group_by {
+            let d = Dimension::parse(name).ok_or_else(|| {
+                let known: Vec<&str> = Dimension::ALL.iter().map(|d| d.name()).collect();
+                invalid(
+                    "bad-dimension",
+                    format!(
+                        "'{}' is not a dimension; group by any of: {}",
+                        name.chars().take(32).collect::<String>(),
+                        known.join(", ")
+                    ),
+                )
+            })?;
+            dimensions.push(d);
+        }
+        let threshold = match u64::from(req.threshold) {
+            0 => state.suppression_threshold,
+            t if t < state.suppression_threshold => {
+                return Err(invalid(
+                    "threshold-too-low",
+                    format!(
+                        "this node withholds counts below {}; a report may raise the threshold, never lower it",
+                        state.suppression_threshold
+                    ),
+                ));
+            }
+            t => t,
+        };
+        let to_ms = if req.to_ms == 0 {
+            UnixMillis::now().0.saturating_add(1)
+        } else {
+            req.to_ms
+        };
+        if req.from_ms < 0 || to_ms <= req.from_ms {
+            return Err(invalid(
+                "bad-period",
+                "the period is from_ms (inclusive) to to_ms (exclusive), from_ms < to_ms".into(),
+            ));
+        }
+        let facts = state.reporting.facts(&state.store, req.from_ms, to_ms)?;
+        let table = tabulate(&facts, &dimensions, threshold)
+            .map_err(|e| invalid("bad-grouping", e.to_string()))?;
+        Ok(pb::GetStatisticsResponse {
+            node: state.node_id.to_string(),
+            group_by: dimensions.iter().map(|d| d.name().to_owned()).collect(),
+            from_ms: req.from_ms,
+            to_ms,
+            threshold: u32::try_from(threshold).unwrap_or(u32::MAX),
+            entries: table
+                .entries
+                .into_iter()
+                .map(|e| pb::StatisticsEntry {
+                    values: e.key.into_iter().map(Option::unwrap_or_default).collect(),
+                    count: e.count.unwrap_or(0),
+                    withheld: e.count.is_none(),
+                })
+                .collect(),
+            withheld_small: u32::try_from(table.primary).unwrap_or(u32::MAX),
+            withheld_complementary: u32::try_from(table.complementary).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+impl Statistics {
+    /// Counts of referrals sent and received over a period, grouped by the dimensions asked
+    /// for, small cells withheld.
+    pub async fn get_statistics(
+        &self,
+        auth: Option<&LocalAuth>,
+        req: pb::GetStatisticsRequest,
+    ) -> Result<pb::GetStatisticsResponse, ServiceError> {
+        let client = self
+            .local
+            .authorized(auth, "read statistics", &REPORT_ROLES)
+            .await?;
+        let state = Arc::clone(&self.node);
+        // Counting reads every record: off the async workers.
+        let api = Statistics::new(state);
+        let answered = tokio::task::spawn_blocking(move || api.table(req))
+            .await
+            .map_err(|e| ServiceError::internal(format!("statistics task failed: {e}")))?;
+        match answered {
+            Ok(table) => Ok(table),
+            Err(status) if status.kind() == ErrorKind::InvalidArgument => {
+                Err(self.local.refuse(&client.name, status).await)
+            }
+            Err(status) => Err(status),
+        }
+    }
+}
