@@ -87,7 +87,7 @@ impl Intake {
     }
 
     /// Records a refusal of what `peer` sent (if anything could be read of it) and returns
-    /// the status to answer with. If even the refusal cannot be logged, the audit failure is
+    /// the error to answer with. If even the refusal cannot be logged, the audit failure is
     /// answered instead, so the peer retries rather than take the refusal as final.
     async fn refuse(
         &self,

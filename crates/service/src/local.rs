@@ -54,7 +54,7 @@ impl LocalCases {
         Self { node }
     }
 
-    /// Records the refusal of `actor`'s request in the audit log and returns the status to
+    /// Records the refusal of `actor`'s request in the audit log and returns the error to
     /// answer with (or the audit failure, if even that cannot be recorded).
     pub async fn refuse(&self, actor: &str, status: ServiceError) -> ServiceError {
         self.refuse_about(actor, status, Refused::default()).await

@@ -20,7 +20,7 @@ pub struct Peer {
     pub tls_server_name: Option<String>,
     /// The CA certificates that issue its TLS certificates.
     pub ca_certs: Vec<CertificateDer<'static>>,
-    /// The same, PEM-encoded, for tonic's client config.
+    /// The same, PEM-encoded, for the peer client's TLS configuration.
     pub ca_pem: Vec<u8>,
     /// Its signing keys.
     pub keyring: Keyring,
