@@ -1,5 +1,6 @@
 //! Compiles `proto/kinbridge/v1/*.proto` with protox (pure Rust, no system `protoc`) and
-//! generates prost message types, plus tonic service stubs when the `grpc` feature is on.
+//! generates prost message types, plus tonic service stubs when the `grpc` feature is on and
+//! serde implementations in the protobuf JSON mapping when the `json` feature is on.
 
 use std::path::PathBuf;
 
@@ -26,6 +27,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("kinbridge_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
     )?;
+    // The protobuf JSON mapping, for the JSON face and the CLI.
+    if std::env::var_os("CARGO_FEATURE_JSON").is_some() {
+        pbjson_build::Builder::new()
+            .register_descriptors(&prost::Message::encode_to_vec(&descriptors))?
+            .build(&[".kinbridge.v1"])?;
+    }
     let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
         .build_client(grpc)
