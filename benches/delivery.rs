@@ -39,6 +39,7 @@ async fn start(
         peer: TcpListener::bind(addrs.0).await.expect("bind"),
         local: TcpListener::bind(addrs.1).await.expect("bind"),
         metrics: None,
+        http: None,
     };
     spawn(&config, listeners).expect("node")
 }

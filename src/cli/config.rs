@@ -86,7 +86,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
     );
     println!(
-        "  listens: peer={} local={}{}",
+        "  listens: peer={} local={}{}{}",
         config.peer_listen,
         config.local_listen,
         config
@@ -96,6 +96,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             } else {
                 format!(" metrics={m} (HTTPS, client certificate required)")
             })
+            .unwrap_or_default(),
+        config
+            .http_listen
+            .map(|h| format!(" http={h} (JSON API, HTTPS, client certificate required)"))
             .unwrap_or_default()
     );
     println!(

@@ -66,6 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             peer,
             local,
             metrics: None,
+            http: None,
         };
         running.push(spawn(&config, listeners)?);
     }

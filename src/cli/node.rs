@@ -41,12 +41,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => String::new(),
     };
+    let http = match listeners.http.as_ref() {
+        Some(l) => format!(
+            " http=https://{}/v1/openapi.json",
+            l.local_addr().context("HTTP listener address")?
+        ),
+        None => String::new(),
+    };
     // Signal handlers are in place before the ready line: a SIGTERM sent as soon as the line
     // is read drains the node instead of killing it.
     let shutdown = shutdown_signal().context("installing the SIGTERM and SIGINT handlers")?;
     // Tests and scripts wait for this exact line.
     println!(
-        "kinbridge node {} ready: peer={peer} local={local}{metrics}",
+        "kinbridge node {} ready: peer={peer} local={local}{metrics}{http}",
         node.node_id()
     );
     node.serve(listeners, shutdown).await?;

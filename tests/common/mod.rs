@@ -102,10 +102,16 @@ impl Federation {
                     .await
                     .expect("bind metrics"),
             );
+            let http = Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind http"),
+            );
             let listeners = Listeners {
                 peer,
                 local,
                 metrics,
+                http,
             };
             nodes.push(spawn(&config, listeners).expect("node starts"));
         }

@@ -14,6 +14,9 @@ use tonic::{Request, Response, Status};
 use crate::status::to_status;
 use crate::tls::ConnInfo;
 
+/// Metadata key of a submission's idempotency key: a retry under it gets the first answer.
+pub const IDEMPOTENCY_METADATA: &str = "idempotency-key";
+
 /// The local client the request's connection proved, as far as it proved one.
 pub fn local_auth<T>(request: &Request<T>) -> Option<LocalAuth> {
     request
@@ -52,8 +55,16 @@ impl LocalService for LocalApi {
         request: Request<pb::SubmitReferralRequest>,
     ) -> Result<Response<pb::SubmitReferralResponse>, Status> {
         let auth = local_auth(&request);
+        let key = request
+            .metadata()
+            .get(IDEMPOTENCY_METADATA)
+            .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
         let req = request.into_inner();
-        answer(self.cases.submit_referral(auth.as_ref(), req).await)
+        answer(
+            self.cases
+                .submit_referral(auth.as_ref(), req, key.as_deref())
+                .await,
+        )
     }
 
     async fn get_delivery(
@@ -72,6 +83,15 @@ impl LocalService for LocalApi {
         let auth = local_auth(&request);
         let req = request.into_inner();
         answer(self.cases.list_inbox(auth.as_ref(), req).await)
+    }
+
+    async fn get_inbox_item(
+        &self,
+        request: Request<pb::GetInboxItemRequest>,
+    ) -> Result<Response<pb::InboxItem>, Status> {
+        let auth = local_auth(&request);
+        let sequence = request.into_inner().sequence;
+        answer(self.cases.show_inbox_item(auth.as_ref(), sequence).await)
     }
 
     type WatchInboxStream = InboxStream;

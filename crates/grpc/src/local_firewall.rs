@@ -29,6 +29,7 @@ pub const LOCAL_METHODS: &[(&str, LocalAccess)] = &[
     ),
     ("/kinbridge.v1.LocalService/GetDelivery", LocalAccess::Case),
     ("/kinbridge.v1.LocalService/ListInbox", LocalAccess::Case),
+    ("/kinbridge.v1.LocalService/GetInboxItem", LocalAccess::Case),
     ("/kinbridge.v1.LocalService/WatchInbox", LocalAccess::Case),
     (
         "/kinbridge.v1.LocalService/AcknowledgeInboxItem",

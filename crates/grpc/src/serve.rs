@@ -12,8 +12,7 @@ use kinbridge_proto::v1::peer_service_server::PeerServiceServer;
 use kinbridge_proto::v1::reporting_service_server::ReportingServiceServer;
 use kinbridge_proto::v1::tracing_service_server::TracingServiceServer;
 use kinbridge_service::Node;
-use kinbridge_service::identity::{client_name_of, local_client_of};
-use kinbridge_service::local::{LocalAuth, LocalAuthError};
+use kinbridge_service::local::local_auth_of;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
@@ -71,7 +70,7 @@ pub async fn serve(
     let peer_incoming = accept_loop("peer", peer.listener, peer.tls, move |chain| {
         registry_node.registry.authenticate(chain)
     });
-    let local_incoming = accept_loop("local", local.listener, local.tls, local_auth);
+    let local_incoming = accept_loop("local", local.listener, local.tls, local_auth_of);
     let stop_rx = node.stopping.subscribe();
     let wait_stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -146,18 +145,6 @@ pub async fn serve(
     };
     tokio::try_join!(peer_server, local_server, trigger)?;
     Ok(())
-}
-
-/// Who a local client's certificate `chain` proves: a local client with its role, or why not.
-pub fn local_auth(chain: &[rustls::pki_types::CertificateDer<'static>]) -> LocalAuth {
-    let leaf = chain.first().ok_or_else(|| LocalAuthError {
-        client: None,
-        reason: "no client certificate was presented".to_owned(),
-    })?;
-    local_client_of(leaf).map_err(|e| LocalAuthError {
-        client: client_name_of(leaf),
-        reason: format!("the client certificate is not a kinbridge local-client certificate: {e}"),
-    })
 }
 
 /// Reports every service of both ports as serving (grpc.health.v1).

@@ -58,6 +58,9 @@ pub struct NodeConfig {
     /// Serve `/metrics` over plain HTTP to anyone who reaches the listener (`[metrics]
     /// insecure_plain_http = true`); `false`, the default, requires mutual TLS.
     pub metrics_insecure_plain_http: bool,
+    /// Address of the HTTP/JSON face (HTTPS with a client certificate from the local CA, like
+    /// the local gRPC port), if the node serves one.
+    pub http_listen: Option<SocketAddr>,
     /// The node's TLS certificate chain (PEM), presented on both listeners and to peers.
     pub tls_certificate: PathBuf,
     /// The node's TLS private key (PEM).
@@ -279,6 +282,7 @@ struct RawListen {
     peer: String,
     local: String,
     metrics: Option<String>,
+    http: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -521,6 +525,12 @@ impl Checker<'_> {
                 .map(|m| self.addr("listen.metrics", m))
                 .transpose()?,
             metrics_insecure_plain_http: raw.metrics.insecure_plain_http,
+            http_listen: raw
+                .listen
+                .http
+                .as_deref()
+                .map(|h| self.addr("listen.http", h))
+                .transpose()?,
             tls_certificate: self.file("identity.certificate", &raw.identity.certificate)?,
             tls_private_key: self.file("identity.private_key", &raw.identity.private_key)?,
             tls_ca_certificate: self

@@ -429,6 +429,10 @@ pub fn node_config(
             0,
         ))),
         metrics_insecure_plain_http: false,
+        http_listen: Some(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            0,
+        ))),
         message_ttl_ms: DEFAULT_MESSAGE_TTL_MS,
         max_clock_skew_ms: kinbridge_core::limits::DEFAULT_MAX_CLOCK_SKEW_MS,
         peers,
@@ -464,7 +468,7 @@ pub fn config_toml(
 ) -> String {
     let f = DevNodeFiles::new(pki, me);
     let mut toml = format!(
-        "node_id = \"{me}\"\ndevelopment = true\ndata_dir = \"{}\"\n\n[listen]\npeer = \"127.0.0.1:0\"\nlocal = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n\n\
+        "node_id = \"{me}\"\ndevelopment = true\ndata_dir = \"{}\"\n\n[listen]\npeer = \"127.0.0.1:0\"\nlocal = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\n\
          [identity]\ncertificate = \"{}\"\nprivate_key = \"{}\"\nca_certificate = \"{}\"\nsigning_key = \"{}\"\nsigning_key_id = \"{}\"\n\n\
          [local_clients]\nca_certificate = \"{}\"\n\n[client]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
         data_dir.display(),

@@ -124,6 +124,8 @@ pub struct Listeners {
     pub local: TcpListener,
     /// Prometheus metrics (HTTPS with a local-client certificate), if configured.
     pub metrics: Option<TcpListener>,
+    /// The HTTP/JSON face (HTTPS with a local-client certificate), if configured.
+    pub http: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -138,6 +140,10 @@ impl Listeners {
             peer: bind(config.peer_listen).await?,
             local: bind(config.local_listen).await?,
             metrics: match config.metrics_listen {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            },
+            http: match config.http_listen {
                 Some(addr) => Some(bind(addr).await?),
                 None => None,
             },
@@ -157,6 +163,8 @@ pub struct PreparedNode {
     data_dir: std::path::PathBuf,
     /// How the metrics listener speaks.
     metrics_transport: crate::metrics::MetricsTransport,
+    /// The TLS configuration of the HTTP/JSON face: the local clients' roots, HTTP/1.1.
+    http_tls: Arc<rustls::ServerConfig>,
 }
 
 /// Loads and checks everything `config` names and opens the store. Fails fast, naming the
@@ -178,8 +186,12 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         path: config.tls_private_key.clone(),
         reason: e.to_string(),
     })?;
-    let (peer_tls, local_tls, metrics_transport) =
-        listener_tls(config, chain, key, &registry, &local_ca)?;
+    let ListenerTls {
+        peer: peer_tls,
+        local: local_tls,
+        metrics: metrics_transport,
+        http: http_tls,
+    } = listener_tls(config, chain, key, &registry, &local_ca)?;
     let data_dir_err = |e: std::io::Error| NodeError::DataDir {
         path: config.data_dir.display().to_string(),
         reason: e.to_string(),
@@ -230,6 +242,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         tracing,
         reporting,
         suppression_threshold: config.suppression_threshold,
+        submitting: kinbridge_service::once::InFlight::default(),
     });
     let certificates = certificate_expiries(config, &state.metrics);
     Ok(PreparedNode {
@@ -240,26 +253,29 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         certificates,
         data_dir: config.data_dir.clone(),
         metrics_transport,
+        http_tls,
     })
 }
 
-/// The TLS configurations of the peer port, the local port and the metrics listener. Each
-/// listener trusts its own roots only: the peers' CAs on the peer port (none: every handshake
-/// is refused), the local clients' CA on the local port and the metrics listener.
+/// The TLS configuration of each listener.
+struct ListenerTls {
+    peer: Arc<rustls::ServerConfig>,
+    local: Arc<rustls::ServerConfig>,
+    metrics: crate::metrics::MetricsTransport,
+    http: Arc<rustls::ServerConfig>,
+}
+
+/// The TLS configurations of the peer port, the local port, the metrics listener and the
+/// HTTP/JSON face. Each listener trusts its own roots only: the peers' CAs on the peer port
+/// (none: every handshake is refused), the local clients' CA on the local port, the metrics
+/// listener and the JSON face.
 fn listener_tls(
     config: &NodeConfig,
     chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     key: rustls::pki_types::PrivateKeyDer<'static>,
     registry: &PeerRegistry,
     local_ca: &[rustls::pki_types::CertificateDer<'static>],
-) -> Result<
-    (
-        Arc<rustls::ServerConfig>,
-        Arc<rustls::ServerConfig>,
-        crate::metrics::MetricsTransport,
-    ),
-    NodeError,
-> {
+) -> Result<ListenerTls, NodeError> {
     let peer_tls = server_config(
         chain.clone(),
         key.clone_key(),
@@ -275,8 +291,18 @@ fn listener_tls(
             client_verifier(root_store(local_ca)?)?,
         )?)
     };
+    let http_tls = kinbridge_grpc::tls::http1_server_config(
+        chain.clone(),
+        key.clone_key(),
+        client_verifier(root_store(local_ca)?)?,
+    )?;
     let local_tls = server_config(chain, key, client_verifier(root_store(local_ca)?)?)?;
-    Ok((peer_tls, local_tls, metrics_transport))
+    Ok(ListenerTls {
+        peer: peer_tls,
+        local: local_tls,
+        metrics: metrics_transport,
+        http: http_tls,
+    })
 }
 
 /// Every certificate `config` names that the node uses or trusts, as (what, whose, expiry),
@@ -450,7 +476,15 @@ impl PreparedNode {
         let metrics = listeners
             .metrics
             .map(|listener| (listener, self.metrics_transport.clone()));
-        let watchers = spawn_watchers(&state, metrics, self.certificates, &stop_rx);
+        let mut watchers = spawn_watchers(&state, metrics, self.certificates, &stop_rx);
+        if let Some(listener) = listeners.http {
+            watchers.push(tokio::spawn(kinbridge_http::serve(
+                Arc::clone(&state),
+                listener,
+                self.http_tls,
+                stop_rx.clone(),
+            )));
+        }
         let peer = Port {
             listener: listeners.peer,
             tls: self.peer_tls,
@@ -534,6 +568,8 @@ pub struct RunningNode {
     pub local_addr: SocketAddr,
     /// Where its metrics listener is bound, if it has one.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where its HTTP/JSON face is bound, if it has one.
+    pub http_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), NodeError>>,
 }
@@ -571,6 +607,7 @@ pub fn spawn(config: &NodeConfig, listeners: Listeners) -> Result<RunningNode, N
             source,
         })?;
     let metrics_addr = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok());
+    let http_addr = listeners.http.as_ref().and_then(|l| l.local_addr().ok());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(prepared.serve(listeners, async move {
         let _ = stopped.await;
@@ -580,6 +617,7 @@ pub fn spawn(config: &NodeConfig, listeners: Listeners) -> Result<RunningNode, N
         peer_addr,
         local_addr,
         metrics_addr,
+        http_addr,
         stop: Some(stop),
         task,
     })

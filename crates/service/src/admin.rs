@@ -102,6 +102,7 @@ impl Administration {
                 client.unit_str(),
                 message_id.clone(),
                 record,
+                None,
             )
             .await?;
             queued.push((peer, message_id));

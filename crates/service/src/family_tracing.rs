@@ -229,7 +229,7 @@ pub async fn register(
     for (message_id, outbox) in sealed {
         state.reporting.note_query(&outbox, &case)?;
         let peer = outbox.recipient.clone();
-        outbox::queue(state, actor, unit, message_id.clone(), outbox).await?;
+        outbox::queue(state, actor, unit, message_id.clone(), outbox, None).await?;
         sent.push(pb::TracingQuerySent { peer, message_id });
     }
     if kind == pb::TracingCaseKind::Record {
@@ -438,7 +438,7 @@ async fn send_without_data(
     let (message_id, record) = outbox::seal(state, draft, payload, 0, |d, _| {
         consent::permit_without_personal_data(d)
     })?;
-    outbox::queue(state, actor, unit, message_id, record).await?;
+    outbox::queue(state, actor, unit, message_id, record, None).await?;
     Ok(())
 }
 
@@ -811,7 +811,15 @@ async fn disclose(state: &Arc<Node>, m: &MatchRecord) -> Result<String, ServiceE
         0,
         consent::check_transfer,
     )?;
-    outbox::queue(state, NODE_ACTOR, &case.unit, message_id.clone(), record).await?;
+    outbox::queue(
+        state,
+        NODE_ACTOR,
+        &case.unit,
+        message_id.clone(),
+        record,
+        None,
+    )
+    .await?;
     tracing::info!(match_id = %m.match_id, %message_id, "tracing disclosure queued");
     Ok(message_id)
 }

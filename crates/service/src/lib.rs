@@ -20,6 +20,7 @@ pub mod link;
 pub mod local;
 pub mod metrics;
 pub mod node;
+pub mod once;
 pub mod outbox;
 pub mod purge;
 pub mod ratelimit;

@@ -167,6 +167,19 @@ pub fn authorize(
     }
 }
 
+/// Who a local client's certificate `chain` (verified by the port's TLS against the local CA)
+/// proves: a local client with its role, unit and tags, or why not.
+pub fn local_auth_of(chain: &[rustls::pki_types::CertificateDer<'static>]) -> LocalAuth {
+    let leaf = chain.first().ok_or_else(|| LocalAuthError {
+        client: None,
+        reason: "no client certificate was presented".to_owned(),
+    })?;
+    crate::identity::local_client_of(leaf).map_err(|e| LocalAuthError {
+        client: crate::identity::client_name_of(leaf),
+        reason: format!("the client certificate is not a kinbridge local-client certificate: {e}"),
+    })
+}
+
 /// The firewall's verdict on a call to `method`, of class `access`, by the client `auth`
 /// proves: `Ok` to let it through (roles and units are checked by each use case), or the
 /// caller as far as known and the refusal. An enforcement-tagged client may submit referrals
@@ -220,23 +233,76 @@ const CASE_ROLES: [Role; 2] = [Role::Caseworker, Role::System];
 impl LocalCases {
     /// Submits a referral or case transfer: authorised for a caseworker or system, checked
     /// and sealed ([`outbox::seal`]), logged as submitted and queued ([`outbox::queue`]).
-    /// Answers the message id to follow its delivery by.
+    /// Answers the message id to follow its delivery by. Under an `idempotency_key`, the
+    /// first submission under it is the only one: a retry of the same request gets the same
+    /// answer, another request under the key is refused ([`crate::once`]).
     #[tracing::instrument(skip_all, fields(client))]
     pub async fn submit_referral(
         &self,
         auth: Option<&LocalAuth>,
         req: pb::SubmitReferralRequest,
+        idempotency_key: Option<&str>,
     ) -> Result<pb::SubmitReferralResponse, ServiceError> {
         let client = self
             .authorized(auth, "submit referrals", &CASE_ROLES)
             .await?;
         tracing::Span::current().record("client", client.name.as_str());
+        let Some(key) = idempotency_key else {
+            return self.submit(&client, req, None).await;
+        };
+        let once = match crate::once::submission_key(&client.name, key, &req.encode_to_vec()) {
+            Ok(once) => once,
+            Err(refusal) => return Err(self.refuse(&client.name, refusal).await),
+        };
+        let Some(_held) = self.node.submitting.hold(&once.key).await else {
+            let busy = ServiceError::refused(
+                ErrorKind::Aborted,
+                "idempotency-key-in-use",
+                "another request under this idempotency key is still being handled; retry in a moment",
+            );
+            return Err(busy.retry_after(Duration::from_secs(1)));
+        };
+        match self.node.store.submitted(&once.key)? {
+            Some(first) if first.request_digest == once.request_digest => {
+                tracing::info!(message_id = %first.message_id, "a retried submission answered with its first answer");
+                Ok(pb::SubmitReferralResponse {
+                    message_id: first.message_id,
+                    state: pb::DeliveryState::Queued as i32,
+                })
+            }
+            Some(_) => {
+                let reused = ServiceError::refused(
+                    ErrorKind::AlreadyExists,
+                    "idempotency-key-reused",
+                    "this idempotency key was used for another request; use a new key for a new submission",
+                );
+                Err(self.refuse(&client.name, reused).await)
+            }
+            None => self.submit(&client, req, Some(&once)).await,
+        }
+    }
+
+    /// Seals `client`'s submission and queues it (under `once`, if given).
+    async fn submit(
+        &self,
+        client: &LocalClient,
+        req: pb::SubmitReferralRequest,
+        once: Option<&kinbridge_store::SubmissionKey>,
+    ) -> Result<pb::SubmitReferralResponse, ServiceError> {
         let about = Refused::of(&req.recipient, req.purpose, req.consent.as_ref());
         let (message_id, record) = match self.seal_submission(req) {
             Ok(sealed) => sealed,
             Err(status) => return Err(self.refuse_about(&client.name, status, about).await),
         };
-        self.queue(&client, message_id, record).await
+        outbox::queue(
+            &self.node,
+            &client.name,
+            client.unit_str(),
+            message_id,
+            record,
+            once,
+        )
+        .await
     }
 
     /// Validates a submission and seals its envelope; returns the message id and the outbox
@@ -322,6 +388,7 @@ impl LocalCases {
             client.unit_str(),
             message_id,
             record,
+            None,
         )
         .await
     }
@@ -629,6 +696,33 @@ impl LocalCases {
             .map(|(seq, r)| inbox_item(&self.node.store, seq, r))
             .collect();
         Ok(pb::ListInboxResponse { items })
+    }
+
+    /// One inbox item with its details, as the caller's role, unit and tags may see it (the
+    /// referral minimised to what its consent covers).
+    pub async fn show_inbox_item(
+        &self,
+        auth: Option<&LocalAuth>,
+        sequence: u64,
+    ) -> Result<pb::InboxItem, ServiceError> {
+        let client = self.authorized(auth, "read the inbox", &CASE_ROLES).await?;
+        self.readable_by(&client).await?;
+        let unknown = || {
+            ServiceError::refused(
+                ErrorKind::NotFound,
+                "unknown-inbox-item",
+                format!("no inbox item with sequence {sequence}"),
+            )
+        };
+        let Some(record) = self.node.store.inbox_get(sequence)? else {
+            return Err(self.refuse(&client.name, unknown()).await);
+        };
+        self.in_unit(&client, &record.unit, &format!("inbox item {sequence}"))
+            .await?;
+        if !listed_for(&client, &record) {
+            return Err(self.refuse(&client.name, unknown()).await);
+        }
+        Ok(inbox_item(&self.node.store, sequence, record))
     }
 
     /// The caller's inbox from `after_sequence` on, then each new item as it arrives, until

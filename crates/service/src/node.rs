@@ -16,6 +16,7 @@ use crate::audit::Auditor;
 use crate::keys::KeyBook;
 use crate::link::PeerLink;
 use crate::metrics::{Gauges, Metrics};
+use crate::once::InFlight;
 use crate::ratelimit::RateLimiter;
 use crate::registry::PeerRegistry;
 use crate::reporting::Reporting;
@@ -70,6 +71,8 @@ pub struct Node {
     pub reporting: Reporting,
     /// Counts from 1 to this minus one are withheld from reports.
     pub suppression_threshold: u64,
+    /// Idempotency keys whose submission is being handled now.
+    pub submitting: InFlight,
 }
 
 impl Node {

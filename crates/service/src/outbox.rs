@@ -10,7 +10,7 @@ use kinbridge_core::envelope::EnvelopeDraft;
 use kinbridge_core::limits::{MAX_MESSAGE_LIFETIME_MS, MAX_PAYLOAD_BYTES};
 use kinbridge_core::{TransferContext, UnixMillis, seal_envelope};
 use kinbridge_proto::v1 as pb;
-use kinbridge_store::OutboxRecord;
+use kinbridge_store::{OutboxRecord, SubmissionKey};
 
 use crate::error::{ErrorKind, ServiceError};
 use crate::node::Node;
@@ -94,14 +94,16 @@ pub fn seal(
 }
 
 /// Logs a sealed message as submitted by `actor` (a local client's name, or the node itself
-/// answering a peer) on behalf of `unit`, puts it in the outbox and wakes the delivery
-/// worker. A full outbox refuses with RESOURCE_EXHAUSTED and a retry hint.
+/// answering a peer) on behalf of `unit`, puts it in the outbox (with `once`, the key it was
+/// submitted under, in the same transaction) and wakes the delivery worker. A full outbox
+/// refuses with RESOURCE_EXHAUSTED and a retry hint.
 pub async fn queue(
     state: &Node,
     actor: &str,
     unit: &str,
     message_id: String,
     mut record: OutboxRecord,
+    once: Option<&SubmissionKey>,
 ) -> Result<pb::SubmitReferralResponse, ServiceError> {
     record.unit = unit.to_owned();
     if state.store.queued() >= state.max_queued {
@@ -128,7 +130,7 @@ pub async fn queue(
     let recipient = record.recipient.clone();
     // Its reporting dimensions, made durable by the queue's own commit.
     let noted = state.reporting.note_sent(&record)?;
-    if let Err(e) = state.store.enqueue(&message_id, record).await {
+    if let Err(e) = state.store.enqueue_once(&message_id, record, once).await {
         if let Some(key) = noted {
             let _ = state.reporting.forget(&key);
         }

@@ -144,6 +144,28 @@ pub struct Store {
     outbox_watchers: std::sync::Mutex<std::collections::HashMap<String, watch::Sender<()>>>,
     /// Messages in the pending queue.
     queued: std::sync::atomic::AtomicU64,
+    /// Submissions made once under a client's key: the key → the message id and the digest of
+    /// the request, written in the transaction that queues the message.
+    submissions: sled::Tree,
+}
+
+/// A submission's key and what it is stored with: the key (the client and its idempotency
+/// key) and the value (the message id and the digest of the request it came with).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmissionKey {
+    /// Who submitted and under which key, as the service layer spells it.
+    pub key: Vec<u8>,
+    /// The SHA-256 of the request, to tell a retry from another request under the same key.
+    pub request_digest: [u8; 32],
+}
+
+/// A submission made before under a key: its message and the digest of its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The message it queued.
+    pub message_id: String,
+    /// The SHA-256 of the request it came with.
+    pub request_digest: [u8; 32],
 }
 
 impl Store {
@@ -170,6 +192,7 @@ impl Store {
             rebuild_lanes(&outbox, &outbox_pending, &outbox_lanes)?;
         }
         let queued = outbox_pending.len() as u64;
+        let submissions = db.open_tree("submissions")?;
         let tip = match inbox.last()? {
             Some((k, _)) => decode_seq(&k),
             None => 0,
@@ -190,6 +213,7 @@ impl Store {
             inbox_last: std::sync::Mutex::new(tip),
             outbox_watchers: std::sync::Mutex::default(),
             queued: std::sync::atomic::AtomicU64::new(queued),
+            submissions,
         })
     }
 
@@ -199,10 +223,18 @@ impl Store {
     }
 
     /// Puts a newly submitted message in the outbox and its pending queue, durably.
-    pub async fn enqueue(
+    pub async fn enqueue(&self, message_id: &str, record: OutboxRecord) -> Result<(), StoreError> {
+        self.enqueue_once(message_id, record, None).await
+    }
+
+    /// [`Store::enqueue`], recording under `once` (if given) that this message is the one its
+    /// key submitted, in the same transaction: a retry under the key finds the message
+    /// ([`Store::submitted`]) exactly when the message is queued.
+    pub async fn enqueue_once(
         &self,
         message_id: &str,
         mut record: OutboxRecord,
+        once: Option<&SubmissionKey>,
     ) -> Result<(), StoreError> {
         if let Some(envelope) = record.envelope.take() {
             record.envelope = self.put_payloads(vec![envelope]).await?.pop();
@@ -212,11 +244,23 @@ impl Store {
         let bytes = record.encode_to_vec();
         let pending_value = [record.recipient.as_bytes(), &[0], message_id.as_bytes()].concat();
         let lane_key = lane_key(&record.recipient, sequence);
-        (&self.outbox, &self.outbox_pending, &self.outbox_lanes)
-            .transaction(|(outbox, pending, lanes)| {
+        let submitted = once.map(|k| {
+            let value = [k.request_digest.as_slice(), message_id.as_bytes()].concat();
+            (k.key.as_slice(), value)
+        });
+        (
+            &self.outbox,
+            &self.outbox_pending,
+            &self.outbox_lanes,
+            &self.submissions,
+        )
+            .transaction(|(outbox, pending, lanes, submissions)| {
                 outbox.insert(message_id.as_bytes(), bytes.as_slice())?;
                 pending.insert(&sequence.to_be_bytes(), pending_value.as_slice())?;
                 lanes.insert(lane_key.as_slice(), message_id.as_bytes())?;
+                if let Some((key, value)) = &submitted {
+                    submissions.insert(*key, value.as_slice())?;
+                }
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(tx_error)?;
@@ -224,6 +268,26 @@ impl Store {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.commit().await?;
         Ok(())
+    }
+
+    /// The submission made before under `key`, if any ([`Store::enqueue_once`]).
+    pub fn submitted(&self, key: &[u8]) -> Result<Option<Submitted>, StoreError> {
+        let Some(value) = self.submissions.get(key)? else {
+            return Ok(None);
+        };
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            key: "submission".into(),
+            reason: reason.into(),
+        };
+        let (digest, message_id) = value
+            .split_first_chunk::<32>()
+            .ok_or_else(|| corrupt("shorter than its digest"))?;
+        let message_id = std::str::from_utf8(message_id)
+            .map_err(|_| corrupt("a message id that is not UTF-8"))?;
+        Ok(Some(Submitted {
+            message_id: message_id.to_owned(),
+            request_digest: *digest,
+        }))
     }
 
     /// Messages queued for delivery now.

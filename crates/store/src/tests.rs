@@ -364,3 +364,36 @@ async fn a_settled_message_left_in_the_queue_can_be_taken_out() {
     assert!(store.pending(10).expect("pending").is_empty());
     assert_eq!(store.queued(), 0);
 }
+
+#[tokio::test]
+async fn a_submission_key_is_stored_with_its_message_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let once = SubmissionKey {
+        key: b"caseworker\0key-1".to_vec(),
+        request_digest: [7; 32],
+    };
+    {
+        let store = Store::open(dir.path()).expect("open");
+        assert_eq!(store.submitted(&once.key).expect("read"), None);
+        let record = OutboxRecord {
+            recipient: "MW-DSW".into(),
+            state: pb::DeliveryState::Queued as i32,
+            ..Default::default()
+        };
+        store
+            .enqueue_once("m-1", record.clone(), Some(&once))
+            .await
+            .expect("enqueue");
+        store
+            .enqueue("m-2", record)
+            .await
+            .expect("enqueue without a key");
+        assert_eq!(store.queued(), 2);
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    let found = store.submitted(&once.key).expect("read").expect("found");
+    assert_eq!(found.message_id, "m-1");
+    assert_eq!(found.request_digest, [7; 32]);
+    assert!(store.outbox_get("m-1").expect("read").is_some());
+    assert_eq!(store.submitted(b"caseworker\0key-2").expect("read"), None);
+}
