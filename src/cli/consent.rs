@@ -1,20 +1,15 @@
 //! `kinbridge forward` and `kinbridge withdraw`: pass a received referral on along a route, and
 //! withdraw a consent this node originated data under.
 
-use std::path::PathBuf;
-
-use kinbridge_node::NodeConfig;
 use kinbridge_proto::v1 as pb;
+
+use super::NodeAccess;
 
 /// Arguments of `kinbridge forward`.
 #[derive(clap::Args)]
 pub struct ForwardArgs {
-    /// Config of the node holding the referral.
-    #[arg(long)]
-    config: PathBuf,
-    /// Address of the node's local port (default: `listen.local` of the config).
-    #[arg(long)]
-    node: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    access: NodeAccess,
     /// Sequence number of the inbox item to pass on.
     #[arg(long)]
     seq: u64,
@@ -32,12 +27,8 @@ pub struct ForwardArgs {
 /// Arguments of `kinbridge withdraw`.
 #[derive(clap::Args)]
 pub struct WithdrawArgs {
-    /// Config of the node that originated the data.
-    #[arg(long)]
-    config: PathBuf,
-    /// Address of the node's local port (default: `listen.local` of the config).
-    #[arg(long)]
-    node: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    access: NodeAccess,
     /// The consent being withdrawn.
     #[arg(long)]
     consent: String,
@@ -49,8 +40,8 @@ pub struct WithdrawArgs {
 /// Forwards, reports the new message id and, as `send` does, waits for the next node's
 /// signed receipt.
 pub async fn forward(args: ForwardArgs) -> anyhow::Result<()> {
-    let config = NodeConfig::load(&args.config)?;
-    let mut client = super::local_client_for(&config, args.node)?;
+    let access = args.access.resolve()?;
+    let mut client = access.local_client()?;
     let r = client
         .forward_referral(pb::ForwardReferralRequest {
             sequence: args.seq,
@@ -64,13 +55,20 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<()> {
         "queued {} for {} (inbox item #{} passed on; chain of custody recorded)",
         r.message_id, args.to, args.seq
     );
-    super::send::follow_delivery(&mut client, &config, &r.message_id, args.wait).await
+    super::send::follow_delivery(
+        &mut client,
+        &access.node_name(),
+        &r.message_id,
+        args.wait,
+        false,
+    )
+    .await
 }
 
 /// Withdraws, then waits for each node's signed receipt.
 pub async fn withdraw(args: WithdrawArgs) -> anyhow::Result<()> {
-    let config = NodeConfig::load(&args.config)?;
-    let mut client = super::local_client_for(&config, args.node)?;
+    let access = args.access.resolve()?;
+    let mut client = access.local_client()?;
     let r = client
         .withdraw_consent(pb::WithdrawConsentRequest {
             consent_id: args.consent.clone(),
@@ -79,7 +77,9 @@ pub async fn withdraw(args: WithdrawArgs) -> anyhow::Result<()> {
         .into_inner();
     println!(
         "consent {} withdrawn at {}: {} payload(s) deleted here",
-        args.consent, config.node_id, r.purged_here
+        args.consent,
+        access.node_name(),
+        r.purged_here
     );
     let mut missing = 0;
     for notice in &r.notices {
