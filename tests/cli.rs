@@ -977,4 +977,114 @@ async fn a_referral_from_submission_to_closure_with_the_cli_alone() {
     }
     let (ok, _, stderr) = run_cli(&["audit", "list", "--event", "sumbitted"], &auditor);
     assert!(!ok && stderr.contains("is not an audit event"), "{stderr}");
+
+    // A case transfer by flags alone (sex and birth date among them), declined with a reason.
+    let (ok, stdout, stderr) = zm(&[
+        "send",
+        "--to",
+        "MW-DSW",
+        "--to-unit",
+        "mchinji-district",
+        "--kind",
+        "case-transfer",
+        "--consent",
+        "ZM-CONSENT-2026-0043",
+        "--given-by",
+        "parent",
+        "--given-name",
+        "Mphatso",
+        "--sex",
+        "male",
+        "--birth-date",
+        "2016-07-09",
+        "--service",
+        "reintegration",
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let transfer_id = stdout.split_whitespace().nth(1).expect("id").to_owned();
+    let (ok, listed, _) = mw(&["inbox", "--json"]);
+    assert!(ok);
+    let items: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let transfer = items
+        .iter()
+        .find(|i| i["messageId"] == transfer_id.as_str())
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(transfer["kind"], "MESSAGE_KIND_CASE_TRANSFER");
+    assert_eq!(transfer["purpose"], "PURPOSE_RETURN_AND_REINTEGRATION");
+    assert_eq!(transfer["referral"]["identity"]["sex"], "SEX_MALE");
+    assert_eq!(transfer["referral"]["identity"]["birthDate"], "2016-07-09");
+    let transfer_seq = transfer["sequence"].as_str().expect("sequence").to_owned();
+    let (ok, shown, _) = mw(&["inbox", "show", &transfer_seq]);
+    assert!(ok && shown.contains("kind: case-transfer"), "{shown}");
+    let (ok, stdout, stderr) = mw(&["referral", "decline", &transfer_seq]);
+    assert!(!ok && stderr.contains("--reason"), "{stdout}\n{stderr}");
+    let (ok, stdout, stderr) = mw(&[
+        "referral",
+        "decline",
+        &transfer_seq,
+        "--reason",
+        "no-capacity",
+        "--json",
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let delivery: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("line")).expect("json");
+    assert_eq!(delivery["state"], "DELIVERY_STATE_DELIVERED", "{stdout}");
+    let (ok, status, _) = zm(&["referral", "status", &transfer_id]);
+    assert!(
+        ok && status.contains(&format!("referral {transfer_id}: declined (no-capacity)")),
+        "{status}"
+    );
+}
+
+/// `send --file` with a file the node would not understand, or without a recipient or a
+/// consent, fails before anything is sent, naming the file, the field and what to give.
+#[test]
+fn send_file_mistakes_are_named_before_anything_is_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"identity": {"givenNames": ["Test"], "sexx": "SEX_FEMALE"}}"#,
+    )
+    .expect("write");
+    let payload = dir.path().join("payload.json");
+    std::fs::write(&payload, r#"{"caseReference": "ZM-1"}"#).expect("write");
+    // Nothing listens there: a mistake in the submission is found before connecting.
+    let access = [
+        "--node",
+        "127.0.0.1:9",
+        "--ca",
+        "x",
+        "--cert",
+        "x",
+        "--key",
+        "x",
+    ];
+    let send = |file: &std::path::Path, more: &[&str]| {
+        let mut cmd = kinbridge();
+        cmd.args(["send", "--file"])
+            .arg(file)
+            .args(more)
+            .args(access);
+        let out = run_bounded(cmd);
+        assert!(!out.status.success());
+        text(&out.stderr)
+    };
+    let said = send(&bad, &["--to", "MW-DSW"]);
+    assert!(
+        said.contains("bad.json")
+            && said.contains("sexx")
+            && said.contains("referral-example.json"),
+        "{said}"
+    );
+    let said = send(&payload, &["--consent", "C-1", "--given-by", "parent"]);
+    assert!(said.contains("--to is required"), "{said}");
+    let said = send(&payload, &["--to", "MW-DSW"]);
+    assert!(said.contains("--consent is required"), "{said}");
+    let said = send(&dir.path().join("missing.json"), &["--to", "MW-DSW"]);
+    assert!(said.contains("cannot read --file"), "{said}");
 }
