@@ -1038,6 +1038,27 @@ async fn a_referral_from_submission_to_closure_with_the_cli_alone() {
         ok && status.contains(&format!("referral {transfer_id}: declined (no-capacity)")),
         "{status}"
     );
+
+    // The admin's lists as JSON, by --cert/--key over Malawi's config.
+    let mw_files = kinbridge_node::devpki::DevNodeFiles::new(pki, &node_id("MW-DSW"));
+    let admin = |args: &[&str]| {
+        mw_as(
+            args,
+            &mw_files.client_cert("admin"),
+            &mw_files.client_key("admin"),
+        )
+    };
+    let (ok, peers, stderr) = admin(&["peers", "list", "--json"]);
+    assert!(ok, "{stderr}");
+    let peers: serde_json::Value = serde_json::from_str(peers.trim()).expect("json");
+    assert_eq!(peers["peers"][0]["nodeId"], "ZM-DSW", "{peers}");
+    let (ok, keys, stderr) = admin(&["keys", "list", "--json"]);
+    assert!(ok, "{stderr}");
+    let keys: serde_json::Value = serde_json::from_str(keys.trim()).expect("json");
+    assert!(
+        keys["own"].as_array().is_some_and(|k| !k.is_empty()),
+        "{keys}"
+    );
 }
 
 /// `send --file` with a file the node would not understand, or without a recipient or a

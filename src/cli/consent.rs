@@ -22,6 +22,9 @@ pub struct ForwardArgs {
     /// Seconds to wait for the next node's receipt (0: do not wait).
     #[arg(long, default_value_t = 30)]
     wait: u32,
+    /// Print the node's answers as JSON lines (protobuf JSON mapping) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `kinbridge withdraw`.
@@ -51,16 +54,20 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
-    println!(
-        "queued {} for {} (inbox item #{} passed on; chain of custody recorded)",
-        r.message_id, args.to, args.seq
-    );
+    if args.json {
+        super::show::json_line(&r)?;
+    } else {
+        println!(
+            "queued {} for {} (inbox item #{} passed on; chain of custody recorded)",
+            r.message_id, args.to, args.seq
+        );
+    }
     super::send::follow_delivery(
         &mut client,
         &access.node_name(),
         &r.message_id,
         args.wait,
-        false,
+        args.json,
     )
     .await
 }
