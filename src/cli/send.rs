@@ -118,7 +118,8 @@ pub struct Args {
     access: NodeAccess,
     /// The submission as JSON in the protobuf JSON mapping: a whole SubmitReferralRequest
     /// (recipient, purpose, kind, consent, referral, ...) or only its ReferralPayload (every
-    /// data category). Flags given as well override what the file says; a consent without
+    /// data category). Flags given as well override what the file says (repeatable ones such
+    /// as --service and --concern add to it); a consent without
     /// categories, purposes, recipients or validity gets them from the referral, --purpose,
     /// --to and --consent-days. Example: config/referral-example.json.
     #[arg(long)]
