@@ -10,7 +10,9 @@ mod keys;
 mod log_caps;
 mod node;
 mod peers;
+mod referral;
 mod send;
+mod show;
 mod stats;
 mod tracing_cmd;
 
@@ -41,8 +43,11 @@ enum Command {
     Demo(demo::Args),
     /// Submit a referral at a running node and wait for the recipient's signed receipt.
     Send(send::Args),
-    /// List, watch or acknowledge a running node's inbox.
+    /// List, watch or acknowledge a running node's inbox; `inbox show N` for one item's details.
     Inbox(inbox::Args),
+    /// Work a received referral (accept, decline, start, close) and read its status at
+    /// either end (caseworker role).
+    Referral(referral::Args),
     /// The auditor's tools: export, verify, reconcile, check-peers, checkpoint.
     Audit(audit::Args),
     /// Pass a received referral on to the next node of a route, as its consent allows.
@@ -92,6 +97,7 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Send(args) => send::run(args).await,
             Command::Inbox(args) => inbox::run(args).await,
+            Command::Referral(args) => referral::run(args).await,
             Command::Audit(args) => audit::run(args).await,
             Command::Forward(args) => consent::forward(args).await,
             Command::Withdraw(args) => consent::withdraw(args).await,
@@ -115,12 +121,33 @@ pub fn main() -> ExitCode {
                         status.code(),
                         status.message()
                     );
+                    if let Some(hint) =
+                        kinbridge_grpc::status::refusal_code(status).and_then(refusal_hint)
+                    {
+                        eprintln!("hint: {hint}");
+                    }
                 }
                 None => eprintln!("error: {e:#}"),
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// What the person at the command line can do about a refusal, by its reason code.
+fn refusal_hint(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "other-unit" => {
+            "a caseworker works only its own unit's cases: use the certificate of a caseworker of that unit (--cert/--key), or ask that unit"
+        }
+        "role-denied" => {
+            "present a certificate with a role that may do this (--cert/--key): caseworker for cases, auditor for audit, admin for keys"
+        }
+        "unknown-inbox-item" | "unknown-referral" => {
+            "list the inbox with `kinbridge inbox --all` and give the item's #N, at the node the referral was sent to"
+        }
+        _ => return None,
+    })
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: `default_level`) and by the caps of
@@ -146,79 +173,124 @@ fn init_tracing(json: bool, default_level: &str) {
     };
 }
 
-/// How to reach a running node's local port with a given role's certificate.
+/// How to reach a running node's local port, and as whom: a node config (`--config`), or
+/// none when `--node`, `--ca`, `--cert` and `--key` are all given. Each option overrides what
+/// the config says, so one config file (or none) serves several identities. The options are
+/// global to the command: they may come before or after its subcommand.
 #[derive(clap::Args)]
 pub struct NodeAccess {
-    /// Config of the node.
-    #[arg(long)]
-    pub config: std::path::PathBuf,
-    /// Address of the node's local port (default: `listen.local` of the config).
-    #[arg(long)]
-    pub node: Option<std::net::SocketAddr>,
-    /// Client certificate with the role the command needs: auditor for `audit`, admin for
-    /// `keys` (default: the config's [client]).
-    #[arg(long, requires = "key")]
+    /// Config of the node (its `listen.local`, `identity.ca_certificate` and `[client]`);
+    /// not needed when --node, --ca, --cert and --key are given.
+    #[arg(long, global = true)]
+    pub config: Option<std::path::PathBuf>,
+    /// Address of the node's local port, host:port (default: `listen.local` of the config).
+    #[arg(long, global = true)]
+    pub node: Option<String>,
+    /// Client certificate to present: a caseworker's for case work, the auditor's for
+    /// `audit`, the admin's for `keys` (default: the config's [client]).
+    #[arg(long, global = true, requires = "key")]
     pub cert: Option<std::path::PathBuf>,
     /// Its private key.
-    #[arg(long, requires = "cert")]
+    #[arg(long, global = true, requires = "cert")]
     pub key: Option<std::path::PathBuf>,
+    /// The CA certificate that issued the node's TLS certificate (default: the config's
+    /// `identity.ca_certificate`).
+    #[arg(long, global = true)]
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// Where and as whom a command reaches a node's local port, resolved from [`NodeAccess`].
+pub struct Access {
+    /// host:port of the local port.
+    pub addr: String,
+    /// The CA to trust for the node's certificate.
+    pub ca: std::path::PathBuf,
+    /// The client certificate presented.
+    pub cert: std::path::PathBuf,
+    /// Its private key.
+    pub key: std::path::PathBuf,
+    /// The node's config, when one was given.
+    pub config: Option<kinbridge_node::NodeConfig>,
+}
+
+impl Access {
+    /// The node as the output names it: its id from the config, or else its address.
+    pub fn node_name(&self) -> String {
+        self.config
+            .as_ref()
+            .map_or_else(|| self.addr.clone(), |c| c.node_id.to_string())
+    }
+
+    /// A mutual-TLS channel to the node's local port as this certificate's client.
+    pub fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        Ok(kinbridge_grpc::client::local_channel(
+            &self.addr, &self.ca, &self.cert, &self.key,
+        )?)
+    }
+
+    /// The local-service client on that channel.
+    pub fn local_client(
+        &self,
+    ) -> anyhow::Result<
+        kinbridge_proto::v1::local_service_client::LocalServiceClient<tonic::transport::Channel>,
+    > {
+        Ok(kinbridge_proto::v1::local_service_client::LocalServiceClient::new(self.channel()?))
+    }
 }
 
 impl NodeAccess {
+    /// Resolves the options against the config (when given): the address (`--node` or
+    /// `listen.local`, an unspecified IP taken as loopback), the CA, and the identity.
+    pub fn resolve(&self) -> anyhow::Result<Access> {
+        let config = self
+            .config
+            .as_deref()
+            .map(kinbridge_node::NodeConfig::load)
+            .transpose()?;
+        let missing = |what: &str| {
+            anyhow::anyhow!(
+                "no --config and no {what}: give --config <node.toml>, or all of --node host:port, --ca <node CA certificate>, --cert and --key"
+            )
+        };
+        let addr = match (&self.node, &config) {
+            (Some(node), _) => node.clone(),
+            (None, Some(c)) => c.local_listen.to_string(),
+            (None, None) => return Err(missing("--node")),
+        };
+        let addr = match addr.parse::<std::net::SocketAddr>() {
+            Ok(mut sa) if sa.ip().is_unspecified() => {
+                sa.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                sa.to_string()
+            }
+            _ => addr,
+        };
+        let ca = match (&self.ca, &config) {
+            (Some(ca), _) => ca.clone(),
+            (None, Some(c)) => c.tls_ca_certificate.clone(),
+            (None, None) => return Err(missing("--ca")),
+        };
+        let (cert, key) = match (&self.cert, &self.key, &config) {
+            (Some(c), Some(k), _) => (c.clone(), k.clone()),
+            (_, _, Some(c)) => match &c.cli_client {
+                Some(client) => (client.certificate.clone(), client.private_key.clone()),
+                None => anyhow::bail!(
+                    "{}: no [client] section and no --cert/--key: the CLI needs a local-client certificate",
+                    c.source.display()
+                ),
+            },
+            _ => return Err(missing("--cert/--key")),
+        };
+        Ok(Access {
+            addr,
+            ca,
+            cert,
+            key,
+            config,
+        })
+    }
+
     /// A mutual-TLS channel to the node's local port as this certificate's client.
     pub fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
-        let config = kinbridge_node::NodeConfig::load(&self.config)?;
-        let (addr, cert, key) = local_access(
-            &config,
-            self.node,
-            self.cert.as_deref(),
-            self.key.as_deref(),
-        )?;
-        Ok(kinbridge_grpc::client::local_channel(
-            &addr,
-            &config.tls_ca_certificate,
-            &cert,
-            &key,
-        )?)
+        self.resolve()?.channel()
     }
-}
-
-/// The local-service client for the node configured in `config` (at `node` if given), as
-/// the config's `[client]`.
-fn local_client_for(
-    config: &kinbridge_node::NodeConfig,
-    node: Option<std::net::SocketAddr>,
-) -> anyhow::Result<
-    kinbridge_proto::v1::local_service_client::LocalServiceClient<tonic::transport::Channel>,
-> {
-    let (addr, cert, key) = local_access(config, node, None, None)?;
-    Ok(kinbridge_grpc::client::local_client(
-        &addr,
-        &config.tls_ca_certificate,
-        &cert,
-        &key,
-    )?)
-}
-
-/// Where and as whom to reach the local port of the node of `config`: `node` or the config's
-/// `listen.local`, and `cert`/`key` or the config's `[client]`.
-fn local_access(
-    config: &kinbridge_node::NodeConfig,
-    node: Option<std::net::SocketAddr>,
-    cert: Option<&std::path::Path>,
-    key: Option<&std::path::Path>,
-) -> anyhow::Result<(String, std::path::PathBuf, std::path::PathBuf)> {
-    let (cert, key) = match (cert, key, &config.cli_client) {
-        (Some(c), Some(k), _) => (c.to_path_buf(), k.to_path_buf()),
-        (_, _, Some(client)) => (client.certificate.clone(), client.private_key.clone()),
-        _ => anyhow::bail!(
-            "{}: no [client] section and no --cert/--key: the CLI needs a local-client certificate",
-            config.source.display()
-        ),
-    };
-    let mut addr = node.unwrap_or(config.local_listen);
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    Ok((addr.to_string(), cert, key))
 }

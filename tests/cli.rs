@@ -688,3 +688,424 @@ async fn forward_waits_for_the_next_nodes_receipt() {
     );
     fed.shutdown().await;
 }
+
+/// The caseworker's identity by `--cert/--key`: a certificate of `node`'s local CA for
+/// `name`, a caseworker of `unit`, issued into `dir`.
+fn caseworker(
+    pki: &std::path::Path,
+    node: &str,
+    name: &str,
+    unit: &str,
+    dir: &std::path::Path,
+) -> [std::path::PathBuf; 2] {
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    kinbridge_node::devpki::issue_local_client(
+        pki,
+        &node_id(node),
+        name,
+        "caseworker",
+        Some(unit),
+        &[],
+        &cert,
+        &key,
+    )
+    .expect("issue caseworker certificate");
+    [cert, key]
+}
+
+/// Runs `kinbridge` with `args` then `extra` (paths), bounded; returns (success, stdout,
+/// stderr).
+fn run_cli(args: &[&str], extra: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let mut cmd = kinbridge();
+    cmd.args(args).args(extra);
+    let out = run_bounded(cmd);
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// A border committee's referral from submission to closure with the CLI alone: `send
+/// --file` at Zambia by a caseworker's `--cert/--key` (no config at all), `inbox show` at
+/// Malawi by the receiving unit's caseworker (the details visible), accept, start, close with
+/// an outcome, the history at both ends (`--json` parsed), and the auditor's `audit list`.
+/// A caseworker of another unit is refused, told why and what to do.
+#[tokio::test]
+async fn a_referral_from_submission_to_closure_with_the_cli_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes = TwoNodes::start(dir.path());
+    // Malawi answers with status updates: it needs Zambia's endpoint (same store and ports).
+    let mw_toml = dev_config_toml(
+        &nodes.pki,
+        "MW-DSW",
+        &dir.path().join("mw"),
+        &[(
+            "ZM-DSW",
+            Some(format!("https://{}", nodes.zambia.peer_addr)),
+        )],
+    );
+    std::fs::write(
+        &nodes.mw_config,
+        with_ports(
+            &mw_toml,
+            nodes.malawi.peer_addr.port(),
+            nodes.malawi.local_addr.port(),
+        ),
+    )
+    .expect("config");
+    nodes.restart_malawi();
+    let nodes = nodes;
+    let pki = &nodes.pki;
+    let ids = dir.path().join("ids");
+    std::fs::create_dir_all(&ids).expect("dir");
+    let zm_ca = kinbridge_node::devpki::DevNodeFiles::new(pki, &node_id("ZM-DSW")).ca_cert();
+    let zm_addr = nodes.zambia.local_addr.to_string();
+    let mw_addr = nodes.malawi.local_addr.to_string();
+    let [zm_cert, zm_key] = caseworker(pki, "ZM-DSW", "chipata-cw", "chipata-district", &ids);
+    let [mw_cert, mw_key] = caseworker(pki, "MW-DSW", "mchinji-cw", "mchinji-district", &ids);
+    let [other_cert, other_key] =
+        caseworker(pki, "MW-DSW", "mangochi-cw", "mangochi-district", &ids);
+    // At Zambia: no config, the node, its CA and the caseworker's identity on the command line.
+    let zm = |args: &[&str]| {
+        run_cli(
+            args,
+            &[
+                "--node".as_ref(),
+                zm_addr.as_ref(),
+                "--ca".as_ref(),
+                zm_ca.as_os_str(),
+                "--cert".as_ref(),
+                zm_cert.as_os_str(),
+                "--key".as_ref(),
+                zm_key.as_os_str(),
+            ],
+        )
+    };
+    // At Malawi: the node's config for where it is, a caseworker's identity over its [client].
+    let mw_as = |args: &[&str], cert: &std::path::Path, key: &std::path::Path| {
+        run_cli(
+            args,
+            &[
+                "--config".as_ref(),
+                nodes.mw_config.as_os_str(),
+                "--node".as_ref(),
+                mw_addr.as_ref(),
+                "--cert".as_ref(),
+                cert.as_os_str(),
+                "--key".as_ref(),
+                key.as_os_str(),
+            ],
+        )
+    };
+    let mw = |args: &[&str]| mw_as(args, &mw_cert, &mw_key);
+
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/referral-example.json");
+    let example = example.to_str().expect("utf-8 path");
+    let (ok, stdout, stderr) = zm(&["send", "--file", example, "--json"]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let referral_id = lines[0]["messageId"]
+        .as_str()
+        .expect("messageId")
+        .to_owned();
+    assert_eq!(lines[1]["state"], "DELIVERY_STATE_DELIVERED", "{stdout}");
+
+    // At Malawi, the receiving unit's caseworker sees the item and its details.
+    let (ok, listed, stderr) = mw(&["inbox"]);
+    assert!(ok && listed.contains(&referral_id), "{listed}\n{stderr}");
+    let seq = listed
+        .split_whitespace()
+        .next()
+        .expect("seq")
+        .trim_start_matches('#')
+        .to_owned();
+    let (ok, shown, stderr) = mw(&["inbox", "show", &seq]);
+    assert!(ok, "{shown}\n{stderr}");
+    for expected in [
+        "from: ZM-DSW",
+        "unit: mchinji-district",
+        "purpose: family-reunification",
+        "consent: ZM-CONSENT-2026-0042 given by guardian (child's views recorded)",
+        "case reference: ZM-CHP-2026-0042",
+        "requested services: family-tracing, interim-care",
+        "given names: Chisomo",
+        "sex: female",
+        "birth date: 2014-03-02",
+        "current location: Chipata",
+        "migratory status: separated",
+        "urgency: high",
+        "relationship: aunt",
+        "last school: Example primary school",
+        "nationality: MW",
+        "workflow: received",
+    ] {
+        assert!(
+            shown.contains(expected),
+            "missing '{expected}' in:\n{shown}"
+        );
+    }
+    let (ok, shown_json, _) = mw(&["inbox", "show", &seq, "--json"]);
+    assert!(ok);
+    let item: serde_json::Value = serde_json::from_str(shown_json.trim()).expect("json");
+    assert_eq!(item["referral"]["identity"]["sex"], "SEX_FEMALE");
+    assert_eq!(item["messageId"], referral_id.as_str());
+    assert!(item.get("envelope").is_none(), "{shown_json}");
+
+    // A caseworker of another unit may not work it: refused, the reason and what to do said.
+    let (ok, stdout, stderr) = mw_as(&["referral", "accept", &seq], &other_cert, &other_key);
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("[other-unit]"), "{stderr}");
+    assert!(stderr.contains("mchinji-district"), "{stderr}");
+    assert!(
+        stderr.contains("hint:") && stderr.contains("--cert/--key"),
+        "{stderr}"
+    );
+    // Closing before accepting is refused too: the workflow says which steps come first.
+    let (ok, _, stderr) = mw(&["referral", "close", &seq, "--outcome", "reunified"]);
+    assert!(!ok, "{stderr}");
+
+    // The receiving caseworker works it through; each update reaches Zambia with a receipt.
+    for step in [
+        vec!["referral", "accept", &seq],
+        vec!["referral", "start", &format!("#{seq}")],
+        vec!["referral", "close", &referral_id, "--outcome", "reunified"],
+    ] {
+        let (ok, stdout, stderr) = mw(&step);
+        assert!(ok, "{step:?}: {stdout}\n{stderr}");
+        assert!(stdout.contains("delivered to ZM-DSW"), "{stdout}");
+    }
+
+    // The history at Zambia, the sender, as text and as JSON.
+    let (ok, status, stderr) = zm(&["referral", "status", &referral_id]);
+    assert!(ok, "{status}\n{stderr}");
+    assert!(
+        status.contains(&format!("referral {referral_id}: closed (reunified)")),
+        "{status}"
+    );
+    let steps: Vec<&str> = ["received", "accepted", "in-progress", "closed (reunified)"]
+        .into_iter()
+        .filter(|s| status.contains(&format!("{s}  by MW-DSW")))
+        .collect();
+    assert_eq!(steps.len(), 4, "{status}");
+    let (ok, status_json, _) = zm(&["referral", "status", &referral_id, "--json"]);
+    assert!(ok);
+    let status: serde_json::Value = serde_json::from_str(status_json.trim()).expect("json");
+    assert_eq!(status["state"], "REFERRAL_STATE_CLOSED");
+    let history: Vec<&str> = status["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|c| c["state"].as_str().expect("state"))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            "REFERRAL_STATE_RECEIVED",
+            "REFERRAL_STATE_ACCEPTED",
+            "REFERRAL_STATE_IN_PROGRESS",
+            "REFERRAL_STATE_CLOSED"
+        ]
+    );
+    // At Malawi, by its inbox item.
+    let (ok, status, _) = mw(&["referral", "status", &seq]);
+    assert!(ok && status.contains("closed (reunified)"), "{status}");
+
+    // Zambia's auditor lists the submission from the log, without any personal data.
+    let zm_files = kinbridge_node::devpki::DevNodeFiles::new(pki, &node_id("ZM-DSW"));
+    let (auditor_cert, auditor_key) = (
+        zm_files.client_cert("auditor"),
+        zm_files.client_key("auditor"),
+    );
+    let auditor: [&std::ffi::OsStr; 8] = [
+        "--node".as_ref(),
+        zm_addr.as_ref(),
+        "--ca".as_ref(),
+        zm_ca.as_os_str(),
+        "--cert".as_ref(),
+        auditor_cert.as_os_str(),
+        "--key".as_ref(),
+        auditor_key.as_os_str(),
+    ];
+    let (ok, listed, stderr) = run_cli(&["audit", "list", "--event", "submitted"], &auditor);
+    assert!(ok, "{listed}\n{stderr}");
+    let line = listed
+        .lines()
+        .find(|l| l.contains(&referral_id))
+        .unwrap_or_else(|| panic!("no submitted entry for {referral_id}: {listed}"));
+    assert!(
+        line.contains("submitted")
+            && line.contains("to=MW-DSW")
+            && line.contains("actor=chipata-cw"),
+        "{line}"
+    );
+    assert!(
+        listed.lines().all(|l| l.contains(" submitted ")),
+        "{listed}"
+    );
+    let (ok, listed, _) = run_cli(
+        &[
+            "audit",
+            "list",
+            "--message",
+            &referral_id,
+            "--json",
+            "--since",
+            "2020-01-01",
+        ],
+        &auditor,
+    );
+    assert!(ok);
+    let events: Vec<String> = listed
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            v["event"].as_str().expect("event").to_owned()
+        })
+        .collect();
+    assert!(
+        events.contains(&"AUDIT_EVENT_DELIVERED".to_owned()),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&"AUDIT_EVENT_REFERRAL_STATUS".to_owned()),
+        "{events:?}"
+    );
+    for name in ["Chisomo", "Fictional", "Chipata transit"] {
+        assert!(!listed.contains(name), "{listed}");
+    }
+    let (ok, _, stderr) = run_cli(&["audit", "list", "--event", "sumbitted"], &auditor);
+    assert!(!ok && stderr.contains("is not an audit event"), "{stderr}");
+
+    // A case transfer by flags alone (sex and birth date among them), declined with a reason.
+    let (ok, stdout, stderr) = zm(&[
+        "send",
+        "--to",
+        "MW-DSW",
+        "--to-unit",
+        "mchinji-district",
+        "--kind",
+        "case-transfer",
+        "--consent",
+        "ZM-CONSENT-2026-0043",
+        "--given-by",
+        "parent",
+        "--given-name",
+        "Mphatso",
+        "--sex",
+        "male",
+        "--birth-date",
+        "2016-07-09",
+        "--service",
+        "reintegration",
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let transfer_id = stdout.split_whitespace().nth(1).expect("id").to_owned();
+    let (ok, listed, _) = mw(&["inbox", "--json"]);
+    assert!(ok);
+    let items: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let transfer = items
+        .iter()
+        .find(|i| i["messageId"] == transfer_id.as_str())
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(transfer["kind"], "MESSAGE_KIND_CASE_TRANSFER");
+    assert_eq!(transfer["purpose"], "PURPOSE_RETURN_AND_REINTEGRATION");
+    assert_eq!(transfer["referral"]["identity"]["sex"], "SEX_MALE");
+    assert_eq!(transfer["referral"]["identity"]["birthDate"], "2016-07-09");
+    let transfer_seq = transfer["sequence"].as_str().expect("sequence").to_owned();
+    let (ok, shown, _) = mw(&["inbox", "show", &transfer_seq]);
+    assert!(ok && shown.contains("kind: case-transfer"), "{shown}");
+    let (ok, stdout, stderr) = mw(&["referral", "decline", &transfer_seq]);
+    assert!(!ok && stderr.contains("--reason"), "{stdout}\n{stderr}");
+    let (ok, stdout, stderr) = mw(&[
+        "referral",
+        "decline",
+        &transfer_seq,
+        "--reason",
+        "no-capacity",
+        "--json",
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let delivery: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("line")).expect("json");
+    assert_eq!(delivery["state"], "DELIVERY_STATE_DELIVERED", "{stdout}");
+    let (ok, status, _) = zm(&["referral", "status", &transfer_id]);
+    assert!(
+        ok && status.contains(&format!("referral {transfer_id}: declined (no-capacity)")),
+        "{status}"
+    );
+
+    // The admin's lists as JSON, by --cert/--key over Malawi's config.
+    let mw_files = kinbridge_node::devpki::DevNodeFiles::new(pki, &node_id("MW-DSW"));
+    let admin = |args: &[&str]| {
+        mw_as(
+            args,
+            &mw_files.client_cert("admin"),
+            &mw_files.client_key("admin"),
+        )
+    };
+    let (ok, peers, stderr) = admin(&["peers", "list", "--json"]);
+    assert!(ok, "{stderr}");
+    let peers: serde_json::Value = serde_json::from_str(peers.trim()).expect("json");
+    assert_eq!(peers["peers"][0]["nodeId"], "ZM-DSW", "{peers}");
+    let (ok, keys, stderr) = admin(&["keys", "list", "--json"]);
+    assert!(ok, "{stderr}");
+    let keys: serde_json::Value = serde_json::from_str(keys.trim()).expect("json");
+    assert!(
+        keys["own"].as_array().is_some_and(|k| !k.is_empty()),
+        "{keys}"
+    );
+}
+
+/// `send --file` with a file the node would not understand, or without a recipient or a
+/// consent, fails before anything is sent, naming the file, the field and what to give.
+#[test]
+fn send_file_mistakes_are_named_before_anything_is_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"identity": {"givenNames": ["Test"], "sexx": "SEX_FEMALE"}}"#,
+    )
+    .expect("write");
+    let payload = dir.path().join("payload.json");
+    std::fs::write(&payload, r#"{"caseReference": "ZM-1"}"#).expect("write");
+    // Nothing listens there: a mistake in the submission is found before connecting.
+    let access = [
+        "--node",
+        "127.0.0.1:9",
+        "--ca",
+        "x",
+        "--cert",
+        "x",
+        "--key",
+        "x",
+    ];
+    let send = |file: &std::path::Path, more: &[&str]| {
+        let mut cmd = kinbridge();
+        cmd.args(["send", "--file"])
+            .arg(file)
+            .args(more)
+            .args(access);
+        let out = run_bounded(cmd);
+        assert!(!out.status.success());
+        text(&out.stderr)
+    };
+    let said = send(&bad, &["--to", "MW-DSW"]);
+    assert!(
+        said.contains("bad.json")
+            && said.contains("sexx")
+            && said.contains("referral-example.json"),
+        "{said}"
+    );
+    let said = send(&payload, &["--consent", "C-1", "--given-by", "parent"]);
+    assert!(said.contains("--to is required"), "{said}");
+    let said = send(&payload, &["--to", "MW-DSW"]);
+    assert!(said.contains("--consent is required"), "{said}");
+    let said = send(&dir.path().join("missing.json"), &["--to", "MW-DSW"]);
+    assert!(said.contains("cannot read --file"), "{said}");
+}

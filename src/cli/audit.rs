@@ -11,8 +11,9 @@ use kinbridge_audit::checkpoint::NoteKey;
 use kinbridge_audit::export::{Line, VerifiedExport, verify_export};
 use kinbridge_audit::reconcile::reconcile;
 use kinbridge_core::{KeyId, PeerKey};
-use kinbridge_node::NodeConfig;
 use kinbridge_proto::v1 as pb;
+use kinbridge_proto::v1::audit_service_client::AuditServiceClient;
+use tonic::transport::Channel;
 
 use super::NodeAccess;
 
@@ -66,6 +67,35 @@ enum Command {
         #[command(flatten)]
         access: NodeAccess,
     },
+    /// List a running node's audit entries, decoded, oldest first (read through the export;
+    /// entries hold metadata and digests only, never payload data).
+    List {
+        #[command(flatten)]
+        access: NodeAccess,
+        #[command(flatten)]
+        filter: ListFilter,
+        /// Print entries as JSON lines (protobuf JSON mapping, plus their "index").
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which entries `audit list` prints.
+#[derive(clap::Args)]
+struct ListFilter {
+    /// Only entries of this event, e.g. submitted, delivered, received, refused,
+    /// referral-status (repeatable).
+    #[arg(long)]
+    event: Vec<String>,
+    /// Only entries about this message id.
+    #[arg(long)]
+    message: Option<String>,
+    /// Only entries from this time on: YYYY-MM-DD (UTC) or RFC 3339.
+    #[arg(long)]
+    since: Option<String>,
+    /// At most this many entries (the oldest that match).
+    #[arg(long)]
+    limit: Option<usize>,
 }
 
 /// Runs the chosen audit command.
@@ -122,6 +152,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 Ok(())
             }
         }
+        Command::List {
+            access,
+            filter,
+            json,
+        } => list(&access, &filter, json).await,
         Command::Checkpoint { access } => {
             let mut client = audit_client(&access)?;
             let cp = client
@@ -134,30 +169,179 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-fn audit_client(
-    access: &NodeAccess,
-) -> anyhow::Result<
-    kinbridge_proto::v1::audit_service_client::AuditServiceClient<tonic::transport::Channel>,
-> {
-    Ok(kinbridge_proto::v1::audit_service_client::AuditServiceClient::new(access.channel()?))
+fn audit_client(access: &NodeAccess) -> anyhow::Result<AuditServiceClient<Channel>> {
+    Ok(AuditServiceClient::new(access.channel()?))
 }
 
 async fn export(access: &NodeAccess, out: &Path) -> anyhow::Result<()> {
-    let config = NodeConfig::load(&access.config)?;
-    let mut client = audit_client(access)?;
+    let access = access.resolve()?;
+    let mut client = AuditServiceClient::new(access.channel()?);
+    let node = match &access.config {
+        Some(config) => config.node_id.to_string(),
+        // Without a config, the node's signed checkpoint names it (origin kinbridge.audit/<id>).
+        None => {
+            let note = client
+                .get_checkpoint(pb::GetCheckpointRequest::default())
+                .await?
+                .into_inner()
+                .checkpoint;
+            let origin = note.lines().next().unwrap_or_default();
+            origin
+                .strip_prefix("kinbridge.audit/")
+                .unwrap_or(origin)
+                .to_owned()
+        }
+    };
     let file =
         std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let count = kinbridge_grpc::client::export_log(
-        &mut client,
-        config.node_id.as_str(),
-        BufWriter::new(file),
-    )
-    .await?;
+    let count =
+        kinbridge_grpc::client::export_log(&mut client, &node, BufWriter::new(file)).await?;
     println!(
-        "wrote {count} audit entries of {} and their signed checkpoints to {}",
-        config.node_id,
+        "wrote {count} audit entries of {node} and their signed checkpoints to {}",
         out.display()
     );
+    Ok(())
+}
+
+/// `--event` as an audit event: `submitted`, `referral-status` or `AUDIT_EVENT_SUBMITTED`.
+fn parse_event(text: &str) -> anyhow::Result<pb::AuditEvent> {
+    let upper = text.to_ascii_uppercase().replace('-', "_");
+    let name = if upper.starts_with("AUDIT_EVENT_") {
+        upper
+    } else {
+        format!("AUDIT_EVENT_{upper}")
+    };
+    match pb::AuditEvent::from_str_name(&name) {
+        Some(event) if event != pb::AuditEvent::Unspecified => Ok(event),
+        _ => {
+            let known: Vec<String> = (1..=64)
+                .filter_map(|n| pb::AuditEvent::try_from(n).ok())
+                .map(|e| super::show::enum_word(e.as_str_name(), "AUDIT_EVENT_"))
+                .collect();
+            bail!(
+                "--event '{text}' is not an audit event: one of {}",
+                known.join(", ")
+            )
+        }
+    }
+}
+
+/// `--since` as milliseconds since the epoch.
+fn parse_since(text: &str) -> anyhow::Result<i64> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    match super::stats::day_ms(text, "since") {
+        Ok(ms) => Ok(ms),
+        Err(_) => bail!(
+            "--since '{text}': give a date YYYY-MM-DD (UTC) or an RFC 3339 time such as 2026-11-20T08:00:00Z"
+        ),
+    }
+}
+
+/// One entry as a line a person can read: what, when, about which message, between whom.
+fn describe_entry(index: u64, e: &pb::AuditEntry) -> String {
+    use super::show::{enum_word, time};
+    let event = pb::AuditEvent::try_from(e.event).map_or("?", |v| v.as_str_name());
+    let mut line = format!(
+        "#{index} {} {}",
+        time(e.time_ms),
+        enum_word(event, "AUDIT_EVENT_")
+    );
+    let mut field = |name: &str, value: &str| {
+        if !value.is_empty() {
+            line.push_str(&format!(" {name}={value}"));
+        }
+    };
+    field("message", &e.message_id);
+    if e.kind != 0 {
+        let kind = pb::MessageKind::try_from(e.kind).map_or("?", |k| k.as_str_name());
+        field("kind", &enum_word(kind, "MESSAGE_KIND_"));
+    }
+    field("from", &e.sender);
+    field("to", &e.recipient);
+    if e.purpose != 0 {
+        let purpose = pb::Purpose::try_from(e.purpose).map_or("?", |p| p.as_str_name());
+        field("purpose", &enum_word(purpose, "PURPOSE_"));
+    }
+    field("consent", &e.consent_id);
+    let categories: Vec<String> = e
+        .data_categories
+        .iter()
+        .map(|c| {
+            enum_word(
+                pb::DataCategory::try_from(*c).map_or("?", |c| c.as_str_name()),
+                "DATA_CATEGORY_",
+            )
+        })
+        .collect();
+    field("categories", &categories.join(","));
+    field("actor", &e.actor);
+    field("peer", &e.peer);
+    field("reason", &e.reason);
+    field("method", &e.method);
+    if e.attempts > 0 {
+        field("attempts", &e.attempts.to_string());
+    }
+    if e.refused_count > 0 {
+        field("more_refusals", &e.refused_count.to_string());
+    }
+    field("custody", &e.custody.join(">"));
+    line
+}
+
+/// Streams the node's log through the export, decodes each entry and prints those that pass
+/// the filter.
+async fn list(access: &NodeAccess, filter: &ListFilter, json: bool) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use prost::Message;
+    let events = filter
+        .event
+        .iter()
+        .map(|e| parse_event(e))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let since = filter.since.as_deref().map(parse_since).transpose()?;
+    let mut client = audit_client(access)?;
+    let mut stream = client
+        .export_log(pb::ExportLogRequest {})
+        .await?
+        .into_inner();
+    let mut printed = 0usize;
+    let limit = filter.limit.unwrap_or(usize::MAX);
+    'chunks: while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        for (offset, bytes) in chunk.entries.iter().enumerate() {
+            let index = chunk.first_index + offset as u64;
+            let entry = pb::AuditEntry::decode(bytes.as_slice())
+                .with_context(|| format!("audit entry {index} does not decode"))?;
+            let wanted = (events.is_empty() || events.iter().any(|e| *e as i32 == entry.event))
+                && filter
+                    .message
+                    .as_ref()
+                    .is_none_or(|m| *m == entry.message_id)
+                && since.is_none_or(|s| entry.time_ms >= s);
+            if !wanted {
+                continue;
+            }
+            if printed >= limit {
+                break 'chunks;
+            }
+            printed += 1;
+            if json {
+                let mut value = serde_json::to_value(&entry).context("cannot write JSON")?;
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("index".into(), index.into());
+                }
+                println!("{value}");
+            } else {
+                println!("{}", describe_entry(index, &entry));
+            }
+        }
+    }
+    if printed == 0 && !json {
+        println!("no audit entry matches");
+    }
     Ok(())
 }
 

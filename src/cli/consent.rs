@@ -1,20 +1,15 @@
 //! `kinbridge forward` and `kinbridge withdraw`: pass a received referral on along a route, and
 //! withdraw a consent this node originated data under.
 
-use std::path::PathBuf;
-
-use kinbridge_node::NodeConfig;
 use kinbridge_proto::v1 as pb;
+
+use super::NodeAccess;
 
 /// Arguments of `kinbridge forward`.
 #[derive(clap::Args)]
 pub struct ForwardArgs {
-    /// Config of the node holding the referral.
-    #[arg(long)]
-    config: PathBuf,
-    /// Address of the node's local port (default: `listen.local` of the config).
-    #[arg(long)]
-    node: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    access: NodeAccess,
     /// Sequence number of the inbox item to pass on.
     #[arg(long)]
     seq: u64,
@@ -27,17 +22,16 @@ pub struct ForwardArgs {
     /// Seconds to wait for the next node's receipt (0: do not wait).
     #[arg(long, default_value_t = 30)]
     wait: u32,
+    /// Print the node's answers as JSON lines (protobuf JSON mapping) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `kinbridge withdraw`.
 #[derive(clap::Args)]
 pub struct WithdrawArgs {
-    /// Config of the node that originated the data.
-    #[arg(long)]
-    config: PathBuf,
-    /// Address of the node's local port (default: `listen.local` of the config).
-    #[arg(long)]
-    node: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    access: NodeAccess,
     /// The consent being withdrawn.
     #[arg(long)]
     consent: String,
@@ -49,8 +43,8 @@ pub struct WithdrawArgs {
 /// Forwards, reports the new message id and, as `send` does, waits for the next node's
 /// signed receipt.
 pub async fn forward(args: ForwardArgs) -> anyhow::Result<()> {
-    let config = NodeConfig::load(&args.config)?;
-    let mut client = super::local_client_for(&config, args.node)?;
+    let access = args.access.resolve()?;
+    let mut client = access.local_client()?;
     let r = client
         .forward_referral(pb::ForwardReferralRequest {
             sequence: args.seq,
@@ -60,17 +54,28 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
-    println!(
-        "queued {} for {} (inbox item #{} passed on; chain of custody recorded)",
-        r.message_id, args.to, args.seq
-    );
-    super::send::follow_delivery(&mut client, &config, &r.message_id, args.wait).await
+    if args.json {
+        super::show::json_line(&r)?;
+    } else {
+        println!(
+            "queued {} for {} (inbox item #{} passed on; chain of custody recorded)",
+            r.message_id, args.to, args.seq
+        );
+    }
+    super::send::follow_delivery(
+        &mut client,
+        &access.node_name(),
+        &r.message_id,
+        args.wait,
+        args.json,
+    )
+    .await
 }
 
 /// Withdraws, then waits for each node's signed receipt.
 pub async fn withdraw(args: WithdrawArgs) -> anyhow::Result<()> {
-    let config = NodeConfig::load(&args.config)?;
-    let mut client = super::local_client_for(&config, args.node)?;
+    let access = args.access.resolve()?;
+    let mut client = access.local_client()?;
     let r = client
         .withdraw_consent(pb::WithdrawConsentRequest {
             consent_id: args.consent.clone(),
@@ -79,7 +84,9 @@ pub async fn withdraw(args: WithdrawArgs) -> anyhow::Result<()> {
         .into_inner();
     println!(
         "consent {} withdrawn at {}: {} payload(s) deleted here",
-        args.consent, config.node_id, r.purged_here
+        args.consent,
+        access.node_name(),
+        r.purged_here
     );
     let mut missing = 0;
     for notice in &r.notices {

@@ -24,6 +24,9 @@ enum Command {
     List {
         #[command(flatten)]
         access: NodeAccess,
+        /// Print the node's answer as one JSON line (protobuf JSON mapping) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Make a new signing key and publish it to every peer.
     Rotate {
@@ -110,9 +113,12 @@ fn show(k: &pb::KeyInfo) {
 /// Runs the chosen keys command.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
-        Command::List { access } => {
+        Command::List { access, json } => {
             let mut client = AdminServiceClient::new(access.channel()?);
             let keys = client.list_keys(pb::ListKeysRequest {}).await?.into_inner();
+            if json {
+                return super::show::json_line(&keys);
+            }
             println!("own keys:");
             keys.own.iter().for_each(show);
             println!("peers' keys:");

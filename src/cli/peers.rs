@@ -20,18 +20,24 @@ enum Command {
     List {
         #[command(flatten)]
         access: NodeAccess,
+        /// Print the node's answer as one JSON line (protobuf JSON mapping) instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 /// Runs the chosen peers command.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let Command::List { access } = args.command;
+    let Command::List { access, json } = args.command;
     let mut client = AdminServiceClient::new(access.channel()?);
-    let peers = client
+    let listed = client
         .list_peers(pb::ListPeersRequest {})
         .await?
-        .into_inner()
-        .peers;
+        .into_inner();
+    if json {
+        return super::show::json_line(&listed);
+    }
+    let peers = listed.peers;
     if peers.is_empty() {
         println!("no peer is registered");
     }

@@ -40,7 +40,9 @@ pub struct Args {
     format: Format,
 }
 
-fn day_ms(day: &str, what: &str) -> anyhow::Result<i64> {
+/// A day YYYY-MM-DD (UTC) as milliseconds since the epoch at its start; `what` names the
+/// option in the error.
+pub(super) fn day_ms(day: &str, what: &str) -> anyhow::Result<i64> {
     let bad = || anyhow::anyhow!("--{what} takes a date YYYY-MM-DD, not '{day}'");
     let parts: Vec<&str> = day.split('-').collect();
     let [y, m, d] = parts.as_slice() else {

@@ -27,6 +27,9 @@ enum Command {
         /// Only this case's matches.
         #[arg(long)]
         case: Option<String>,
+        /// Print the node's answer as one JSON line (protobuf JSON mapping) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Confirm a match (the disclosure follows once the other side confirms too), or rule it
     /// out with --rule-out.
@@ -120,15 +123,18 @@ struct RegisterArgs {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Register(r) => register(*r).await,
-        Command::Matches { access, case } => {
+        Command::Matches { access, case, json } => {
             let mut client = TracingServiceClient::new(access.channel()?);
-            let matches = client
+            let listed = client
                 .list_tracing_matches(pb::ListTracingMatchesRequest {
                     case_id: case.unwrap_or_default(),
                 })
                 .await?
-                .into_inner()
-                .matches;
+                .into_inner();
+            if json {
+                return super::show::json_line(&listed);
+            }
+            let matches = listed.matches;
             if matches.is_empty() {
                 println!("no tracing match");
             }
