@@ -15,6 +15,7 @@
 pub mod openapi;
 pub mod operations;
 pub mod problem;
+pub mod webhook_client;
 
 use std::collections::HashMap;
 use std::sync::Arc;

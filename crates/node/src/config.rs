@@ -58,6 +58,8 @@ pub struct NodeConfig {
     /// Serve `/metrics` over plain HTTP to anyone who reaches the listener (`[metrics]
     /// insecure_plain_http = true`); `false`, the default, requires mutual TLS.
     pub metrics_insecure_plain_http: bool,
+    /// Webhook subscriptions (`[[webhooks]]`).
+    pub webhooks: Vec<WebhookConfig>,
     /// Address of the HTTP/JSON face (HTTPS with a client certificate from the local CA, like
     /// the local gRPC port), if the node serves one.
     pub http_listen: Option<SocketAddr>,
@@ -112,6 +114,27 @@ pub struct NodeConfig {
 
 /// Counts from 1 to this minus one are withheld from reports unless the config says otherwise.
 pub const DEFAULT_SUPPRESSION_THRESHOLD: u64 = 5;
+
+/// One webhook subscription: where the node pushes its inbox events.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Its name (lower-case letters, digits, `-`), unique: logs, metrics and its cursor.
+    pub name: String,
+    /// Where events are POSTed: `https://…`, or `http://…` under `insecure_plain_http`.
+    pub url: String,
+    /// The file holding its `whsec_` secret (Standard Webhooks).
+    pub secret_file: PathBuf,
+    /// The CA the receiver's certificate must chain to (an `https` URL needs one).
+    pub ca_certificate: Option<PathBuf>,
+    /// The event types it takes; empty: all.
+    pub events: Vec<kinbridge_service::webhooks::EventType>,
+    /// The units whose items it is told of; empty: all.
+    pub units: Vec<String>,
+    /// An event not answered within this long is given up (default 72 hours).
+    pub max_age: std::time::Duration,
+    /// Longest delay between two attempts of an event (default 30 s).
+    pub retry_max: std::time::Duration,
+}
 
 /// One epoch's linkage key: a secret the federation shares among its nodes only.
 #[derive(Debug, Clone)]
@@ -195,6 +218,25 @@ struct RawConfig {
     reporting: RawReporting,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    webhooks: Vec<RawWebhook>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    name: String,
+    url: String,
+    secret_file: PathBuf,
+    ca_certificate: Option<PathBuf>,
+    #[serde(default)]
+    events: Vec<String>,
+    #[serde(default)]
+    units: Vec<String>,
+    max_age_hours: Option<u64>,
+    retry_max_seconds: Option<u64>,
+    #[serde(default)]
+    insecure_plain_http: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -525,6 +567,7 @@ impl Checker<'_> {
                 .map(|m| self.addr("listen.metrics", m))
                 .transpose()?,
             metrics_insecure_plain_http: raw.metrics.insecure_plain_http,
+            webhooks: self.webhooks(&raw.webhooks)?,
             http_listen: raw
                 .listen
                 .http
@@ -697,6 +740,73 @@ impl Checker<'_> {
             });
         }
         Ok(linkage_keys)
+    }
+
+    /// The `[[webhooks]]` tables: each named once, with a URL whose scheme its settings allow,
+    /// an existing secret file, known event types and units.
+    fn webhooks(&self, raw: &[RawWebhook]) -> Result<Vec<WebhookConfig>, ConfigError> {
+        use kinbridge_service::webhooks::EventType;
+        let mut out: Vec<WebhookConfig> = Vec::new();
+        for (i, w) in raw.iter().enumerate() {
+            let at = |name: &str| format!("webhooks[{i}].{name}");
+            let name_ok = !w.name.is_empty()
+                && w.name.len() <= 64
+                && w.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !name_ok || out.iter().any(|o| o.name == w.name) {
+                return Err(self.err(
+                    &at("name"),
+                    "a name of lower-case letters, digits and `-`, each subscription's its own",
+                ));
+            }
+            let https = w.url.starts_with("https://");
+            if !(https || (w.url.starts_with("http://") && w.insecure_plain_http)) {
+                return Err(self.err(
+                    &at("url"),
+                    "an https:// URL (http:// only with insecure_plain_http = true, where nothing else can read the network)",
+                ));
+            }
+            let ca_certificate = match &w.ca_certificate {
+                Some(ca) => Some(self.file(&at("ca_certificate"), ca)?),
+                None if https => {
+                    return Err(self.err(
+                        &at("ca_certificate"),
+                        "the CA the receiver's certificate chains to: an https URL needs one",
+                    ));
+                }
+                None => None,
+            };
+            let mut events = Vec::new();
+            for e in &w.events {
+                let known: Vec<&str> = EventType::ALL.iter().map(|t| t.name()).collect();
+                events.push(EventType::parse(e).ok_or_else(|| {
+                    self.err(
+                        &at("events"),
+                        format!("event types from: {}", known.join(", ")),
+                    )
+                })?);
+            }
+            for u in &w.units {
+                kinbridge_core::UnitName::new(u)
+                    .map_err(|e| self.err(&at("units"), e.to_string()))?;
+            }
+            out.push(WebhookConfig {
+                name: w.name.clone(),
+                url: w.url.clone(),
+                secret_file: self.file(&at("secret_file"), &w.secret_file)?,
+                ca_certificate,
+                events,
+                units: w.units.clone(),
+                max_age: std::time::Duration::from_secs(
+                    w.max_age_hours.unwrap_or(72).clamp(1, 24 * 30) * 3600,
+                ),
+                retry_max: std::time::Duration::from_secs(
+                    w.retry_max_seconds.unwrap_or(30).clamp(1, 3600),
+                ),
+            });
+        }
+        Ok(out)
     }
 
     /// The `[client]` table: the certificate and key the CLI presents on the local port.

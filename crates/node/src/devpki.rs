@@ -429,6 +429,7 @@ pub fn node_config(
             0,
         ))),
         metrics_insecure_plain_http: false,
+        webhooks: Vec::new(),
         http_listen: Some(std::net::SocketAddr::from((
             std::net::Ipv4Addr::LOCALHOST,
             0,

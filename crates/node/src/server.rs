@@ -111,6 +111,14 @@ pub enum NodeError {
         /// What failed.
         reason: String,
     },
+    /// A webhook subscription's secret or CA.
+    #[error("webhook {path}: {reason}")]
+    Webhook {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The gRPC face failed.
     #[error(transparent)]
     Grpc(#[from] GrpcError),
@@ -165,6 +173,11 @@ pub struct PreparedNode {
     metrics_transport: crate::metrics::MetricsTransport,
     /// The TLS configuration of the HTTP/JSON face: the local clients' roots, HTTP/1.1.
     http_tls: Arc<rustls::ServerConfig>,
+    /// The webhook subscriptions and the client that sends their events.
+    webhooks: (
+        Vec<kinbridge_service::webhooks::Subscription>,
+        Arc<kinbridge_http::webhook_client::WebhookClient>,
+    ),
 }
 
 /// Loads and checks everything `config` names and opens the store. Fails fast, naming the
@@ -177,7 +190,18 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         registry,
         signing_key,
         linkage_keys,
+        webhooks,
     } = check_material(config)?;
+    let webhook_client = kinbridge_http::webhook_client::WebhookClient::new(
+        config
+            .webhooks
+            .iter()
+            .map(|w| (w.name.as_str(), w.ca_certificate.as_deref())),
+    )
+    .map_err(|reason| NodeError::Webhook {
+        path: "ca_certificate".into(),
+        reason,
+    })?;
     let cert_pem = std::fs::read(&config.tls_certificate).map_err(|e| TlsError::Pem {
         path: config.tls_certificate.clone(),
         reason: e.to_string(),
@@ -254,6 +278,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         data_dir: config.data_dir.clone(),
         metrics_transport,
         http_tls,
+        webhooks: (webhooks, Arc::new(webhook_client)),
     })
 }
 
@@ -343,6 +368,8 @@ pub struct Material {
     pub signing_key: NodeSigningKey,
     /// The federation's linkage keys for family tracing.
     pub linkage_keys: Vec<HeldKey>,
+    /// The webhook subscriptions, their secrets read.
+    pub webhooks: Vec<kinbridge_service::webhooks::Subscription>,
 }
 
 /// Loads and checks every file `config` names, without opening the store or binding: what
@@ -419,6 +446,7 @@ pub fn check_material(config: &NodeConfig) -> Result<Material, NodeError> {
             path: path.display().to_string(),
             reason,
         })?;
+    let webhooks = webhook_subscriptions(config)?;
     Ok(Material {
         chain,
         key,
@@ -426,7 +454,36 @@ pub fn check_material(config: &NodeConfig) -> Result<Material, NodeError> {
         registry,
         signing_key,
         linkage_keys,
+        webhooks,
     })
+}
+
+/// The webhook subscriptions of `config`, each with its secret read from its file.
+fn webhook_subscriptions(
+    config: &NodeConfig,
+) -> Result<Vec<kinbridge_service::webhooks::Subscription>, NodeError> {
+    config
+        .webhooks
+        .iter()
+        .map(|w| {
+            let path = w.secret_file.display().to_string();
+            let text = std::fs::read_to_string(&w.secret_file).map_err(|e| NodeError::Webhook {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let secret = kinbridge_service::webhooks::decode_secret(&text)
+                .map_err(|reason| NodeError::Webhook { path, reason })?;
+            Ok(kinbridge_service::webhooks::Subscription {
+                name: w.name.clone(),
+                url: w.url.clone(),
+                secret,
+                events: w.events.clone(),
+                units: w.units.clone(),
+                max_age: w.max_age,
+                retry_max: w.retry_max,
+            })
+        })
+        .collect()
 }
 
 /// Refuses a data directory that group or others can read, write or enter, or that holds
@@ -477,6 +534,15 @@ impl PreparedNode {
             .metrics
             .map(|listener| (listener, self.metrics_transport.clone()));
         let mut watchers = spawn_watchers(&state, metrics, self.certificates, &stop_rx);
+        let (subscriptions, webhook_client) = self.webhooks;
+        if !subscriptions.is_empty() {
+            watchers.push(tokio::spawn(kinbridge_service::webhooks::run(
+                Arc::clone(&state),
+                subscriptions,
+                webhook_client,
+                stop_rx.clone(),
+            )));
+        }
         if let Some(listener) = listeners.http {
             watchers.push(tokio::spawn(kinbridge_http::serve(
                 Arc::clone(&state),

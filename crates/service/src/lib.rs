@@ -29,6 +29,7 @@ pub mod reporting;
 pub mod statistics;
 pub mod tracing_cases;
 pub mod tracing_records;
+pub mod webhooks;
 
 pub use error::{ErrorKind, ServiceError};
 pub use node::Node;

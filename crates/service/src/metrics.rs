@@ -63,6 +63,15 @@ pub struct KeyLabels {
     pub key_id: String,
 }
 
+/// A webhook subscription and what became of one event or attempt.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// The subscription's name in the config.
+    pub subscription: String,
+    /// "delivered", "retried" (an attempt that failed) or "expired" (given up).
+    pub outcome: &'static str,
+}
+
 /// Every metric of a node.
 pub struct Metrics {
     registry: Registry,
@@ -76,6 +85,7 @@ pub struct Metrics {
     certificate_expiry: Family<CertificateLabels, Gauge>,
     key_expiry: Family<KeyLabels, Gauge>,
     key_active: Family<KeyLabels, Gauge>,
+    webhooks: Family<WebhookLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -170,7 +180,14 @@ impl Metrics {
             "1 for the own key the node signs with now, 0 for its other keys",
             key_active.clone(),
         );
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhook_events",
+            "Webhook events delivered, attempts retried and events given up, by subscription",
+            webhooks.clone(),
+        );
         Self {
+            webhooks,
             registry,
             messages,
             submitted,
@@ -241,6 +258,16 @@ impl Metrics {
             .get_or_create(&RefusalLabels {
                 side,
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a webhook event or attempt of `subscription` with `outcome`.
+    pub fn webhook(&self, subscription: &str, outcome: &'static str) {
+        self.webhooks
+            .get_or_create(&WebhookLabels {
+                subscription: subscription.to_owned(),
+                outcome,
             })
             .inc();
     }

@@ -144,6 +144,8 @@ pub struct Store {
     outbox_watchers: std::sync::Mutex<std::collections::HashMap<String, watch::Sender<()>>>,
     /// Messages in the pending queue.
     queued: std::sync::atomic::AtomicU64,
+    /// Each webhook subscription's cursor: the last inbox sequence it has been told of.
+    webhook_cursors: sled::Tree,
     /// Submissions made once under a client's key: the key → the message id and the digest of
     /// the request, written in the transaction that queues the message.
     submissions: sled::Tree,
@@ -193,6 +195,7 @@ impl Store {
         }
         let queued = outbox_pending.len() as u64;
         let submissions = db.open_tree("submissions")?;
+        let webhook_cursors = db.open_tree("webhook_cursors")?;
         let tip = match inbox.last()? {
             Some((k, _)) => decode_seq(&k),
             None => 0,
@@ -214,6 +217,7 @@ impl Store {
             outbox_watchers: std::sync::Mutex::default(),
             queued: std::sync::atomic::AtomicU64::new(queued),
             submissions,
+            webhook_cursors,
         })
     }
 
@@ -268,6 +272,23 @@ impl Store {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.commit().await?;
         Ok(())
+    }
+
+    /// The cursor of webhook subscription `name`: the last inbox sequence it has been told
+    /// of, if it has one.
+    pub fn webhook_cursor(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .webhook_cursors
+            .get(name.as_bytes())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// Moves the cursor of webhook subscription `name` to `sequence`, durably.
+    pub async fn set_webhook_cursor(&self, name: &str, sequence: u64) -> Result<(), StoreError> {
+        self.webhook_cursors
+            .insert(name.as_bytes(), &sequence.to_be_bytes())?;
+        self.commit().await
     }
 
     /// The submission made before under `key`, if any ([`Store::enqueue_once`]).
