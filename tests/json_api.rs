@@ -61,13 +61,15 @@ impl Curl {
         for h in headers {
             cmd.args(["-H", h]);
         }
-        if let Some(body) = body {
-            cmd.args([
-                "-H",
-                "content-type: application/json",
-                "--data-binary",
-                body,
-            ]);
+        // The body from a file, as large as it may be.
+        let file = body.map(|body| {
+            let file = tempfile::NamedTempFile::new().expect("body file");
+            std::fs::write(file.path(), body).expect("write body");
+            file
+        });
+        if let Some(file) = &file {
+            cmd.args(["-H", "content-type: application/json", "--data-binary"])
+                .arg(format!("@{}", file.path().display()));
         }
         cmd.arg(format!("{}{path}", self.base));
         let out = run_bounded(cmd);
@@ -464,4 +466,119 @@ fn the_committed_openapi_document_is_the_one_the_code_makes() {
         on_disk == made,
         "docs/openapi.json is not the document the code makes: run `KINBRIDGE_WRITE_OPENAPI=1 cargo test --test json_api` and commit it"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_bad_submission_gets_the_same_reason_on_both_faces() {
+    if skip_without_curl() {
+        return;
+    }
+    use kinbridge_proto::v1 as pb;
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let mut grpc = fed.local("ZM-DSW", "caseworker");
+    let json = Curl::role(&fed, "ZM-DSW", "caseworker");
+    let good = || common::submit_request("MW-DSW");
+    let mut expired = good();
+    if let Some(c) = expired.consent.as_mut() {
+        c.expires_at_ms = kinbridge_core::UnixMillis::now().plus_ms(-1000).0;
+    }
+    let mut uncovered = good();
+    if let Some(r) = uncovered.referral.as_mut() {
+        r.health = Some(pb::HealthData {
+            needs: "medical care".into(),
+            ..Default::default()
+        });
+    }
+    let mut oversized = good();
+    if let Some(r) = oversized.referral.as_mut() {
+        r.requested_services = vec!["x".repeat(1000); 300];
+    }
+    let cases: Vec<(pb::SubmitReferralRequest, &str)> = vec![
+        (
+            pb::SubmitReferralRequest {
+                recipient: "ZW-DSD".into(),
+                ..good()
+            },
+            "unknown-recipient",
+        ),
+        (
+            pb::SubmitReferralRequest {
+                recipient: "malawi".into(),
+                ..good()
+            },
+            "bad-recipient",
+        ),
+        (
+            pb::SubmitReferralRequest {
+                consent: None,
+                ..good()
+            },
+            "consent-missing",
+        ),
+        (
+            pb::SubmitReferralRequest {
+                purpose: 0,
+                ..good()
+            },
+            "bad-purpose",
+        ),
+        (
+            pb::SubmitReferralRequest {
+                referral: None,
+                ..good()
+            },
+            "no-referral",
+        ),
+        (
+            pb::SubmitReferralRequest {
+                ttl_seconds: 90 * 86_400,
+                ..good()
+            },
+            "bad-ttl",
+        ),
+        (
+            pb::SubmitReferralRequest {
+                recipient_unit: "Not A Unit".into(),
+                ..good()
+            },
+            "bad-unit",
+        ),
+        (
+            pb::SubmitReferralRequest {
+                kind: pb::MessageKind::KeyUpdate as i32,
+                ..good()
+            },
+            "bad-kind",
+        ),
+        (expired, "consent-expired"),
+        (uncovered, "category-not-covered"),
+        (oversized, "oversized"),
+    ];
+    for (request, reason) in cases {
+        let status = grpc
+            .submit_referral(request.clone())
+            .await
+            .expect_err("refused on gRPC");
+        assert_eq!(refusal(&status).1, reason, "gRPC: {status:?}");
+        let body = serde_json::to_string(&request).expect("the JSON mapping");
+        let answer = tokio::task::block_in_place(|| json.post("/v1/referrals", &body));
+        assert_eq!(problem_reason(&answer), reason, "JSON: {}", answer.body);
+        let expected = kinbridge_http::problem::status_of(kinbridge_service::ErrorKind::from_code(
+            status.code() as i32,
+        ));
+        assert_eq!(
+            answer.status,
+            expected.as_u16(),
+            "{reason}: the kind maps to the same code"
+        );
+    }
+    // Both faces still serve.
+    let ok = tokio::task::block_in_place(|| {
+        json.post(
+            "/v1/referrals",
+            &serde_json::to_string(&good()).expect("json"),
+        )
+    });
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    fed.shutdown().await;
 }
