@@ -222,6 +222,24 @@ async fn verified_by_the_reference_library(dir: &Path, hooks: &[Hook]) {
     assert!(text(&out.stdout).contains(&format!("OK: {} events verified", hooks.len())));
 }
 
+/// The message ids the events name, in their order.
+fn message_ids(hooks: &[Hook]) -> Vec<String> {
+    hooks
+        .iter()
+        .map(|h| {
+            body(h)["data"]["messageId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The message ids of referrals `deliver_referrals` sent.
+fn ids_of(sent: &[(String, kinbridge_proto::v1::GetDeliveryResponse)]) -> Vec<String> {
+    sent.iter().map(|(id, _)| id.clone()).collect()
+}
+
 fn body(hook: &Hook) -> serde_json::Value {
     serde_json::from_str(&hook.body).expect("a JSON event")
 }
@@ -254,17 +272,11 @@ async fn events_arrive_signed_in_order_and_after_the_receiver_was_away() {
     let mut zm = fed.local("ZM-DSW", "caseworker");
     let sent = deliver_referrals(&mut zm, "MW-DSW", 3).await;
     let hooks = receiver.wait_for(3).await;
-    let ids: Vec<String> = hooks
-        .iter()
-        .map(|h| {
-            body(h)["data"]["messageId"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
-    let sent_ids: Vec<String> = sent.iter().map(|(id, _)| id.clone()).collect();
-    assert_eq!(ids, sent_ids, "in the order they arrived in the inbox");
+    assert_eq!(
+        message_ids(&hooks),
+        ids_of(&sent),
+        "in the order they arrived in the inbox"
+    );
     for hook in &hooks {
         assert!(signature_holds(hook), "{hook:?}");
         let event = body(hook);
@@ -283,19 +295,7 @@ async fn events_arrive_signed_in_order_and_after_the_receiver_was_away() {
     let more = deliver_referrals(&mut zm, "MW-DSW", 2).await;
     receiver.restart().await;
     let hooks = receiver.wait_for(5).await;
-    let last: Vec<String> = hooks[3..]
-        .iter()
-        .map(|h| {
-            body(h)["data"]["messageId"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
-    assert_eq!(
-        last,
-        more.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()
-    );
+    assert_eq!(message_ids(&hooks[3..]), ids_of(&more));
     assert!(hooks.iter().all(signature_holds));
 
     fed.shutdown().await;
@@ -318,18 +318,6 @@ async fn a_node_killed_with_events_pending_loses_none() {
     nodes.restart_malawi();
     receiver.restart().await;
     let hooks = receiver.wait_for(4).await;
-    let ids: Vec<String> = hooks
-        .iter()
-        .map(|h| {
-            body(h)["data"]["messageId"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
-    assert_eq!(
-        ids,
-        sent.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()
-    );
+    assert_eq!(message_ids(&hooks), ids_of(&sent));
     assert!(hooks.iter().all(signature_holds));
 }

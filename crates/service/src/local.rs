@@ -294,15 +294,7 @@ impl LocalCases {
             Ok(sealed) => sealed,
             Err(status) => return Err(self.refuse_about(&client.name, status, about).await),
         };
-        outbox::queue(
-            &self.node,
-            &client.name,
-            client.unit_str(),
-            message_id,
-            record,
-            once,
-        )
-        .await
+        self.queue(client, message_id, record, once).await
     }
 
     /// Validates a submission and seals its envelope; returns the message id and the outbox
@@ -374,13 +366,14 @@ impl LocalCases {
         outbox::seal(&self.node, draft, payload, ttl_seconds, check_transfer)
     }
 
-    /// Logs a sealed message as submitted by `client` and puts it in the outbox
-    /// ([`outbox::queue`]).
+    /// Logs a sealed message as submitted by `client` and puts it in the outbox (under
+    /// `once`, if given) ([`outbox::queue`]).
     async fn queue(
         &self,
         client: &LocalClient,
         message_id: String,
         record: OutboxRecord,
+        once: Option<&kinbridge_store::SubmissionKey>,
     ) -> Result<pb::SubmitReferralResponse, ServiceError> {
         outbox::queue(
             &self.node,
@@ -388,7 +381,7 @@ impl LocalCases {
             client.unit_str(),
             message_id,
             record,
-            None,
+            once,
         )
         .await
     }
@@ -509,7 +502,8 @@ impl LocalCases {
                 outbox::seal(&self.node, draft, payload.clone(), 0, |d, _| {
                     kinbridge_core::consent::permit_withdrawal(d)
                 })?;
-            self.queue(&client, message_id.clone(), record).await?;
+            self.queue(&client, message_id.clone(), record, None)
+                .await?;
             notices.push(pb::WithdrawalNotice {
                 recipient: recipient.to_string(),
                 message_id,
@@ -573,7 +567,7 @@ impl LocalCases {
                 return Err(self.refuse_about(&client.name, status, about).await);
             }
         };
-        self.queue(&client, sealed.0, sealed.1).await
+        self.queue(&client, sealed.0, sealed.1, None).await
     }
 
     /// A new envelope carrying a received referral on to `req.recipient`: same payload (fresh

@@ -106,7 +106,7 @@ impl LocalCases {
             .store
             .record_workflow(&header.sender, &header.message_id, change)
             .await?;
-        self.queue(&client, message_id, record).await
+        self.queue(&client, message_id, record, None).await
     }
 
     /// Where a referral stands: its workflow as this node knows it.
