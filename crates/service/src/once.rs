@@ -39,10 +39,15 @@ pub fn submission_key(
     })
 }
 
+/// Longest a request waits while another request under its key is handled.
+pub const HOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The keys whose submission is being handled now.
 #[derive(Default)]
 pub struct InFlight {
     keys: Mutex<HashSet<Vec<u8>>>,
+    /// Woken whenever a key is released.
+    released: tokio::sync::Notify,
 }
 
 /// A key held while its submission is handled; released when dropped.
@@ -52,25 +57,32 @@ pub struct Held<'a> {
 }
 
 impl InFlight {
-    /// Holds `key`, waiting (bounded) while another request under it is handled; `None` if it
-    /// is still held after the wait.
+    /// Holds `key`, waiting (at most [`HOLD_WAIT`]) while another request under it is
+    /// handled; `None` if it is still held after the wait.
     pub async fn hold(&self, key: &[u8]) -> Option<Held<'_>> {
-        for _ in 0..200 {
+        let deadline = tokio::time::Instant::now() + HOLD_WAIT;
+        loop {
+            // Registered before the check, so a release in between is not missed.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
             if lock(&self.keys).insert(key.to_vec()) {
                 return Some(Held {
                     keys: self,
                     key: key.to_vec(),
                 });
             }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return None;
+            }
         }
-        None
     }
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         lock(&self.keys.keys).remove(&self.key);
+        self.keys.released.notify_waiters();
     }
 }
 
@@ -97,5 +109,22 @@ mod tests {
         assert!(lock(&keys.keys).contains(b"k".as_slice()));
         drop(first);
         assert!(keys.hold(b"k").await.is_some(), "released on drop");
+    }
+
+    #[tokio::test]
+    async fn a_second_request_under_a_key_waits_for_the_first() {
+        let keys = std::sync::Arc::new(InFlight::default());
+        let first = keys.hold(b"k").await.expect("free");
+        let waiting = {
+            let keys = std::sync::Arc::clone(&keys);
+            tokio::spawn(async move { keys.hold(b"k").await.is_some() })
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "the second waits while the first holds the key"
+        );
+        drop(first);
+        assert!(waiting.await.expect("task"), "and gets it once released");
     }
 }
