@@ -596,3 +596,81 @@ async fn every_page_is_secure_small_linked_without_case_data_and_in_each_languag
     assert!(english.body.contains("<html lang=\"en\" dir=\"ltr\">"));
     fed.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_item_is_shown_purged_and_another_units_item_not_at_all() {
+    if skip_without_curl() {
+        return;
+    }
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    zambian_referral(&fed).await;
+    let mw = Browser::role(&fed, "MW-DSW", "caseworker");
+    let inbox = tokio::task::block_in_place(|| mw.get("/console/inbox"));
+    let item_link = inbox
+        .targets()
+        .into_iter()
+        .find(|t| t.starts_with("/console/inbox/"))
+        .expect("a link to the item");
+
+    // A caseworker of another district: the item is neither listed nor shown.
+    let dir = fed.dir.path().join("console-clients");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert, key) = (dir.join("lusaka.crt"), dir.join("lusaka.key"));
+    devpki::issue_local_client(
+        &fed.pki,
+        &node_id("MW-DSW"),
+        "mw-mangochi-caseworker",
+        "caseworker",
+        Some("mangochi-district"),
+        &[],
+        &cert,
+        &key,
+    )
+    .expect("issue the other unit's caseworker");
+    let other = Browser::new(&fed, "MW-DSW", cert, key);
+    let listed = tokio::task::block_in_place(|| other.get("/console/inbox"));
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert!(
+        !listed.body.contains(&format!("href=\"{item_link}\"")),
+        "{}",
+        listed.body
+    );
+    let shown = tokio::task::block_in_place(|| other.get(&item_link));
+    assert_eq!(shown.status, 403, "{}", shown.body);
+    assert!(shown.body.contains("other-unit"), "{}", shown.body);
+    for secret in [GIVEN, FAMILY, CASE] {
+        assert!(!shown.body.contains(secret), "another unit sees {secret}");
+    }
+
+    // The guardian withdraws consent at Zambia: Malawi purges, the console says so.
+    let mut zm = fed.local("ZM-DSW", "caseworker");
+    let withdrawn = zm
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            consent_id: CONSENT.into(),
+        })
+        .await
+        .expect("withdraw")
+        .into_inner();
+    for notice in &withdrawn.notices {
+        let d = wait_delivery(&mut zm, &notice.message_id).await;
+        assert_eq!(
+            d.state,
+            pb::DeliveryState::Delivered as i32,
+            "{}",
+            d.last_error
+        );
+    }
+    let purged = tokio::task::block_in_place(|| mw.get(&item_link));
+    assert_eq!(purged.status, 200, "{}", purged.body);
+    assert!(purged.body.contains("was purged"), "{}", purged.body);
+    for secret in [GIVEN, FAMILY, CASE, "interim-care"] {
+        assert!(
+            !purged.body.contains(secret),
+            "the purged item shows {secret}"
+        );
+    }
+    let inbox = tokio::task::block_in_place(|| mw.get("/console/inbox"));
+    assert!(inbox.body.contains(">purged<"), "{}", inbox.body);
+    assert!(inbox.body.contains("consent withdrawal"), "{}", inbox.body);
+    fed.shutdown().await;
+}
