@@ -8,10 +8,12 @@
 //! units, consent and every refusal's audit entry are the service layer's. JSON is the
 //! protobuf JSON mapping of the same messages; errors are `application/problem+json`
 //! ([`problem`]); the operations ([`operations::OPERATIONS`]) make both the router and the
-//! OpenAPI 3.1 document ([`openapi`]) served at `/v1/openapi.json`.
+//! OpenAPI 3.1 document ([`openapi`]) served at `/v1/openapi.json`. The same listener serves
+//! the web console's HTML pages under `/console/` ([`console`]).
 
 #![forbid(unsafe_code)]
 
+pub mod console;
 pub mod openapi;
 pub mod operations;
 pub mod problem;
@@ -83,8 +85,9 @@ fn router(node: &Arc<Node>) -> Router {
         );
     }
     router
-        .fallback(|| async { refusal_without_operation(StatusCode::NOT_FOUND) })
         .with_state(face)
+        .merge(console::router(node))
+        .fallback(|| async { refusal_without_operation(StatusCode::NOT_FOUND) })
 }
 
 /// The answer to a path or method that names no operation.

@@ -1,0 +1,391 @@
+//! The web console: server-rendered HTML pages for caseworkers and case-management staff,
+//! served under `/console/` on the HTTP face's listener, behind the same mutual TLS (the
+//! browser's client certificate is the identity), the same firewall verdict and the same use
+//! cases as the JSON face. No JavaScript: every flow is links and plain form `POST`s, each
+//! answered with a `303` back to the page and a result message.
+//!
+//! Every response carries a strict Content-Security-Policy (nothing but the node's own
+//! stylesheet and forms), `Cache-Control: no-store`, `nosniff` and `no-referrer`
+//! ([`SECURITY_HEADERS`]). Every form carries a CSRF token bound to the client's name
+//! ([`csrf`]). The words come from message catalogues ([`catalogue`]), one per language.
+
+pub mod catalogue;
+pub mod csrf;
+pub mod html;
+mod status_form;
+pub mod views;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use kinbridge_core::firewall::LocalAccess;
+use kinbridge_proto::v1 as pb;
+use kinbridge_service::audit::serving_method;
+use kinbridge_service::identity::Role;
+use kinbridge_service::local::{LocalAuth, LocalCases, authorize, firewall_verdict};
+use kinbridge_service::{Node, ServiceError};
+
+use crate::Caller;
+use crate::problem::status_of;
+use catalogue::{Catalogue, LANGUAGE_COOKIE};
+use csrf::CsrfKey;
+
+/// The headers on every console response: a Content-Security-Policy that allows only the
+/// node's own stylesheet and form targets (no script at all, no frames, no base), no caching
+/// (case data must not stay in a shared laptop's cache), no content sniffing, no referrer.
+pub const SECURITY_HEADERS: &[(&str, &str)] = &[
+    (
+        "content-security-policy",
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("cache-control", "no-store"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
+
+/// Items on one inbox page.
+pub const INBOX_PAGE: u32 = 25;
+/// Largest form body read.
+pub const MAX_FORM_BYTES: usize = 8 * 1024;
+
+/// The console's stylesheet (left-to-right and right-to-left alike).
+const STYLE: &str = include_str!("console/style.css");
+
+/// What every console request shares.
+struct Console {
+    node_id: String,
+    local: LocalCases,
+    /// `None` if the system gave no randomness at start: then every form is refused.
+    csrf: Option<CsrfKey>,
+}
+
+/// The console's routes, to merge into the HTTP face's router.
+pub(crate) fn router(node: &Arc<Node>) -> Router {
+    let console = Arc::new(Console {
+        node_id: node.node_id.to_string(),
+        local: LocalCases::new(Arc::clone(node)),
+        csrf: CsrfKey::random(),
+    });
+    if console.csrf.is_none() {
+        tracing::error!(
+            "no randomness for the console's CSRF key: every console form will be refused"
+        );
+    }
+    Router::new()
+        .route(
+            "/console",
+            get(|| async { redirect(StatusCode::PERMANENT_REDIRECT, "/console/") }),
+        )
+        .route("/console/", get(home))
+        .route("/console/style.css", get(style))
+        .route("/console/inbox", get(inbox))
+        .route("/console/inbox/{sequence}", get(item))
+        .route(
+            "/console/inbox/{sequence}/status",
+            axum::routing::post(status_form::change_status),
+        )
+        .route("/console/{*rest}", get(not_found).post(not_found))
+        .layer(axum::middleware::map_response(secure))
+        .with_state(console)
+}
+
+/// Adds [`SECURITY_HEADERS`] to a console response.
+async fn secure(mut response: Response) -> Response {
+    for (name, value) in SECURITY_HEADERS {
+        response
+            .headers_mut()
+            .insert(*name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// One request's language and where it was made.
+struct Page {
+    cat: &'static Catalogue,
+    /// The cookie that keeps a language chosen with `?lang=`.
+    set_cookie: Option<String>,
+    path: String,
+    query: HashMap<String, String>,
+}
+
+impl Page {
+    fn of(uri: &Uri, query: Option<&str>, headers: &HeaderMap) -> Self {
+        let query: HashMap<String, String> =
+            form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+        let chosen = query.get("lang").map(String::as_str);
+        let cookie = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(name, _)| *name == LANGUAGE_COOKIE)
+            .map(|(_, value)| value);
+        let accept = headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok());
+        let cat = catalogue::choose(chosen, cookie, accept);
+        let set_cookie = chosen.and_then(catalogue::find).map(|c| {
+            format!(
+                "{LANGUAGE_COOKIE}={}; Path=/console; Secure; HttpOnly; SameSite=Strict; Max-Age=31536000",
+                c.code
+            )
+        });
+        Self {
+            cat,
+            set_cookie,
+            path: uri.path().to_owned(),
+            query,
+        }
+    }
+
+    /// The page `title` with `body`, answered with `status`.
+    fn answer(&self, status: StatusCode, title: &str, body: &str) -> Response {
+        let mut response = (status, html::page(self.cat, title, &self.path, body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        headers.insert(
+            header::CONTENT_LANGUAGE,
+            HeaderValue::from_static(self.cat.code),
+        );
+        if let Some(cookie) = self
+            .set_cookie
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok())
+        {
+            headers.insert(header::SET_COOKIE, cookie);
+        }
+        response
+    }
+
+    /// The page of a refusal: its reason and message, with the status of its kind.
+    fn refused(&self, error: &ServiceError) -> Response {
+        let body = html::refusal(self.cat, &error.refusal_reason(), error.message());
+        self.answer(
+            status_of(error.kind()),
+            self.cat.text("refused.title"),
+            &body,
+        )
+    }
+}
+
+fn redirect(status: StatusCode, to: &'static str) -> Response {
+    let mut response = status.into_response();
+    response
+        .headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static(to));
+    response
+}
+
+impl Console {
+    /// The firewall's verdict on `method` of class `access` for `auth`; a refusal is audited.
+    async fn admit(
+        &self,
+        access: LocalAccess,
+        method: &str,
+        auth: Option<&LocalAuth>,
+    ) -> Result<(), ServiceError> {
+        match firewall_verdict(access, method, auth) {
+            Ok(()) => Ok(()),
+            Err((actor, error)) => Err(self.local.refuse(&actor, error).await),
+        }
+    }
+
+    /// One inbox item and, for a referral, where it stands.
+    async fn item_and_status(
+        &self,
+        auth: Option<&LocalAuth>,
+        sequence: u64,
+    ) -> Result<(pb::InboxItem, Option<pb::GetReferralStatusResponse>), ServiceError> {
+        let item = self.local.show_inbox_item(auth, sequence).await?;
+        let referral = item.kind == pb::MessageKind::Referral as i32
+            || item.kind == pb::MessageKind::CaseTransfer as i32;
+        let status = if referral {
+            let req = pb::GetReferralStatusRequest {
+                referral_id: item.message_id.clone(),
+            };
+            Some(self.local.get_referral_status(auth, req).await?)
+        } else {
+            None
+        };
+        Ok((item, status))
+    }
+
+    /// The CSRF token for the caller's forms.
+    fn token(&self, auth: Option<&LocalAuth>) -> String {
+        match (auth, &self.csrf) {
+            (Some(Ok(client)), Some(key)) => key.token(&client.name),
+            _ => String::new(),
+        }
+    }
+}
+
+async fn style() -> Response {
+    let mut response = STYLE.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    response
+}
+
+async fn not_found(uri: Uri, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
+    let page = Page::of(&uri, query.as_deref(), &headers);
+    let body = format!("<p>{}</p>\n", html::esc(page.cat.text("notfound.text")));
+    page.answer(
+        StatusCode::NOT_FOUND,
+        page.cat.text("notfound.title"),
+        &body,
+    )
+}
+
+/// `/console/`: who the caller is and where to go.
+async fn home(
+    State(console): State<Arc<Console>>,
+    Extension(Caller(auth)): Extension<Caller>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let page = Page::of(&uri, query.as_deref(), &headers);
+    serving_method("GET /console/".to_owned(), async move {
+        let roles = [Role::Caseworker, Role::System, Role::Auditor, Role::Admin];
+        let client = match console
+            .admit(LocalAccess::NoCaseData, "GET /console/", auth.as_ref())
+            .await
+        {
+            Err(error) => return page.refused(&error),
+            Ok(()) => match authorize(auth.as_ref(), "open the console", &roles) {
+                Ok(client) => client,
+                Err((actor, error)) => {
+                    return page.refused(&console.local.refuse(&actor, error).await);
+                }
+            },
+        };
+        let body = views::home(page.cat, &console.node_id, &client);
+        page.answer(StatusCode::OK, page.cat.text("home.title"), &body)
+    })
+    .await
+}
+
+/// `/console/inbox`: a page of the caller's inbox, after the `after` sequence.
+async fn inbox(
+    State(console): State<Arc<Console>>,
+    Extension(Caller(auth)): Extension<Caller>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let page = Page::of(&uri, query.as_deref(), &headers);
+    serving_method("GET /console/inbox".to_owned(), async move {
+        if let Err(error) = console
+            .admit(LocalAccess::Case, "GET /console/inbox", auth.as_ref())
+            .await
+        {
+            return page.refused(&error);
+        }
+        let after = page
+            .query
+            .get("after")
+            .and_then(|a| a.parse::<u64>().ok())
+            .unwrap_or(0);
+        let req = pb::ListInboxRequest {
+            after_sequence: after,
+            limit: INBOX_PAGE,
+            include_acknowledged: true,
+        };
+        match console.local.list_inbox(auth.as_ref(), req).await {
+            Ok(list) => {
+                let next = (list.items.len() == INBOX_PAGE as usize)
+                    .then(|| list.items.last().map(|i| i.sequence))
+                    .flatten();
+                let body = views::inbox(page.cat, &list.items, next, after == 0);
+                page.answer(StatusCode::OK, page.cat.text("inbox.title"), &body)
+            }
+            Err(error) => page.refused(&error),
+        }
+    })
+    .await
+}
+
+/// The sequence in a path, or the refusal of one that is not a number.
+async fn sequence_of(
+    console: &Console,
+    auth: Option<&LocalAuth>,
+    raw: &str,
+) -> Result<u64, ServiceError> {
+    match raw.parse::<u64>() {
+        Ok(sequence) => Ok(sequence),
+        Err(_) => {
+            let actor = match auth {
+                Some(Ok(client)) => client.name.clone(),
+                _ => "(unidentified client)".to_owned(),
+            };
+            let error = ServiceError::invalid(
+                "bad-sequence",
+                "an inbox item is named by its sequence number, e.g. /console/inbox/12",
+            );
+            Err(console.local.refuse(&actor, error).await)
+        }
+    }
+}
+
+/// `/console/inbox/{sequence}`: one item, its history and the forms to move it on.
+async fn item(
+    State(console): State<Arc<Console>>,
+    Extension(Caller(auth)): Extension<Caller>,
+    Path(raw): Path<String>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let page = Page::of(&uri, query.as_deref(), &headers);
+    let method = "GET /console/inbox/{sequence}";
+    serving_method(method.to_owned(), async move {
+        if let Err(error) = console
+            .admit(LocalAccess::Case, method, auth.as_ref())
+            .await
+        {
+            return page.refused(&error);
+        }
+        let sequence = match sequence_of(&console, auth.as_ref(), &raw).await {
+            Ok(sequence) => sequence,
+            Err(error) => return page.refused(&error),
+        };
+        let done = page
+            .query
+            .get("done")
+            .filter(|d| status_form::ACTIONS.iter().any(|(a, _)| a == d))
+            .map(|d| html::notice(page.cat.text(&format!("done.{d}"))));
+        match console.item_and_status(auth.as_ref(), sequence).await {
+            Ok((item, status)) => {
+                let body = format!(
+                    "{}{}",
+                    done.unwrap_or_default(),
+                    views::item(
+                        page.cat,
+                        &item,
+                        status.as_ref(),
+                        &console.token(auth.as_ref())
+                    )
+                );
+                let title = page
+                    .cat
+                    .fill("item.title", &[("sequence", &sequence.to_string())]);
+                page.answer(StatusCode::OK, &title, &body)
+            }
+            Err(error) => page.refused(&error),
+        }
+    })
+    .await
+}

@@ -1,0 +1,162 @@
+//! The console's one form target, `POST /console/inbox/{sequence}/status`: the same origin
+//! and a valid CSRF token, then the workflow use case (`UpdateReferralStatus`); a `303` back
+//! to the item with a result message, or the item page with the use case's refusal.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use kinbridge_core::firewall::LocalAccess;
+use kinbridge_proto::v1 as pb;
+use kinbridge_service::audit::serving_method;
+use kinbridge_service::{ErrorKind, ServiceError};
+
+use super::{Console, MAX_FORM_BYTES, Page, csrf, html, sequence_of, views};
+use crate::Caller;
+use crate::problem::status_of;
+
+/// The form's actions and the state each asks for.
+pub(super) const ACTIONS: &[(&str, pb::ReferralState)] = &[
+    ("accept", pb::ReferralState::Accepted),
+    ("decline", pb::ReferralState::Declined),
+    ("start", pb::ReferralState::InProgress),
+    ("close", pb::ReferralState::Closed),
+];
+
+/// `POST /console/inbox/{sequence}/status`: the same origin and a valid CSRF token, then the
+/// workflow use case; a `303` back to the item with a result message, or the item page with
+/// the refusal.
+pub(super) async fn change_status(
+    State(console): State<Arc<Console>>,
+    Extension(Caller(auth)): Extension<Caller>,
+    Path(raw): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let page = Page::of(&uri, None, &headers);
+    let method = "POST /console/inbox/{sequence}/status";
+    serving_method(method.to_owned(), async move {
+        if let Err(error) = console
+            .admit(LocalAccess::Case, method, auth.as_ref())
+            .await
+        {
+            return page.refused(&error);
+        }
+        let sequence = match sequence_of(&console, auth.as_ref(), &raw).await {
+            Ok(sequence) => sequence,
+            Err(error) => return page.refused(&error),
+        };
+        let actor = match &auth {
+            Some(Ok(client)) => client.name.clone(),
+            _ => "(unidentified client)".to_owned(),
+        };
+        let form = match form_of(&headers, &uri, body, &console, &actor).await {
+            Ok(form) => form,
+            Err(error) => return page.refused(&console.local.refuse(&actor, error).await),
+        };
+        let Some((action, state)) = ACTIONS
+            .iter()
+            .find(|(a, _)| Some(*a) == form.get("action").map(String::as_str))
+        else {
+            let error = ServiceError::invalid(
+                "unknown-action",
+                "the form asks for none of: accept, decline, start, close",
+            );
+            return page.refused(&console.local.refuse(&actor, error).await);
+        };
+        let req = pb::UpdateReferralStatusRequest {
+            sequence,
+            state: *state as i32,
+            code: form
+                .get("code")
+                .map(|c| c.trim().to_owned())
+                .unwrap_or_default(),
+        };
+        match console
+            .local
+            .update_referral_status(auth.as_ref(), req)
+            .await
+        {
+            Ok(_) => {
+                let mut response = StatusCode::SEE_OTHER.into_response();
+                let to = format!("/console/inbox/{sequence}?done={action}");
+                if let Ok(to) = HeaderValue::from_str(&to) {
+                    response.headers_mut().insert(header::LOCATION, to);
+                }
+                response
+            }
+            Err(error) => match console.item_and_status(auth.as_ref(), sequence).await {
+                Ok((item, status)) => {
+                    let body = format!(
+                        "{}{}",
+                        html::refusal(page.cat, &error.refusal_reason(), error.message()),
+                        views::item(
+                            page.cat,
+                            &item,
+                            status.as_ref(),
+                            &console.token(auth.as_ref())
+                        )
+                    );
+                    let title = page
+                        .cat
+                        .fill("item.title", &[("sequence", &sequence.to_string())]);
+                    page.answer(status_of(error.kind()), &title, &body)
+                }
+                Err(_) => page.refused(&error),
+            },
+        }
+    })
+    .await
+}
+
+/// The fields of a form `POST` from the console's own origin carrying the caller's CSRF
+/// token, or the refusal (not yet recorded).
+async fn form_of(
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Body,
+    console: &Console,
+    actor: &str,
+) -> Result<HashMap<String, String>, ServiceError> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or("\u{0}"));
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    if !csrf::same_origin(origin, host) {
+        return Err(ServiceError::refused(
+            ErrorKind::PermissionDenied,
+            "cross-origin",
+            "this form was sent from another site's page; open the console at this node's address and send it from there",
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+        .await
+        .map_err(|_| {
+            ServiceError::invalid(
+                "too-large",
+                format!("a console form is at most {MAX_FORM_BYTES} bytes"),
+            )
+        })?;
+    let form: HashMap<String, String> = form_urlencoded::parse(&bytes)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let valid = match (&console.csrf, form.get("csrf")) {
+        (Some(key), Some(token)) => key.check(actor, token),
+        _ => false,
+    };
+    if !valid {
+        return Err(ServiceError::refused(
+            ErrorKind::PermissionDenied,
+            "csrf-token",
+            "the form's security token is missing, expired or not this client's; reload the page and send the form again",
+        ));
+    }
+    Ok(form)
+}
