@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use common::*;
 use kinbridge_node::devpki;
@@ -24,29 +23,19 @@ const CONSENT: &str = "CONSENT-CONSOLE-7";
 
 /// A browser with a client certificate, without JavaScript and without a cookie jar (the
 /// test sends the cookies it means to).
-struct Browser {
-    base: String,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
+struct Browser(Https);
 
 /// One answer: the status, the headers (names in lower case) and the body.
-struct Page {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+type Page = HttpsAnswer;
+
+/// What the tests read of a console page.
+trait PageExt {
+    /// Every `href` and form `action` of the page.
+    fn targets(&self) -> Vec<String>;
+    fn field(&self, name: &str) -> Option<String>;
 }
 
-impl Page {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Every `href` and form `action` of the page.
+impl PageExt for Page {
     fn targets(&self) -> Vec<String> {
         let mut out = Vec::new();
         for attribute in ["href=\"", "action=\""] {
@@ -72,69 +61,17 @@ impl Page {
 
 impl Browser {
     fn new(fed: &Federation, node: &str, cert: PathBuf, key: PathBuf) -> Self {
-        let addr = fed.node(node).http_addr.expect("the node serves HTTP");
-        Self {
-            base: format!("https://{addr}"),
-            ca: fed.files(node).ca_cert(),
-            cert,
-            key,
-        }
+        Self(Https::new(fed, node, cert, key))
     }
 
     fn role(fed: &Federation, node: &str, role: &str) -> Self {
-        let files = fed.files(node);
-        Self::new(fed, node, files.client_cert(role), files.client_key(role))
+        Self(Https::role(fed, node, role))
     }
 
     /// `method` on `path`, with a form body (if any) and `headers`; redirects not followed.
     fn request(&self, method: &str, path: &str, form: Option<&str>, headers: &[&str]) -> Page {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (head, body) = (dir.path().join("head"), dir.path().join("body"));
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--max-time", "30", "-X", method])
-            .arg("--cacert")
-            .arg(&self.ca)
-            .arg("--cert")
-            .arg(&self.cert)
-            .arg("--key")
-            .arg(&self.key)
-            .arg("-D")
-            .arg(&head)
-            .arg("-o")
-            .arg(&body);
-        for h in headers {
-            cmd.args(["-H", h]);
-        }
-        if let Some(form) = form {
-            let file = dir.path().join("form");
-            std::fs::write(&file, form).expect("form file");
-            cmd.args([
-                "-H",
-                "content-type: application/x-www-form-urlencoded",
-                "--data-binary",
-            ])
-            .arg(format!("@{}", file.display()));
-        }
-        cmd.arg(format!("{}{path}", self.base));
-        let out = run_bounded(cmd);
-        assert!(out.status.success(), "curl failed: {}", text(&out.stderr));
-        let head = std::fs::read_to_string(&head).expect("headers");
-        let mut lines = head.lines();
-        let status = lines
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|s| s.parse().ok())
-            .expect("status line");
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let body = std::fs::read_to_string(&body).unwrap_or_default();
-        Page {
-            status,
-            headers,
-            body,
-        }
+        let form = form.map(|f| ("application/x-www-form-urlencoded", f));
+        self.0.request(method, path, form, headers)
     }
 
     fn get(&self, path: &str) -> Page {
@@ -150,20 +87,18 @@ impl Browser {
     }
 }
 
-fn skip_without_curl() -> bool {
-    let present = Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if present {
-        return false;
-    }
-    assert!(
-        !interop_required(),
-        "curl is needed for the console's tests"
-    );
-    eprintln!("SKIPPED: curl is not installed");
-    true
+/// The test referral received at Malawi: its caseworker's browser and the item's link from
+/// the console's inbox.
+async fn received_item(fed: &Federation) -> (Browser, String) {
+    zambian_referral(fed).await;
+    let mw = Browser::role(fed, "MW-DSW", "caseworker");
+    let inbox = tokio::task::block_in_place(|| mw.get("/console/inbox"));
+    let item_link = inbox
+        .targets()
+        .into_iter()
+        .find(|t| t.starts_with("/console/inbox/"))
+        .expect("a link to the item");
+    (mw, item_link)
 }
 
 /// Submits the test referral from Zambia to Malawi by gRPC and waits for its delivery;
@@ -426,7 +361,7 @@ async fn forged_or_foreign_forms_are_refused_and_change_nothing() {
             "POST",
             &action,
             Some(&format!("csrf={token}&action=accept")),
-            &[&format!("Origin: {}", mw.base)],
+            &[&format!("Origin: {}", mw.0.base)],
         )
     });
     assert_eq!(same.status, 303, "{}", same.body);
@@ -439,29 +374,15 @@ async fn clients_that_may_not_read_cases_see_no_case_data() {
         return;
     }
     let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
-    zambian_referral(&fed).await;
-    let mw = Browser::role(&fed, "MW-DSW", "caseworker");
-    let inbox = tokio::task::block_in_place(|| mw.get("/console/inbox"));
-    let item_link = inbox
-        .targets()
-        .into_iter()
-        .find(|t| t.starts_with("/console/inbox/"))
-        .expect("a link to the item");
+    let (_caseworker, item_link) = received_item(&fed).await;
 
-    let dir = fed.dir.path().join("console-clients");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (cert, key) = (dir.join("police.crt"), dir.join("police.key"));
-    devpki::issue_local_client(
-        &fed.pki,
-        &node_id("MW-DSW"),
+    let (cert, key) = fed.issue_client(
+        "MW-DSW",
         "mw-immigration-police",
         "caseworker",
         Some(devpki::DEV_CASEWORKER_UNIT),
         &["immigration-enforcement"],
-        &cert,
-        &key,
-    )
-    .expect("issue the enforcement client");
+    );
     let police = Browser::new(&fed, "MW-DSW", cert, key);
     let auditor = Browser::role(&fed, "MW-DSW", "auditor");
 
@@ -499,14 +420,7 @@ async fn every_page_is_secure_small_linked_without_case_data_and_in_each_languag
         return;
     }
     let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
-    zambian_referral(&fed).await;
-    let mw = Browser::role(&fed, "MW-DSW", "caseworker");
-    let inbox = tokio::task::block_in_place(|| mw.get("/console/inbox"));
-    let item_link = inbox
-        .targets()
-        .into_iter()
-        .find(|t| t.starts_with("/console/inbox/"))
-        .expect("a link to the item");
+    let (mw, item_link) = received_item(&fed).await;
 
     let style = tokio::task::block_in_place(|| mw.get("/console/style.css"));
     assert_eq!(style.status, 200);
@@ -603,30 +517,16 @@ async fn a_purged_item_is_shown_purged_and_another_units_item_not_at_all() {
         return;
     }
     let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
-    zambian_referral(&fed).await;
-    let mw = Browser::role(&fed, "MW-DSW", "caseworker");
-    let inbox = tokio::task::block_in_place(|| mw.get("/console/inbox"));
-    let item_link = inbox
-        .targets()
-        .into_iter()
-        .find(|t| t.starts_with("/console/inbox/"))
-        .expect("a link to the item");
+    let (mw, item_link) = received_item(&fed).await;
 
     // A caseworker of another district: the item is neither listed nor shown.
-    let dir = fed.dir.path().join("console-clients");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let (cert, key) = (dir.join("lusaka.crt"), dir.join("lusaka.key"));
-    devpki::issue_local_client(
-        &fed.pki,
-        &node_id("MW-DSW"),
+    let (cert, key) = fed.issue_client(
+        "MW-DSW",
         "mw-mangochi-caseworker",
         "caseworker",
         Some("mangochi-district"),
         &[],
-        &cert,
-        &key,
-    )
-    .expect("issue the other unit's caseworker");
+    );
     let other = Browser::new(&fed, "MW-DSW", cert, key);
     let listed = tokio::task::block_in_place(|| other.get("/console/inbox"));
     assert_eq!(listed.status, 200, "{}", listed.body);

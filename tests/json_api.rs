@@ -7,19 +7,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
-use kinbridge_node::devpki;
 use serde_json::{Value, json};
 
-/// A client of one node's JSON face: its address, the node CA and a client certificate.
-struct Curl {
-    base: String,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
+/// A client of one node's JSON face.
+struct Curl(Https);
 
 /// An answer: the HTTP status, the content type and the body as JSON (`Null` if not JSON).
 struct Answer {
@@ -30,57 +23,21 @@ struct Answer {
 
 impl Curl {
     fn new(fed: &Federation, node: &str, cert: PathBuf, key: PathBuf) -> Self {
-        let addr = fed
-            .node(node)
-            .http_addr
-            .expect("the node serves its JSON face");
-        Self {
-            base: format!("https://{addr}"),
-            ca: fed.files(node).ca_cert(),
-            cert,
-            key,
-        }
+        Self(Https::new(fed, node, cert, key))
     }
 
     fn role(fed: &Federation, node: &str, role: &str) -> Self {
-        let files = fed.files(node);
-        Self::new(fed, node, files.client_cert(role), files.client_key(role))
+        Self(Https::role(fed, node, role))
     }
 
-    /// Runs curl for `method` on `path` with `body` (if any) and `headers`.
+    /// `method` on `path` with a JSON `body` (if any) and `headers`.
     fn call(&self, method: &str, path: &str, body: Option<&str>, headers: &[&str]) -> Answer {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--max-time", "30", "-X", method])
-            .arg("--cacert")
-            .arg(&self.ca)
-            .arg("--cert")
-            .arg(&self.cert)
-            .arg("--key")
-            .arg(&self.key)
-            .args(["-w", "\n%{http_code} %{content_type}"]);
-        for h in headers {
-            cmd.args(["-H", h]);
-        }
-        // The body from a file, as large as it may be.
-        let file = body.map(|body| {
-            let file = tempfile::NamedTempFile::new().expect("body file");
-            std::fs::write(file.path(), body).expect("write body");
-            file
-        });
-        if let Some(file) = &file {
-            cmd.args(["-H", "content-type: application/json", "--data-binary"])
-                .arg(format!("@{}", file.path().display()));
-        }
-        cmd.arg(format!("{}{path}", self.base));
-        let out = run_bounded(cmd);
-        assert!(out.status.success(), "curl failed: {}", text(&out.stderr));
-        let stdout = text(&out.stdout);
-        let (body, trailer) = stdout.rsplit_once('\n').expect("status line");
-        let (status, content_type) = trailer.split_once(' ').unwrap_or((trailer, ""));
+        let body = body.map(|b| ("application/json", b));
+        let answer = self.0.request(method, path, body, headers);
         Answer {
-            status: status.parse().expect("status code"),
-            content_type: content_type.to_owned(),
-            body: serde_json::from_str(body).unwrap_or(Value::Null),
+            status: answer.status,
+            content_type: answer.header("content-type").unwrap_or_default().to_owned(),
+            body: serde_json::from_str(&answer.body).unwrap_or(Value::Null),
         }
     }
 
@@ -91,13 +48,6 @@ impl Curl {
     fn post(&self, path: &str, body: &str) -> Answer {
         self.call("POST", path, Some(body), &[])
     }
-}
-
-fn curl_available() -> bool {
-    Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// A referral as an integrator writes it: the protobuf JSON mapping by hand.
@@ -142,35 +92,6 @@ fn problem_reason(answer: &Answer) -> &str {
     answer.body["reason"].as_str().unwrap_or_default()
 }
 
-/// Issues a client certificate of `node`'s local CA for `client` with `role`, `unit`, `tags`.
-fn issue(
-    fed: &Federation,
-    node: &str,
-    client: &str,
-    role: &str,
-    unit: Option<&str>,
-    tags: &[&str],
-) -> (PathBuf, PathBuf) {
-    let dir = fed.dir.path().join("json-clients").join(node);
-    std::fs::create_dir_all(&dir).expect("client dir");
-    let (cert, key) = (
-        dir.join(format!("{client}.crt")),
-        dir.join(format!("{client}.key")),
-    );
-    devpki::issue_local_client(
-        &fed.pki,
-        &node_id(node),
-        client,
-        role,
-        unit,
-        tags,
-        &cert,
-        &key,
-    )
-    .expect("issue client certificate");
-    (cert, key)
-}
-
 async fn refused_count(fed: &Federation, node: &str, reason: &str) -> usize {
     let dir = tempfile::tempdir().expect("tempdir");
     let export = dir.path().join("log");
@@ -181,18 +102,6 @@ async fn refused_count(fed: &Federation, node: &str, reason: &str) -> usize {
             e.event == kinbridge_proto::v1::AuditEvent::Refused as i32 && e.reason == reason
         })
         .count()
-}
-
-fn skip_without_curl() -> bool {
-    if curl_available() {
-        return false;
-    }
-    assert!(
-        !interop_required(),
-        "curl is needed for the JSON face's tests"
-    );
-    eprintln!("SKIPPED: curl is not installed");
-    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,8 +247,7 @@ async fn the_json_face_refuses_as_the_grpc_face_does_and_logs_it() {
     assert_eq!(problem_reason(&denied), "role-denied");
 
     // The firewall: an enforcement-tagged client may submit but never read.
-    let (cert, key) = issue(
-        &fed,
+    let (cert, key) = fed.issue_client(
         "ZM-DSW",
         "border-police",
         "system",
@@ -369,8 +277,7 @@ async fn the_json_face_refuses_as_the_grpc_face_does_and_logs_it() {
         .as_str()
         .expect("sequence")
         .to_owned();
-    let (cert, key) = issue(
-        &fed,
+    let (cert, key) = fed.issue_client(
         "MW-DSW",
         "caseworker-lilongwe",
         "caseworker",

@@ -125,6 +125,36 @@ impl Federation {
             .expect("node in federation")
     }
 
+    /// A new certificate of `node`'s local CA for client `client` with `role`, `unit` and
+    /// `tags`; answers its certificate and key files.
+    pub fn issue_client(
+        &self,
+        node: &str,
+        client: &str,
+        role: &str,
+        unit: Option<&str>,
+        tags: &[&str],
+    ) -> (PathBuf, PathBuf) {
+        let dir = self.dir.path().join("issued-clients").join(node);
+        std::fs::create_dir_all(&dir).expect("client dir");
+        let (cert, key) = (
+            dir.join(format!("{client}.crt")),
+            dir.join(format!("{client}.key")),
+        );
+        devpki::issue_local_client(
+            &self.pki,
+            &node_id(node),
+            client,
+            role,
+            unit,
+            tags,
+            &cert,
+            &key,
+        )
+        .expect("issue a client certificate");
+        (cert, key)
+    }
+
     pub fn files(&self, name: &str) -> DevNodeFiles {
         DevNodeFiles::new(&self.pki, &node_id(name))
     }
@@ -877,4 +907,122 @@ pub async fn tls_handshake(
     tokio::time::timeout(WAIT, attempt)
         .await
         .expect("the handshake ended in time")
+}
+
+/// A client of a node's HTTPS listener (the JSON face and the console) that is not ours:
+/// curl, presenting a client certificate and trusting the node's CA.
+pub struct Https {
+    pub base: String,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// One HTTPS answer: the status, the headers (names in lower case) and the body.
+pub struct HttpsAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpsAnswer {
+    /// The first header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Https {
+    /// A client of `node`'s HTTPS listener presenting `cert` and `key`.
+    pub fn new(fed: &Federation, node: &str, cert: PathBuf, key: PathBuf) -> Self {
+        let addr = fed.node(node).http_addr.expect("the node serves HTTPS");
+        Self {
+            base: format!("https://{addr}"),
+            ca: fed.files(node).ca_cert(),
+            cert,
+            key,
+        }
+    }
+
+    /// A client of `node` with its development certificate of `role`.
+    pub fn role(fed: &Federation, node: &str, role: &str) -> Self {
+        let files = fed.files(node);
+        Self::new(fed, node, files.client_cert(role), files.client_key(role))
+    }
+
+    /// `method` on `path` with a body of `content_type` (if any, sent from a file, as large as
+    /// it may be) and `headers`; redirects are not followed.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &str)>,
+        headers: &[&str],
+    ) -> HttpsAnswer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (head, out) = (dir.path().join("head"), dir.path().join("body"));
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "30", "-X", method])
+            .arg("--cacert")
+            .arg(&self.ca)
+            .arg("--cert")
+            .arg(&self.cert)
+            .arg("--key")
+            .arg(&self.key)
+            .arg("-D")
+            .arg(&head)
+            .arg("-o")
+            .arg(&out);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        if let Some((content_type, body)) = body {
+            let file = dir.path().join("request");
+            std::fs::write(&file, body).expect("request body");
+            cmd.arg("-H")
+                .arg(format!("content-type: {content_type}"))
+                .arg("--data-binary")
+                .arg(format!("@{}", file.display()));
+        }
+        cmd.arg(format!("{}{path}", self.base));
+        let result = run_bounded(cmd);
+        assert!(
+            result.status.success(),
+            "curl failed: {}",
+            text(&result.stderr)
+        );
+        let head = std::fs::read_to_string(&head).expect("headers");
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("status line");
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        HttpsAnswer {
+            status,
+            headers,
+            body: std::fs::read_to_string(&out).unwrap_or_default(),
+        }
+    }
+}
+
+/// Whether curl is here; if not, says so, and fails under `KINBRIDGE_REQUIRE_INTEROP=1`.
+pub fn skip_without_curl() -> bool {
+    let present = Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return false;
+    }
+    assert!(!interop_required(), "curl is needed for the HTTPS tests");
+    eprintln!("SKIPPED: curl is not installed");
+    true
 }
