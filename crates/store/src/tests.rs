@@ -2,6 +2,25 @@
 
 use super::*;
 
+/// Opens the store in `dir` again after the previous `Store` was dropped: sled's own flusher
+/// thread may hold the directory's lock a moment longer, so the open is retried while the
+/// lock is taken, for at most two seconds.
+fn reopen(dir: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match Store::open(dir) {
+            Ok(store) => return store,
+            Err(StoreError::Open { reason, .. })
+                if reason.contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("reopen: {e:?}"),
+        }
+    }
+}
+
 fn record(sender: &str, id: &str, digest: u8) -> InboxRecord {
     InboxRecord {
         sender: sender.into(),
@@ -40,7 +59,7 @@ async fn receive_dedups_and_detects_replays_and_survives_reopen() {
         assert_eq!(page.len(), 2);
         assert!(store.acknowledge(page[0].0).await.expect("ack"));
     }
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = reopen(dir.path());
     assert_eq!(
         store
             .inbox_page(0, 10, false, |_| true)
@@ -266,7 +285,7 @@ async fn the_delivery_scan_reads_only_each_recipients_head() {
         .expect("legacy entry");
     // An earlier release kept no queue by recipient: opening the store builds it.
     drop(store);
-    store = Store::open(dir.path()).expect("reopen");
+    store = reopen(dir.path());
     let heads: Vec<String> = store
         .pending_heads(100)
         .expect("heads")
@@ -390,7 +409,7 @@ async fn a_submission_key_is_stored_with_its_message_and_survives_reopen() {
             .expect("enqueue without a key");
         assert_eq!(store.queued(), 2);
     }
-    let store = Store::open(dir.path()).expect("reopen");
+    let store = reopen(dir.path());
     let found = store.submitted(&once.key).expect("read").expect("found");
     assert_eq!(found.message_id, "m-1");
     assert_eq!(found.request_digest, [7; 32]);
