@@ -232,20 +232,13 @@ where
                 Some(Err(e)) => e.identities(),
                 None => (String::new(), String::new()),
             },
-            Side::Local => match request
-                .extensions()
-                .get::<ConnInfo<LocalAuth>>()
-                .map(|info| &info.auth)
-            {
-                Some(Ok(client)) => (client.name.clone(), String::new()),
-                Some(Err(e)) => (
-                    e.client
-                        .clone()
-                        .unwrap_or_else(|| "(unidentified client)".to_owned()),
-                    String::new(),
-                ),
-                None => ("(unidentified client)".to_owned(), String::new()),
-            },
+            Side::Local => {
+                let auth = request
+                    .extensions()
+                    .get::<ConnInfo<LocalAuth>>()
+                    .map(|info| &info.auth);
+                (kinbridge_service::local::actor_of(auth), String::new())
+            }
         };
         let path: String = request.uri().path().chars().take(128).collect();
         let method = request

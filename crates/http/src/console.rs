@@ -327,10 +327,7 @@ async fn sequence_of(
     match raw.parse::<u64>() {
         Ok(sequence) => Ok(sequence),
         Err(_) => {
-            let actor = match auth {
-                Some(Ok(client)) => client.name.clone(),
-                _ => "(unidentified client)".to_owned(),
-            };
+            let actor = kinbridge_service::local::actor_of(auth);
             let error = ServiceError::invalid(
                 "bad-sequence",
                 "an inbox item is named by its sequence number, e.g. /console/inbox/12",

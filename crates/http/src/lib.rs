@@ -32,7 +32,7 @@ use axum::routing::{get, post};
 use futures::StreamExt;
 use kinbridge_core::firewall::LocalAccess;
 use kinbridge_service::audit::serving_method;
-use kinbridge_service::local::{LocalAuth, firewall_verdict, local_auth_of};
+use kinbridge_service::local::{LocalAuth, actor_of, firewall_verdict, local_auth_of};
 use kinbridge_service::{ErrorKind, Node, ServiceError};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -155,14 +155,7 @@ async fn run(
     body: Body,
 ) -> Result<Response, ServiceError> {
     let refuse = |error: ServiceError| {
-        let actor = match &auth {
-            Some(Ok(client)) => client.name.clone(),
-            Some(Err(e)) => e
-                .client
-                .clone()
-                .unwrap_or_else(|| "(unidentified client)".to_owned()),
-            None => "(unidentified client)".to_owned(),
-        };
+        let actor = actor_of(auth.as_ref());
         let local = face.cases.local();
         async move { local.refuse(&actor, error).await }
     };

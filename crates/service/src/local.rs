@@ -136,7 +136,7 @@ pub fn authorize(
     action: &str,
     allowed: &[Role],
 ) -> Result<LocalClient, (String, ServiceError)> {
-    let unknown = "(unidentified client)".to_owned();
+    let unknown = UNIDENTIFIED.to_owned();
     let client = auth
         .cloned()
         .ok_or_else(|| (unknown.clone(), ServiceError::no_certificate()))?
@@ -167,6 +167,20 @@ pub fn authorize(
     }
 }
 
+/// How the audit log names a local caller it cannot name otherwise.
+pub const UNIDENTIFIED: &str = "(unidentified client)";
+
+/// The name a local caller's refusals are recorded under: the client its certificate names,
+/// as far as it names one (a certificate refused as a local-client certificate may still
+/// carry its client name).
+pub fn actor_of(auth: Option<&LocalAuth>) -> String {
+    match auth {
+        Some(Ok(client)) => client.name.clone(),
+        Some(Err(e)) => e.client.clone().unwrap_or_else(|| UNIDENTIFIED.to_owned()),
+        None => UNIDENTIFIED.to_owned(),
+    }
+}
+
 /// Who a local client's certificate `chain` (verified by the port's TLS against the local CA)
 /// proves: a local client with its role, unit and tags, or why not.
 pub fn local_auth_of(chain: &[rustls::pki_types::CertificateDer<'static>]) -> LocalAuth {
@@ -191,7 +205,7 @@ pub fn firewall_verdict(
     auth: Option<&LocalAuth>,
 ) -> Result<(), (String, ServiceError)> {
     let path = method;
-    let unknown = || "(unidentified client)".to_owned();
+    let unknown = || UNIDENTIFIED.to_owned();
     match auth {
         Some(Ok(client)) if local_client_may(access, &client.tags) => Ok(()),
         Some(Ok(client)) => Err((

@@ -50,10 +50,7 @@ pub(super) async fn change_status(
             Ok(sequence) => sequence,
             Err(error) => return page.refused(&error),
         };
-        let actor = match &auth {
-            Some(Ok(client)) => client.name.clone(),
-            _ => "(unidentified client)".to_owned(),
-        };
+        let actor = kinbridge_service::local::actor_of(auth.as_ref());
         let form = match form_of(&headers, &uri, body, &console, &actor).await {
             Ok(form) => form,
             Err(error) => return page.refused(&console.local.refuse(&actor, error).await),
