@@ -43,13 +43,12 @@ pub fn set_field(
     name: &str,
     text: &str,
 ) -> Result<(), ServiceError> {
+    // The name is the caller's text: it is not echoed, so nothing a caller types reaches a
+    // log or an error.
     let unknown = || {
         ServiceError::invalid(
             "unknown-parameter",
-            format!(
-                "'{}' is not a parameter of this operation; see /v1/openapi.json",
-                printable(name)
-            ),
+            "the request names a parameter this operation does not take; /v1/openapi.json lists its parameters",
         )
     };
     let message = message(message_name).ok_or_else(unknown)?;
@@ -104,13 +103,6 @@ pub fn set_field(
         fields.insert(key, value);
     }
     Ok(())
-}
-
-fn printable(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(64)
-        .collect()
 }
 
 /// The JSON schema of a field's values (one value of a repeated field).
