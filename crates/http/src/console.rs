@@ -9,9 +9,16 @@
 //! ([`SECURITY_HEADERS`]). Every form carries a CSRF token bound to the client's name
 //! ([`csrf`]). The words come from message catalogues ([`catalogue`]), one per language.
 
+mod admin;
+mod audit;
 pub mod catalogue;
+mod compose;
 pub mod csrf;
+mod family;
+pub mod form;
 pub mod html;
+mod sent;
+mod session;
 mod status_form;
 pub mod views;
 
@@ -24,10 +31,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kinbridge_core::firewall::LocalAccess;
+use kinbridge_core::firewall::local_client_may;
 use kinbridge_proto::v1 as pb;
+use kinbridge_service::admin::{ADMIN_ROLES, Administration};
 use kinbridge_service::audit::serving_method;
+use kinbridge_service::audit_trail::{AUDIT_ROLES, AuditTrail};
 use kinbridge_service::identity::Role;
-use kinbridge_service::local::{LocalAuth, LocalCases, authorize, firewall_verdict};
+use kinbridge_service::local::{CASE_ROLES, LocalAuth, LocalCases, authorize, firewall_verdict};
+use kinbridge_service::statistics::{REPORT_ROLES, Statistics};
+use kinbridge_service::tracing_cases::TracingCases;
 use kinbridge_service::{Node, ServiceError};
 
 use crate::Caller;
@@ -56,10 +68,89 @@ pub const MAX_FORM_BYTES: usize = 8 * 1024;
 /// The console's stylesheet (left-to-right and right-to-left alike).
 const STYLE: &str = include_str!("console/style.css");
 
+/// A part of the console, as the navigation links it: its path, the catalogue key of its
+/// name, and who may open it: the firewall class and the roles of the use cases it calls
+/// (the service layer's own lists). A link a caller may not follow is not rendered.
+pub struct Section {
+    /// Where it is.
+    pub path: &'static str,
+    /// The catalogue key of its name.
+    pub key: &'static str,
+    /// What its pages return, for the firewall.
+    pub access: LocalAccess,
+    /// The roles its use cases admit.
+    pub roles: &'static [Role],
+}
+
+/// Every part of the console, in the navigation's order.
+pub const SECTIONS: &[Section] = &[
+    Section {
+        path: "/console/inbox",
+        key: "nav.inbox",
+        access: LocalAccess::Case,
+        roles: &CASE_ROLES,
+    },
+    Section {
+        path: "/console/referrals/new",
+        key: "nav.new-referral",
+        access: LocalAccess::Submit,
+        roles: &CASE_ROLES,
+    },
+    Section {
+        path: "/console/sent",
+        key: "nav.sent",
+        access: LocalAccess::Case,
+        roles: &CASE_ROLES,
+    },
+    Section {
+        path: "/console/tracing",
+        key: "nav.tracing",
+        access: LocalAccess::Case,
+        roles: &CASE_ROLES,
+    },
+    Section {
+        path: "/console/audit",
+        key: "nav.audit",
+        access: LocalAccess::Case,
+        roles: &AUDIT_ROLES,
+    },
+    Section {
+        path: "/console/statistics",
+        key: "nav.statistics",
+        access: LocalAccess::Aggregate,
+        roles: &REPORT_ROLES,
+    },
+    Section {
+        path: "/console/admin",
+        key: "nav.admin",
+        access: LocalAccess::Operations,
+        roles: &ADMIN_ROLES,
+    },
+];
+
+/// The sections the client `auth` proves may open.
+pub fn sections_for(auth: Option<&LocalAuth>) -> Vec<&'static Section> {
+    match auth {
+        Some(Ok(client)) => SECTIONS
+            .iter()
+            .filter(|s| local_client_may(s.access, &client.tags) && s.roles.contains(&client.role))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// What every console request shares.
 struct Console {
     node_id: String,
     local: LocalCases,
+    #[allow(dead_code)] // read by the pages being built on it
+    tracing: TracingCases,
+    #[allow(dead_code)] // read by the pages being built on it
+    audit: AuditTrail,
+    #[allow(dead_code)] // read by the pages being built on it
+    statistics: Statistics,
+    #[allow(dead_code)] // read by the pages being built on it
+    admin: Administration,
     /// `None` if the system gave no randomness at start: then every form is refused.
     csrf: Option<CsrfKey>,
 }
@@ -69,6 +160,10 @@ pub(crate) fn router(node: &Arc<Node>) -> Router {
     let console = Arc::new(Console {
         node_id: node.node_id.to_string(),
         local: LocalCases::new(Arc::clone(node)),
+        tracing: TracingCases::new(Arc::clone(node)),
+        audit: AuditTrail::new(Arc::clone(node)),
+        statistics: Statistics::new(Arc::clone(node)),
+        admin: Administration::new(Arc::clone(node)),
         csrf: CsrfKey::random(),
     });
     if console.csrf.is_none() {
@@ -89,7 +184,16 @@ pub(crate) fn router(node: &Arc<Node>) -> Router {
             "/console/inbox/{sequence}/status",
             axum::routing::post(status_form::change_status),
         )
+        .merge(compose::routes())
+        .merge(sent::routes())
+        .merge(family::routes())
+        .merge(audit::routes())
+        .merge(admin::routes())
         .route("/console/{*rest}", get(not_found).post(not_found))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&console),
+            session::idle,
+        ))
         .layer(axum::middleware::map_response(secure))
         .with_state(console)
 }
@@ -111,10 +215,12 @@ struct Page {
     set_cookie: Option<String>,
     path: String,
     query: HashMap<String, String>,
+    /// The sections the caller may open, for the navigation.
+    sections: Vec<&'static Section>,
 }
 
 impl Page {
-    fn of(uri: &Uri, query: Option<&str>, headers: &HeaderMap) -> Self {
+    fn of(uri: &Uri, query: Option<&str>, headers: &HeaderMap, auth: Option<&LocalAuth>) -> Self {
         let query: HashMap<String, String> =
             form_urlencoded::parse(query.unwrap_or_default().as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -143,12 +249,17 @@ impl Page {
             set_cookie,
             path: uri.path().to_owned(),
             query,
+            sections: sections_for(auth),
         }
     }
 
     /// The page `title` with `body`, answered with `status`.
     fn answer(&self, status: StatusCode, title: &str, body: &str) -> Response {
-        let mut response = (status, html::page(self.cat, title, &self.path, body)).into_response();
+        let mut response = (
+            status,
+            html::page(self.cat, title, &self.path, &self.sections, body),
+        )
+            .into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -239,8 +350,13 @@ async fn style() -> Response {
     response
 }
 
-async fn not_found(uri: Uri, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
-    let page = Page::of(&uri, query.as_deref(), &headers);
+async fn not_found(
+    Extension(Caller(auth)): Extension<Caller>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let page = Page::of(&uri, query.as_deref(), &headers, auth.as_ref());
     let body = format!("<p>{}</p>\n", html::esc(page.cat.text("notfound.text")));
     page.answer(
         StatusCode::NOT_FOUND,
@@ -257,7 +373,7 @@ async fn home(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let page = Page::of(&uri, query.as_deref(), &headers);
+    let page = Page::of(&uri, query.as_deref(), &headers, auth.as_ref());
     serving_method("GET /console/".to_owned(), async move {
         let roles = [Role::Caseworker, Role::System, Role::Auditor, Role::Admin];
         let client = match console
@@ -272,7 +388,7 @@ async fn home(
                 }
             },
         };
-        let body = views::home(page.cat, &console.node_id, &client);
+        let body = views::home(page.cat, &console.node_id, &client, &page.sections);
         page.answer(StatusCode::OK, page.cat.text("home.title"), &body)
     })
     .await
@@ -286,7 +402,7 @@ async fn inbox(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let page = Page::of(&uri, query.as_deref(), &headers);
+    let page = Page::of(&uri, query.as_deref(), &headers, auth.as_ref());
     serving_method("GET /console/inbox".to_owned(), async move {
         if let Err(error) = console
             .admit(LocalAccess::Case, "GET /console/inbox", auth.as_ref())
@@ -346,7 +462,7 @@ async fn item(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let page = Page::of(&uri, query.as_deref(), &headers);
+    let page = Page::of(&uri, query.as_deref(), &headers, auth.as_ref());
     let method = "GET /console/inbox/{sequence}";
     serving_method(method.to_owned(), async move {
         if let Err(error) = console

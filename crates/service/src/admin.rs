@@ -23,8 +23,10 @@ pub const DEFAULT_KEY_LIFETIME_MS: i64 = 730 * 24 * 60 * 60 * 1000;
 /// Reason codes a revocation may give.
 pub const REVOCATION_REASONS: [&str; 3] = ["compromised", "superseded", "retired"];
 
-const ADMIN: [Role; 1] = [Role::Admin];
-const KEY_READERS: [Role; 2] = [Role::Admin, Role::Auditor];
+/// The roles that run the node: peers, keys and their queues.
+pub const ADMIN_ROLES: [Role; 1] = [Role::Admin];
+/// The roles that may read the node's keys and their expiry.
+pub const KEY_READERS: [Role; 2] = [Role::Admin, Role::Auditor];
 
 /// The administration use cases.
 pub struct Administration {
@@ -152,7 +154,7 @@ impl Administration {
     ) -> Result<pb::RotateKeyResponse, ServiceError> {
         let client = self
             .local
-            .authorized(auth, "rotate the node's signing key", &ADMIN)
+            .authorized(auth, "rotate the node's signing key", &ADMIN_ROLES)
             .await?;
         tracing::Span::current().record("client", client.name.as_str());
         let state = &self.node;
@@ -230,7 +232,7 @@ impl Administration {
     ) -> Result<pb::RevokeKeyResponse, ServiceError> {
         let client = self
             .local
-            .authorized(auth, "revoke signing keys", &ADMIN)
+            .authorized(auth, "revoke signing keys", &ADMIN_ROLES)
             .await?;
         tracing::Span::current().record("client", client.name.as_str());
         let state = &self.node;

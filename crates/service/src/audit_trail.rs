@@ -37,7 +37,8 @@ pub struct AuditTrail {
     node: Arc<Node>,
 }
 
-const AUDIT_ROLES: [Role; 2] = [Role::Auditor, Role::Admin];
+/// The roles that may read and check the audit log.
+pub const AUDIT_ROLES: [Role; 2] = [Role::Auditor, Role::Admin];
 
 impl AuditTrail {
     /// The use cases over `node`.

@@ -242,7 +242,8 @@ fn invalid(reason: &'static str, message: impl Into<String>) -> ServiceError {
     ServiceError::refused(ErrorKind::InvalidArgument, reason, message)
 }
 
-const CASE_ROLES: [Role; 2] = [Role::Caseworker, Role::System];
+/// The roles that work cases: send, receive and move referrals, family tracing.
+pub const CASE_ROLES: [Role; 2] = [Role::Caseworker, Role::System];
 
 impl LocalCases {
     /// Submits a referral or case transfer: authorised for a caseworker or system, checked

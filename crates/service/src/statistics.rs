@@ -12,7 +12,8 @@ use crate::identity::Role;
 use crate::local::{LocalAuth, LocalCases};
 use crate::node::Node;
 
-const REPORT_ROLES: [Role; 2] = [Role::Auditor, Role::Admin];
+/// The roles that may read the statistics.
+pub const REPORT_ROLES: [Role; 2] = [Role::Auditor, Role::Admin];
 
 /// The statistics use case.
 pub struct Statistics {

@@ -10,11 +10,8 @@ use kinbridge_proto::v1 as pb;
 
 use crate::error::{ErrorKind, ServiceError};
 use crate::family_tracing::{self, Registration, to_api};
-use crate::identity::Role;
-use crate::local::{LocalAuth, LocalCases, Refused};
+use crate::local::{CASE_ROLES, LocalAuth, LocalCases, Refused};
 use crate::node::Node;
-
-const CASE_ROLES: [Role; 2] = [Role::Caseworker, Role::System];
 
 /// Family tracing's local use cases.
 pub struct TracingCases {

@@ -1,9 +1,11 @@
-//! The console's words: one message catalogue per language (`crates/http/locales/*.txt`,
+//! The console's words: one message catalogue per language (`crates/http/locales/<code>/`,
 //! compiled in), and the choice of language for a request: `?lang=`, then the language
 //! cookie, then `Accept-Language`, then English.
 //!
 //! A catalogue is plain text a translator can edit: one message per line, `key = text`;
 //! lines starting with `#` and blank lines are ignored; `{name}` is filled in by the console.
+//! A language's catalogue is split into one file per part of the console ([`PARTS`]); a key
+//! is defined once across them.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -11,13 +13,37 @@ use std::sync::OnceLock;
 /// The cookie that keeps the language a user chose with `?lang=`.
 pub const LANGUAGE_COOKIE: &str = "kinbridge-lang";
 
-/// Every language the console speaks: its code, its writing direction, its catalogue.
-const SOURCES: &[(&str, Direction, &str)] = &[
-    ("en", Direction::Ltr, include_str!("../../locales/en.txt")),
-    ("fr", Direction::Ltr, include_str!("../../locales/fr.txt")),
-    ("pt", Direction::Ltr, include_str!("../../locales/pt.txt")),
-    ("es", Direction::Ltr, include_str!("../../locales/es.txt")),
-    ("ar", Direction::Rtl, include_str!("../../locales/ar.txt")),
+/// The files of each language's catalogue, one per part of the console.
+pub const PARTS: [&str; 7] = [
+    "console", "compose", "sent", "tracing", "audit", "admin", "session",
+];
+
+/// One language's catalogue files, in the order of [`PARTS`].
+macro_rules! language {
+    ($code:literal, $direction:expr) => {
+        (
+            $code,
+            $direction,
+            [
+                include_str!(concat!("../../locales/", $code, "/console.txt")),
+                include_str!(concat!("../../locales/", $code, "/compose.txt")),
+                include_str!(concat!("../../locales/", $code, "/sent.txt")),
+                include_str!(concat!("../../locales/", $code, "/tracing.txt")),
+                include_str!(concat!("../../locales/", $code, "/audit.txt")),
+                include_str!(concat!("../../locales/", $code, "/admin.txt")),
+                include_str!(concat!("../../locales/", $code, "/session.txt")),
+            ],
+        )
+    };
+}
+
+/// Every language the console speaks: its code, its writing direction, its catalogue files.
+const SOURCES: &[(&str, Direction, [&str; PARTS.len()])] = &[
+    language!("en", Direction::Ltr),
+    language!("fr", Direction::Ltr),
+    language!("pt", Direction::Ltr),
+    language!("es", Direction::Ltr),
+    language!("ar", Direction::Rtl),
 ];
 
 /// A writing direction, for `<html dir>`.
@@ -49,15 +75,9 @@ pub struct Catalogue {
 }
 
 impl Catalogue {
-    /// The catalogue of `text`: each `key = text` line.
-    fn parse(code: &'static str, direction: Direction, text: &'static str) -> Self {
-        let messages = text
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .filter_map(|line| line.split_once('='))
-            .map(|(key, value)| (key.trim(), value.trim()))
-            .collect();
+    /// The catalogue of `files`: each `key = text` line of each.
+    fn parse(code: &'static str, direction: Direction, files: &[&'static str]) -> Self {
+        let messages = files.iter().flat_map(|text| messages_of(text)).collect();
         Self {
             code,
             direction,
@@ -92,13 +112,22 @@ impl Catalogue {
     }
 }
 
+/// The `(key, text)` pairs of one catalogue file.
+fn messages_of(text: &'static str) -> impl Iterator<Item = (&'static str, &'static str)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.trim(), value.trim()))
+}
+
 /// Every catalogue, English first.
 pub fn all() -> &'static [Catalogue] {
     static ALL: OnceLock<Vec<Catalogue>> = OnceLock::new();
     ALL.get_or_init(|| {
         SOURCES
             .iter()
-            .map(|(code, direction, text)| Catalogue::parse(code, *direction, text))
+            .map(|(code, direction, files)| Catalogue::parse(code, *direction, files))
             .collect()
     })
 }
@@ -177,6 +206,18 @@ mod tests {
                     "{}: {key} is empty",
                     catalogue.code
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_is_defined_once_in_a_language() {
+        for (code, _, files) in SOURCES {
+            let mut seen = std::collections::HashSet::new();
+            for (part, text) in PARTS.iter().zip(files) {
+                for (key, _) in messages_of(text) {
+                    assert!(seen.insert(key), "{code}/{part}.txt defines {key} again");
+                }
             }
         }
     }

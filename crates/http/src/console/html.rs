@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use super::Section;
 use super::catalogue::{self, Catalogue};
 
 /// `text` escaped for HTML text and attribute values.
@@ -23,8 +24,23 @@ pub fn esc(text: &str) -> String {
 }
 
 /// A whole page: `title` and `body` (already HTML) in the catalogue's language and direction,
-/// with links to the same `path` in each other language.
-pub fn page(cat: &Catalogue, title: &str, path: &str, body: &str) -> String {
+/// with links to the `sections` the caller may open and to the same `path` in each other
+/// language.
+pub fn page(cat: &Catalogue, title: &str, path: &str, sections: &[&Section], body: &str) -> String {
+    let mut links = String::new();
+    for section in sections {
+        let current = if path.starts_with(section.path) {
+            " aria-current=\"page\""
+        } else {
+            ""
+        };
+        let _ = write!(
+            links,
+            " <a href=\"{}\"{current}>{}</a>",
+            section.path,
+            esc(cat.text(section.key))
+        );
+    }
     let mut languages = String::new();
     for other in catalogue::all() {
         if other.code == cat.code {
@@ -50,8 +66,7 @@ pub fn page(cat: &Catalogue, title: &str, path: &str, body: &str) -> String {
         "<!DOCTYPE html>\n<html lang=\"{lang}\" dir=\"{dir}\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{title} · {console}</title>\n<link rel=\"stylesheet\" href=\"/console/style.css\">\n</head>\n\
-         <body>\n<header><nav aria-label=\"{nav}\"><a class=\"brand\" href=\"/console/\">{console}</a> \
-         <a href=\"/console/inbox\">{inbox}</a></nav>\
+         <body>\n<header><nav aria-label=\"{nav}\"><a class=\"brand\" href=\"/console/\">{console}</a>{links}</nav>\
          <nav aria-label=\"{language}\"><ul class=\"languages\">{languages}</ul></nav></header>\n\
          <main>\n<h1>{title}</h1>\n{body}</main>\n<footer><p>{footer}</p></footer>\n</body>\n</html>\n",
         lang = cat.code,
@@ -59,7 +74,6 @@ pub fn page(cat: &Catalogue, title: &str, path: &str, body: &str) -> String {
         title = esc(title),
         console = esc(cat.text("console.title")),
         nav = esc(cat.text("nav.main")),
-        inbox = esc(cat.text("nav.inbox")),
         language = esc(cat.text("nav.languages")),
         footer = esc(cat.text("console.footer")),
     )
@@ -91,8 +105,8 @@ pub fn enum_key(prefix: &str, type_prefix: &str, name: &str) -> String {
     )
 }
 
-/// A time in milliseconds since the Unix epoch, as `YYYY-MM-DD HH:MM UTC`.
-pub fn when(ms: i64) -> String {
+/// A time in milliseconds since the Unix epoch, in the catalogue's language.
+pub fn when(_cat: &Catalogue, ms: i64) -> String {
     if ms <= 0 {
         return String::new();
     }
@@ -109,6 +123,11 @@ pub fn when(ms: i64) -> String {
             )
         },
     )
+}
+
+/// A count, in the catalogue's language.
+pub fn number(_cat: &Catalogue, n: u64) -> String {
+    n.to_string()
 }
 
 /// The box a refusal is shown in: the reason code and what the service said (or the
@@ -144,7 +163,8 @@ mod tests {
             enum_key("purpose", "PURPOSE_", "PURPOSE_SERVICE_REFERRAL"),
             "purpose.service-referral"
         );
-        assert_eq!(when(0), "");
-        assert_eq!(when(86_400_000 + 61_000), "1970-01-02 00:01 UTC");
+        let en = catalogue::english();
+        assert_eq!(when(en, 0), "");
+        assert_eq!(when(en, 86_400_000 + 61_000), "1970-01-02 00:01 UTC");
     }
 }

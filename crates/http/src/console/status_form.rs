@@ -2,7 +2,6 @@
 //! and a valid CSRF token, then the workflow use case (`UpdateReferralStatus`); a `303` back
 //! to the item with a result message, or the item page with the use case's refusal.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -11,10 +10,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use kinbridge_core::firewall::LocalAccess;
 use kinbridge_proto::v1 as pb;
+use kinbridge_service::ServiceError;
 use kinbridge_service::audit::serving_method;
-use kinbridge_service::{ErrorKind, ServiceError};
 
-use super::{Console, MAX_FORM_BYTES, Page, csrf, html, sequence_of, views};
+use super::{Console, Page, html, sequence_of, views};
 use crate::Caller;
 use crate::problem::status_of;
 
@@ -37,7 +36,7 @@ pub(super) async fn change_status(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let page = Page::of(&uri, None, &headers);
+    let page = Page::of(&uri, None, &headers, auth.as_ref());
     let method = "POST /console/inbox/{sequence}/status";
     serving_method(method.to_owned(), async move {
         if let Err(error) = console
@@ -51,13 +50,11 @@ pub(super) async fn change_status(
             Err(error) => return page.refused(&error),
         };
         let actor = kinbridge_service::local::actor_of(auth.as_ref());
-        let form = match form_of(&headers, &uri, body, &console, &actor).await {
+        let form = match console.form(&headers, &uri, body, &actor).await {
             Ok(form) => form,
             Err(error) => return page.refused(&console.local.refuse(&actor, error).await),
         };
-        let Some((action, state)) = ACTIONS
-            .iter()
-            .find(|(a, _)| Some(*a) == form.get("action").map(String::as_str))
+        let Some((action, state)) = ACTIONS.iter().find(|(a, _)| Some(*a) == form.get("action"))
         else {
             let error = ServiceError::invalid(
                 "unknown-action",
@@ -70,8 +67,9 @@ pub(super) async fn change_status(
             state: *state as i32,
             code: form
                 .get("code")
-                .map(|c| c.trim().to_owned())
-                .unwrap_or_default(),
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned(),
         };
         match console
             .local
@@ -108,52 +106,4 @@ pub(super) async fn change_status(
         }
     })
     .await
-}
-
-/// The fields of a form `POST` from the console's own origin carrying the caller's CSRF
-/// token, or the refusal (not yet recorded).
-async fn form_of(
-    headers: &HeaderMap,
-    uri: &Uri,
-    body: Body,
-    console: &Console,
-    actor: &str,
-) -> Result<HashMap<String, String>, ServiceError> {
-    let origin = headers
-        .get(header::ORIGIN)
-        .map(|o| o.to_str().unwrap_or("\u{0}"));
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()));
-    if !csrf::same_origin(origin, host) {
-        return Err(ServiceError::refused(
-            ErrorKind::PermissionDenied,
-            "cross-origin",
-            "this form was sent from another site's page; open the console at this node's address and send it from there",
-        ));
-    }
-    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
-        .await
-        .map_err(|_| {
-            ServiceError::invalid(
-                "too-large",
-                format!("a console form is at most {MAX_FORM_BYTES} bytes"),
-            )
-        })?;
-    let form: HashMap<String, String> = form_urlencoded::parse(&bytes)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let valid = match (&console.csrf, form.get("csrf")) {
-        (Some(key), Some(token)) => key.check(actor, token),
-        _ => false,
-    };
-    if !valid {
-        return Err(ServiceError::refused(
-            ErrorKind::PermissionDenied,
-            "csrf-token",
-            "the form's security token is missing, expired or not this client's; reload the page and send the form again",
-        ));
-    }
-    Ok(form)
 }

@@ -8,11 +8,12 @@ use kinbridge_core::workflow::successors;
 use kinbridge_proto::v1 as pb;
 use kinbridge_service::identity::LocalClient;
 
+use super::Section;
 use super::catalogue::Catalogue;
 use super::html::{enum_key, esc, facts, list, when};
 
 /// The home page's body: who the caller is, and where to go.
-pub fn home(cat: &Catalogue, node: &str, client: &LocalClient) -> String {
+pub fn home(cat: &Catalogue, node: &str, client: &LocalClient, sections: &[&Section]) -> String {
     let unit = client
         .unit
         .as_ref()
@@ -36,11 +37,16 @@ pub fn home(cat: &Catalogue, node: &str, client: &LocalClient) -> String {
             esc(cat.text("home.enforcement"))
         ));
     }
-    let _ = writeln!(
-        out,
-        "<p><a class=\"button\" href=\"/console/inbox\">{}</a></p>",
-        esc(cat.text("home.inbox-link"))
-    );
+    out.push_str("<ul class=\"sections\">\n");
+    for section in sections {
+        let _ = writeln!(
+            out,
+            "<li><a class=\"button\" href=\"{}\">{}</a></li>",
+            section.path,
+            esc(cat.text(section.key))
+        );
+    }
+    out.push_str("</ul>\n");
     out
 }
 
@@ -77,7 +83,7 @@ pub fn inbox(cat: &Catalogue, items: &[pb::InboxItem], next: Option<u64>, first:
         let _ = writeln!(
             out,
             "<tr><td><a href=\"/console/inbox/{seq}\">{seq}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&when(item.received_at_ms)),
+            esc(&when(cat, item.received_at_ms)),
             esc(&item.sender),
             esc(kind(cat, item.kind)),
             esc(purpose(cat, item.purpose)),
@@ -122,8 +128,14 @@ pub fn item(
         (cat.text("item.sender"), esc(&item.sender)),
         (cat.text("item.kind"), esc(kind(cat, item.kind))),
         (cat.text("item.purpose"), esc(purpose(cat, item.purpose))),
-        (cat.text("item.created"), esc(&when(item.created_at_ms))),
-        (cat.text("item.received"), esc(&when(item.received_at_ms))),
+        (
+            cat.text("item.created"),
+            esc(&when(cat, item.created_at_ms)),
+        ),
+        (
+            cat.text("item.received"),
+            esc(&when(cat, item.received_at_ms)),
+        ),
         (cat.text("item.unit"), esc(&item.unit)),
         (cat.text("item.custody"), list(&item.custody)),
     ]));
@@ -181,7 +193,10 @@ fn consent_facts(cat: &Catalogue, c: &pb::ConsentScope) -> String {
         (cat.text("consent.categories"), list(&categories)),
         (cat.text("consent.recipients"), list(&c.recipients)),
         (cat.text("consent.onward"), list(&c.onward_recipients)),
-        (cat.text("consent.expires"), esc(&when(c.expires_at_ms))),
+        (
+            cat.text("consent.expires"),
+            esc(&when(cat, c.expires_at_ms)),
+        ),
     ])
 }
 
@@ -334,7 +349,7 @@ fn history(cat: &Catalogue, status: &pb::GetReferralStatusResponse) -> String {
             "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
             esc(state(cat, change.state)),
             esc(&change.code),
-            esc(&when(change.at_ms)),
+            esc(&when(cat, change.at_ms)),
             esc(&change.by)
         );
     }
