@@ -393,6 +393,47 @@ async fn a_match_found_across_borders_is_confirmed_on_both_consoles_and_shown_si
         "{}",
         overview.body
     );
+
+    // Both pages in every language: complete, small, no script, no child's data in a link.
+    for path in ["/console/tracing", at_zm.as_str()] {
+        for lang in ["en", "fr", "pt", "es", "ar"] {
+            let page = zm.get(&format!("{path}?lang={lang}"));
+            let what = format!("{path} in {lang}");
+            assert_eq!(page.status, 200, "{what}: {}", page.body);
+            assert!(
+                page.body.contains(&format!("<html lang=\"{lang}\"")),
+                "{what}"
+            );
+            assert!(!page.body.contains(">?<"), "{what} lacks a message");
+            assert!(
+                page.body.len() < 150 * 1024,
+                "{what} weighs {}",
+                page.body.len()
+            );
+            assert!(!page.body.contains("<script"), "{what}");
+            for target in page
+                .body
+                .split("href=\"")
+                .skip(1)
+                .chain(page.body.split("action=\"").skip(1))
+            {
+                let target = target.split('"').next().unwrap_or_default();
+                for secret in ["Amina", "Yusuf", "Hassan", "ZM-LSK", "MW-MCH", "CONSENT"] {
+                    assert!(
+                        !target.contains(secret),
+                        "{what}: the link {target} names {secret}"
+                    );
+                }
+            }
+        }
+    }
+    let arabic = zm.get(&format!("{at_zm}?lang=ar"));
+    assert!(arabic.body.contains("dir=\"rtl\""), "{}", arabic.body);
+    assert!(
+        arabic.body.contains("التفاصيل المتفق عليها"),
+        "{}",
+        arabic.body
+    );
     fed.shutdown().await;
 }
 

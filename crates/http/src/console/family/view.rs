@@ -99,18 +99,16 @@ pub fn overview(
         if in_band.is_empty() {
             continue;
         }
+        let name = if b == pb::MatchBand::Likely {
+            "likely"
+        } else {
+            "possible"
+        };
         let _ = writeln!(
             out,
             "<h3>{}</h3>\n<p><small>{}</small></p>",
-            esc(&cat.fill("tracing.band.title", &[("band", band(cat, b as i32))])),
-            esc(t(&format!(
-                "tracing.band.{}-hint",
-                if b == pb::MatchBand::Likely {
-                    "likely"
-                } else {
-                    "possible"
-                }
-            )))
+            esc(t(&format!("tracing.band.{name}-title"))),
+            esc(t(&format!("tracing.band.{name}-hint")))
         );
         let _ = writeln!(
             out,
