@@ -533,7 +533,35 @@ async fn refused_forms_ruled_out_matches_and_clients_that_may_not_see_tracing() 
         page.body
     );
     assert!(!page.body.contains(">Confirm</button>"), "{}", page.body);
+    let again = zm.post(
+        &format!("{at_zm}/review"),
+        &encode(&[
+            ("csrf", &zm.token()),
+            ("action", "confirm"),
+            ("sure", "yes"),
+        ]),
+    );
+    assert_eq!(again.status, 400, "{}", again.body);
+    assert!(again.body.contains("already-reviewed"), "{}", again.body);
     until_shown(&mw, &at_mw, "This match was ruled out.").await;
+
+    // A caseworker of another unit neither lists nor opens the match.
+    let (cert, key) = fed.issue_client(
+        MW,
+        "mw-mangochi-caseworker",
+        "caseworker",
+        Some("mangochi-district"),
+        &[],
+    );
+    let other = Browser::new(&fed, MW, cert, key);
+    let listed = other.get("/console/tracing");
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert!(listed.body.contains("No matches yet."), "{}", listed.body);
+    assert_none_of(&listed, &MALAWI_ONLY, "another unit's tracing page");
+    let opened = other.get(&at_mw);
+    assert_eq!(opened.status, 403, "{}", opened.body);
+    assert!(opened.body.contains("other-unit"), "{}", opened.body);
+    assert_none_of(&opened, &MALAWI_ONLY, "another unit's match page");
     until_shown(&mw, "/console/tracing", "Ruled out").await;
     assert_none_of(&mw.get(&at_mw), &ZAMBIA_ONLY, "Malawi's ruled-out match");
 
