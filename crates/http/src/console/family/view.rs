@@ -206,7 +206,12 @@ pub fn one_match(cat: &Catalogue, view: &TracingMatchView, token: &str) -> Strin
             let _ = writeln!(out, "<p>{}</p>", esc(t("tracing.known.ruled-out")));
         }
         Standing::Confirmed | Standing::Disclosed => {
-            if standing == Standing::Confirmed {
+            // The second confirmation, here or from the peer, sends this side's disclosure
+            // before it is answered: a confirmed match without one (beyond that moment) is one
+            // whose disclosure the case's consent refused.
+            if m.disclosure_message_id.is_empty() {
+                let _ = writeln!(out, "<p>{}</p>", esc(t("tracing.known.not-sent")));
+            } else if standing == Standing::Confirmed {
                 let _ = writeln!(out, "<p>{}</p>", esc(t("tracing.known.waiting")));
             }
             out.push_str(&side_by_side(
@@ -324,4 +329,67 @@ fn side_by_side(
     }
     out.push_str("</tbody>\n</table>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console::catalogue;
+
+    fn disclosure(given: &str) -> pb::TracingDisclosure {
+        pb::TracingDisclosure {
+            identity: Some(pb::IdentityData {
+                given_names: vec![given.into()],
+                ..Default::default()
+            }),
+            contact_unit: "intake".into(),
+            ..Default::default()
+        }
+    }
+
+    fn view(state: pb::TracingMatchState, here: bool, peer: bool) -> TracingMatchView {
+        TracingMatchView {
+            matched: pb::TracingMatch {
+                match_id: "3f2b6c1e-0000-4000-8000-000000000001".into(),
+                peer: "ZM-DSW".into(),
+                band: pb::MatchBand::Likely as i32,
+                state: state as i32,
+                confirmed_here: here,
+                confirmed_by_peer: peer,
+                disclosure: Some(disclosure("Theirs")),
+                disclosure_message_id: "m-1".into(),
+                ..Default::default()
+            },
+            case: None,
+            ours: Some(disclosure("Ours")),
+        }
+    }
+
+    #[test]
+    fn fields_show_side_by_side_only_once_both_confirmed() {
+        let en = catalogue::english();
+        use pb::TracingMatchState as S;
+        for (state, here, peer, standing) in [
+            (S::Pending, false, false, Standing::AwaitingUs),
+            (S::Pending, false, true, Standing::AwaitingUs),
+            (S::Pending, true, false, Standing::AwaitingThem),
+            (S::RuledOut, true, false, Standing::RuledOut),
+        ] {
+            let v = view(state, here, peer);
+            assert_eq!(Standing::of(&v.matched), standing);
+            let html = one_match(en, &v, "t");
+            assert!(
+                !html.contains("Theirs") && !html.contains("Ours"),
+                "{state:?}"
+            );
+            assert_eq!(
+                html.contains(">Confirm</button>"),
+                standing == Standing::AwaitingUs,
+                "{state:?}"
+            );
+        }
+        let html = one_match(en, &view(S::Disclosed, true, true), "t");
+        assert!(html.contains("<td>Ours</td><td>Theirs</td>"), "{html}");
+        assert!(!html.contains("<form"), "{html}");
+    }
 }
