@@ -5,7 +5,7 @@
 //! answered with a `303` back to the page and a result message.
 //!
 //! Every response carries a strict Content-Security-Policy (nothing but the node's own
-//! stylesheet and forms), `Cache-Control: no-store`, `nosniff` and `no-referrer`
+//! stylesheet and forms), `Cache-Control: no-store`, `nosniff` and `same-origin` referrers
 //! ([`SECURITY_HEADERS`]). Every form carries a CSRF token bound to the client's name
 //! ([`csrf`]). The words come from message catalogues ([`catalogue`]), one per language.
 
@@ -49,7 +49,9 @@ use csrf::CsrfKey;
 
 /// The headers on every console response: a Content-Security-Policy that allows only the
 /// node's own stylesheet and form targets (no script at all, no frames, no base), no caching
-/// (case data must not stay in a shared laptop's cache), no content sniffing, no referrer.
+/// (case data must not stay in a shared laptop's cache), no content sniffing, and no referrer
+/// sent to any other site (`same-origin`, not `no-referrer`: under `no-referrer` a browser
+/// sends `Origin: null` with the console's own form posts, and the origin check needs it).
 pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     (
         "content-security-policy",
@@ -57,7 +59,7 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     ),
     ("cache-control", "no-store"),
     ("x-content-type-options", "nosniff"),
-    ("referrer-policy", "no-referrer"),
+    ("referrer-policy", "same-origin"),
 ];
 
 /// Items on one inbox page.
