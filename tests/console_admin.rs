@@ -363,3 +363,143 @@ async fn a_session_ends_after_the_idle_limit() {
     assert_eq!(inbox.status, 200, "{}", inbox.body);
     fed.shutdown().await;
 }
+
+/// The password `kinbridge dev-certs` gives its PKCS#12 files (docs/console.md).
+const P12_PASSWORD: &str = "kinbridge-dev";
+
+/// Reads `p12` back and checks it holds the certificate `cert`, then the CA `ca`, and the key
+/// `key`; and that another password opens nothing.
+fn assert_p12_holds(
+    p12: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    ca: &std::path::Path,
+) {
+    use p12_keystore::{KeyStore, Pkcs12ImportPolicy};
+    let bytes = std::fs::read(p12).expect("the .p12 file");
+    let store = KeyStore::from_pkcs12(&bytes, P12_PASSWORD, Pkcs12ImportPolicy::Strict)
+        .expect("the .p12 parses with its password");
+    let (_, chain) = store.private_key_chain().expect("a key and its chain");
+    let leaf = kinbridge_grpc::tls::load_certs(cert).expect("cert");
+    let issuer = kinbridge_grpc::tls::load_certs(ca).expect("ca");
+    let certs: Vec<&[u8]> = chain.certs().iter().map(|c| c.as_der()).collect();
+    assert_eq!(
+        certs,
+        [leaf[0].as_ref(), issuer[0].as_ref()],
+        "{}",
+        p12.display()
+    );
+    let private = kinbridge_grpc::tls::load_private_key(key).expect("key");
+    assert_eq!(
+        chain.key().as_der(),
+        private.secret_der(),
+        "{}",
+        p12.display()
+    );
+    assert!(
+        KeyStore::from_pkcs12(&bytes, "wrong", Pkcs12ImportPolicy::Strict).is_err(),
+        "another password opens nothing"
+    );
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(p12).expect("meta").permissions()
+        ) & 0o077,
+        0,
+        "the .p12 is its owner's alone"
+    );
+    // OpenSSL, the tool an administrator has, reads it too.
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok()
+    {
+        let mut cmd = std::process::Command::new("openssl");
+        cmd.args(["pkcs12", "-info", "-nokeys", "-passin"])
+            .arg(format!("pass:{P12_PASSWORD}"))
+            .arg("-in")
+            .arg(p12);
+        let out = run_bounded(cmd);
+        assert!(out.status.success(), "openssl: {}", text(&out.stderr));
+        let shown = text(&out.stdout);
+        let pem = std::fs::read_to_string(cert).expect("cert pem");
+        assert!(
+            shown.contains(pem.trim()),
+            "openssl shows the certificate: {shown}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_certs_writes_each_client_as_a_pkcs12_file_a_browser_presents() {
+    if skip_without_curl() {
+        return;
+    }
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    // Completing the federation's development PKI writes the clients' .p12 files.
+    let mut cmd = kinbridge();
+    cmd.args(["dev-certs", "--nodes", "ZM-DSW,MW-DSW", "--out"])
+        .arg(&fed.pki);
+    let out = run_bounded(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(P12_PASSWORD),
+        "{}",
+        text(&out.stdout)
+    );
+    let files = fed.files("MW-DSW");
+    for role in ["caseworker", "system", "auditor", "admin"] {
+        let p12 = files.client_cert(role).with_extension("p12");
+        assert_p12_holds(
+            &p12,
+            &files.client_cert(role),
+            &files.client_key(role),
+            &files.local_ca_cert(),
+        );
+    }
+
+    // One more client, issued on its own, gets its .p12 too.
+    let issued = fed.dir.path().join("issued");
+    let mut cmd = kinbridge();
+    cmd.args([
+        "dev-certs",
+        "client",
+        "--node",
+        "MW-DSW",
+        "--name",
+        "mw-admin-2",
+        "--role",
+        "admin",
+        "--pki",
+    ])
+    .arg(&fed.pki)
+    .arg("--out")
+    .arg(&issued);
+    let out = run_bounded(cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let p12 = issued.join("mw-admin-2.p12");
+    assert!(
+        text(&out.stdout).contains("mw-admin-2.p12"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_p12_holds(
+        &p12,
+        &issued.join("mw-admin-2.crt"),
+        &issued.join("mw-admin-2.key"),
+        &files.local_ca_cert(),
+    );
+
+    // A TLS client given only the .p12 (as a browser is) reaches the console as that client.
+    let addr = fed.node("MW-DSW").http_addr.expect("https");
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "30", "--cert-type", "P12", "--cert"])
+        .arg(format!("{}:{P12_PASSWORD}", p12.display()))
+        .arg("--cacert")
+        .arg(files.ca_cert())
+        .arg(format!("https://{addr}/console/admin"));
+    let out = tokio::task::block_in_place(|| run_bounded(cmd));
+    assert!(out.status.success(), "curl: {}", text(&out.stderr));
+    let page = text(&out.stdout);
+    assert!(page.contains("Continue as mw-admin-2"), "{page}");
+    fed.shutdown().await;
+}
