@@ -284,6 +284,18 @@ async fn a_session_starts_with_a_button_and_opens_only_for_its_own_client() {
             assert!(page.body.contains("Start your session"));
         }
 
+        // A form sent without a session is not carried out; continuing goes home.
+        let page = caseworker.request_raw("GET", "/console/", None, &[]);
+        let token = field(&page, "csrf").expect("a token");
+        let late = caseworker.request_raw(
+            "POST",
+            "/console/inbox/1/status",
+            Some((FORM, &format!("csrf={token}&action=accept"))),
+            &[],
+        );
+        assert_eq!(late.status, 401, "{}", late.body);
+        assert_eq!(field(&late, "to").as_deref(), Some("/console/"));
+
         // A start without the client's CSRF token is refused; a start goes back only into
         // the console.
         let forged = caseworker.request_raw(

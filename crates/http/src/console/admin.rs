@@ -350,6 +350,31 @@ mod tests {
     use crate::console::catalogue;
 
     #[test]
+    fn a_peer_is_reachable_waiting_or_unreachable_since_its_oldest_message() {
+        let en = catalogue::english();
+        let mut peer = pb::PeerInfo {
+            node_id: "ZM-DSW".into(),
+            ..Default::default()
+        };
+        assert_eq!(reachability(en, &peer), "Only sends to this node");
+        peer.endpoint = "https://127.0.0.1:7101".into();
+        assert_eq!(reachability(en, &peer), "Nothing waiting");
+        peer.queued = 2;
+        peer.oldest_queued_at_ms = 1_764_458_040_000;
+        assert_eq!(
+            reachability(en, &peer),
+            "Delivering; waiting since 29 Nov 2025, 23:14 UTC"
+        );
+        peer.last_error = "connection refused <x>".into();
+        let down = reachability(en, &peer);
+        assert!(
+            down.contains("Unreachable: messages waiting since 29 Nov 2025, 23:14 UTC"),
+            "{down}"
+        );
+        assert!(down.contains("connection refused &lt;x&gt;"), "{down}");
+    }
+
+    #[test]
     fn a_key_near_its_end_is_flagged_and_a_revoked_one_says_so() {
         let en = catalogue::english();
         let now = 1_764_458_040_000;

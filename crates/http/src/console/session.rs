@@ -178,6 +178,13 @@ pub(super) async fn idle(
         return response;
     }
     let (parts, _) = request.into_parts();
+    // Back to the page asked for; a form sent after the session ended is not replayed (it
+    // carried an old session's intent): the console's home instead.
+    let to = if parts.method == axum::http::Method::GET {
+        parts.uri.path()
+    } else {
+        "/console/"
+    };
     let auth = parts
         .extensions
         .get::<Caller>()
@@ -209,7 +216,7 @@ pub(super) async fn idle(
          <button type=\"submit\">{}</button></form>\n<p><small>{}</small></p>\n",
         esc(&text),
         esc(&console.token(auth.as_ref())),
-        esc(parts.uri.path()),
+        esc(to),
         esc(&cat.fill("session.continue", &[("client", &client)])),
         esc(cat.text("session.shared")),
     );
