@@ -155,10 +155,13 @@ struct Console {
     admin: Administration,
     /// `None` if the system gave no randomness at start: then every form is refused.
     csrf: Option<CsrfKey>,
+    /// The idle sessions' key and limit.
+    sessions: session::Sessions,
 }
 
-/// The console's routes, to merge into the HTTP face's router.
-pub(crate) fn router(node: &Arc<Node>) -> Router {
+/// The console's routes, to merge into the HTTP face's router; a session ends after `idle`
+/// without a request.
+pub(crate) fn router(node: &Arc<Node>, idle: std::time::Duration) -> Router {
     let console = Arc::new(Console {
         node_id: node.node_id.to_string(),
         local: LocalCases::new(Arc::clone(node)),
@@ -167,6 +170,7 @@ pub(crate) fn router(node: &Arc<Node>) -> Router {
         statistics: Statistics::new(Arc::clone(node)),
         admin: Administration::new(Arc::clone(node)),
         csrf: CsrfKey::random(),
+        sessions: session::Sessions::new(idle),
     });
     if console.csrf.is_none() {
         tracing::error!(
@@ -191,6 +195,7 @@ pub(crate) fn router(node: &Arc<Node>) -> Router {
         .merge(family::routes())
         .merge(audit::routes())
         .merge(admin::routes())
+        .merge(session::routes())
         .route("/console/{*rest}", get(not_found).post(not_found))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&console),
