@@ -18,6 +18,9 @@ use std::time::Duration;
 
 use common::*;
 use kinbridge_node::devpki::DEV_CASEWORKER_UNIT;
+
+/// The password of the development PKCS#12 files `kinbridge dev-certs` writes.
+const DEV_P12_PASSWORD: &str = "kinbridge-dev";
 use serde_json::{Value, json};
 
 /// The browser the tests drive: Debian's chromium.
@@ -158,9 +161,48 @@ fn print_figures(report: &Value) {
     println!("browser: axe-core's lesser findings: {lesser:?}");
 }
 
-/// A client's entry in the story's config: its node, certificate and key.
-fn client(node: &str, (cert, key): (PathBuf, PathBuf)) -> Value {
-    json!({ "node": node, "cert": cert, "key": key })
+/// A user's certificate, issued as a browser takes it: `kinbridge dev-certs client` writes a
+/// PKCS#12 file (key, certificate, the local CA) under the development password; answers the
+/// user's entry in the story's config.
+fn client(
+    fed: &Federation,
+    dir: &Path,
+    node: &str,
+    name: &str,
+    role: &str,
+    unit: Option<&str>,
+    tags: &[&str],
+) -> Value {
+    let mut cmd = kinbridge();
+    cmd.args([
+        "dev-certs",
+        "client",
+        "--node",
+        node,
+        "--name",
+        name,
+        "--role",
+        role,
+    ])
+    .arg("--pki")
+    .arg(&fed.pki)
+    .arg("--out")
+    .arg(dir);
+    if let Some(unit) = unit {
+        cmd.args(["--unit", unit]);
+    }
+    for tag in tags {
+        cmd.args(["--tag", tag]);
+    }
+    let out = run_bounded(cmd);
+    assert!(
+        out.status.success(),
+        "dev-certs client: {}",
+        text(&out.stderr)
+    );
+    let pfx = dir.join(format!("{name}.p12"));
+    assert!(pfx.exists(), "dev-certs wrote {}", pfx.display());
+    json!({ "node": node, "pfx": pfx, "passphrase": DEV_P12_PASSWORD })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,6 +233,8 @@ async fn a_referral_crosses_the_border_in_the_console_in_a_real_browser() {
     wait_delivery(&mut zm, &id).await;
 
     let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certificates");
+    std::fs::create_dir_all(&certs).expect("certificates dir");
     let screenshots = std::env::var("KINBRIDGE_WRITE_SCREENSHOTS")
         .is_ok_and(|v| v == "1")
         .then(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console"));
@@ -200,9 +244,9 @@ async fn a_referral_crosses_the_border_in_the_console_in_a_real_browser() {
         "screenshots": screenshots,
         "nodes": { "ZM-DSW": url("ZM-DSW"), "MW-DSW": url("MW-DSW") },
         "clients": {
-            "mw-caseworker": client("MW-DSW", fed.issue_client("MW-DSW", "mw-caseworker", "caseworker", Some(DEV_CASEWORKER_UNIT), &[])),
-            "zm-caseworker": client("ZM-DSW", fed.issue_client("ZM-DSW", "zm-caseworker", "caseworker", Some(DEV_CASEWORKER_UNIT), &[])),
-            "zm-immigration": client("ZM-DSW", fed.issue_client("ZM-DSW", "zm-immigration", "caseworker", Some(DEV_CASEWORKER_UNIT), &["immigration-enforcement"])),
+            "mw-caseworker": client(&fed, &certs, "MW-DSW", "mw-caseworker", "caseworker", Some(DEV_CASEWORKER_UNIT), &[]),
+            "zm-caseworker": client(&fed, &certs, "ZM-DSW", "zm-caseworker", "caseworker", Some(DEV_CASEWORKER_UNIT), &[]),
+            "zm-immigration": client(&fed, &certs, "ZM-DSW", "zm-immigration", "caseworker", Some(DEV_CASEWORKER_UNIT), &["immigration-enforcement"]),
         },
         "referral": { "given": GIVEN, "family": FAMILY, "case": CASE, "from": "ZM-DSW" },
         "secrets": [GIVEN, FAMILY, CASE],

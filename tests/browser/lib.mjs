@@ -184,9 +184,23 @@ export class User {
     this.run.steps.push(`${this.client} (${this.lang}): ${text}`);
   }
 
-  /// Opens `pathname` on this user's node; answers the page's status.
+  /// Opens `pathname` on this user's node; answers the page's status. A console session
+  /// starts on the first page a browser opens (and again after it was left idle): the user
+  /// presses its one button and lands on the page asked for.
   async open(pathname) {
-    return this.settle(() => this.page.goto(this.origin + pathname));
+    const status = await this.settle(() => this.page.goto(this.origin + pathname));
+    const start = this.page.locator('form[action="/console/session"] button');
+    if (status === 401 && (await start.count()) === 1) {
+      this.step(`starts a console session for ${pathname}`);
+      return this.settle(async () => {
+        const [response] = await Promise.all([
+          this.page.waitForNavigation({ timeout: STEP_MS }),
+          start.click(),
+        ]);
+        return response;
+      });
+    }
+    return status;
   }
 
   /// Clicks the link or button with `name` (its accessible name); answers the new page's
