@@ -205,6 +205,34 @@ fn client(
     json!({ "node": node, "pfx": pfx, "passphrase": DEV_P12_PASSWORD })
 }
 
+/// A tracing registration's fields as a caseworker types them: a child in care (`record`)
+/// or a family's request, as each side spells the child (the story adds the consent's last
+/// day, two months ahead).
+fn tracing_fields(
+    kind: &str,
+    case: &str,
+    given: &str,
+    family: &str,
+    recipient: &str,
+) -> Value {
+    json!([
+        ["kind", kind],
+        ["case_reference", case],
+        ["given_names", given],
+        ["family_names", family],
+        ["sex", "female"],
+        ["birth_date", "2014-03-02"],
+        ["place_of_separation", "Mwami border post"],
+        ["date_of_separation", "2026-04-11"],
+        ["relative1_relationship", "mother"],
+        ["relative1_names", "Halima Hassan"],
+        ["consent_id", format!("{case}-CONSENT")],
+        ["given_by", "parent"],
+        ["covers_tracing", "yes"],
+        ["recipients", recipient],
+    ])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_referral_crosses_the_border_in_the_console_in_a_real_browser() {
     if skip_without_browser() {
@@ -249,7 +277,13 @@ async fn a_referral_crosses_the_border_in_the_console_in_a_real_browser() {
             "zm-immigration": client(&fed, &certs, "ZM-DSW", "zm-immigration", "caseworker", Some(DEV_CASEWORKER_UNIT), &["immigration-enforcement"]),
         },
         "referral": { "given": GIVEN, "family": FAMILY, "case": CASE, "from": "ZM-DSW" },
-        "secrets": [GIVEN, FAMILY, CASE],
+        "tracing": {
+            "record": tracing_fields("record", "ZM-LSK-2026-0193", "Amina", "Yusuf, Hassan", "MW-DSW"),
+            "request": tracing_fields("request", "MW-MCH-2026-0077", "Aminah", "Yussuf, Hassan", "ZM-DSW"),
+            "record_name": "Amina",
+            "request_name": "Aminah",
+        },
+        "secrets": [GIVEN, FAMILY, CASE, "Amina", "Yusuf"],
     });
     let report = run_story("console.mjs", &config, dir.path()).await;
     print_figures(&report);

@@ -58,6 +58,50 @@ main(async (run) => {
   await ar.screenshot('ar-item');
   await ar.close();
 
+  // Family tracing: a Zambian record and a Malawian request match; both caseworkers
+  // confirm; the agreed details show side by side.
+  const { tracing } = run.config;
+  const until = new Date(Date.now() + 60 * 86_400_000).toISOString().slice(0, 10);
+  const zmTracer = await run.user('zm-caseworker');
+  zmTracer.step('registers a child in care');
+  await zmTracer.open('/console/tracing');
+  await zmTracer.form([...tracing.record, ['consent_until', until]]);
+  await zmTracer.click('button', 'Register');
+  zmTracer.sees('Registered.', 'the record is registered');
+
+  const mwTracer = await run.user('mw-caseworker');
+  mwTracer.step("registers a family's request");
+  await mwTracer.open('/console/tracing');
+  await mwTracer.form([...tracing.request, ['consent_until', until]]);
+  await mwTracer.click('button', 'Register');
+  mwTracer.sees('Registered.', 'the request is registered');
+  await mwTracer.screenshot('en-tracing');
+
+  let matchPaths = {};
+  for (const [tracer, who] of [
+    [mwTracer, 'mw'],
+    [zmTracer, 'zm'],
+  ]) {
+    tracer.step('reviews the match and confirms it');
+    await tracer.until('/console/tracing', (t) => t.includes('Likely matches') && t.includes('Open'), 'a likely match');
+    await tracer.click('link', 'Open');
+    matchPaths[who] = new URL(tracer.page.url()).pathname;
+    tracer.sees('Until both sides confirm, only this strength is known', 'nothing of the other case before confirmation');
+    await tracer.check('I checked this match against our case file and confirm it');
+    await tracer.click('button', 'Confirm');
+    tracer.sees('Confirmed. The other side is told.', 'the confirmation');
+  }
+  for (const [tracer, who, theirs] of [
+    [mwTracer, 'mw', tracing.record_name],
+    [zmTracer, 'zm', tracing.request_name],
+  ]) {
+    tracer.step('sees the agreed details side by side');
+    await tracer.until(matchPaths[who], (t) => t.includes('The agreed details, side by side') && t.includes(theirs), "the other side's agreed details");
+  }
+  await mwTracer.screenshot('en-tracing-agreed');
+  await mwTracer.close();
+  await zmTracer.close();
+
   // An enforcement-tagged client sees no child's data anywhere.
   const en = await run.user('zm-immigration');
   en.step('opens every part of the console');
@@ -73,6 +117,7 @@ main(async (run) => {
     '/console/inbox/1',
     '/console/sent',
     '/console/tracing',
+    ...Object.values(matchPaths),
     '/console/audit',
     '/console/statistics',
     '/console/admin',

@@ -235,6 +235,24 @@ export class User {
     await this.page.getByLabel(label, { exact: true }).selectOption(option);
   }
 
+  /// Fills a form by its fields' names: `[name, value]` pairs; a checkbox or radio is
+  /// checked at its value, a select chooses its value, any other field is typed into.
+  async form(fields) {
+    for (const [name, value] of fields) {
+      const field = this.page.locator(`[name="${name}"]`);
+      expect((await field.count()) >= 1, `${this.client}: no field ${name} on ${this.page.url()}`);
+      const first = field.first();
+      const type = (await first.getAttribute('type')) ?? '';
+      if (type === 'checkbox' || type === 'radio') {
+        await this.page.locator(`[name="${name}"][value="${value}"]`).check();
+      } else if ((await this.page.locator(`select[name="${name}"]`).count()) >= 1) {
+        await first.selectOption(value);
+      } else {
+        await first.fill(value);
+      }
+    }
+  }
+
   /// Sets the file input labelled `label` to `file`.
   async upload(label, file) {
     await this.page.getByLabel(label, { exact: true }).setInputFiles(file);
