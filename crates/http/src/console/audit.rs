@@ -132,15 +132,17 @@ async fn log_page(
             .audit
             .list_entries(r.auth(), &query, before, ENTRY_PAGE)
             .await;
-        let (status, listing) = match listed {
-            Ok(page) => (StatusCode::OK, entries(r.cat(), &query, &page)),
+        let (status, listing, shown) = match listed {
+            Ok(page) => (StatusCode::OK, entries(r.cat(), &query, &page), query),
             Err(error) => {
                 if error.refusal_reason() != "bad-filter" {
                     return r.page.refused(&error);
                 }
+                // The form again, without what was typed: a refusal echoes nothing.
                 (
                     status_of(error.kind()),
                     html::refusal(r.cat(), &error.refusal_reason(), error.message()),
+                    EntryQuery::default(),
                 )
             }
         };
@@ -151,7 +153,7 @@ async fn log_page(
         let body = format!(
             "<p>{}</p>\n{}{}{}{}",
             esc(r.cat().text("audit.intro")),
-            filter_form(r.cat(), &query),
+            filter_form(r.cat(), &shown),
             listing,
             checkpoint,
             tools(r.cat(), &r.console.token(r.auth())),

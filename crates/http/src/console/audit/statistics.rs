@@ -154,10 +154,12 @@ async fn statistics(
                     "bad-period" | "bad-dimension"
                 ) =>
             {
+                // The form again, without what was typed: a refusal echoes nothing.
+                let empty = Asked::of(None);
                 let body = format!(
                     "{}{}",
                     html::refusal(cat, &error.refusal_reason(), error.message()),
-                    filter_form(cat, &asked)
+                    filter_form(cat, &empty)
                 );
                 r.page
                     .answer(crate::problem::status_of(error.kind()), title, &body)
