@@ -112,6 +112,18 @@ fn events(page: &HttpsAnswer) -> Vec<String> {
         .collect()
 }
 
+/// The indices of the listed entries, in order.
+fn indices(page: &HttpsAnswer) -> Vec<u64> {
+    let marker = "<tr><th scope=\"row\">";
+    page.body
+        .match_indices(marker)
+        .filter_map(|(at, _)| {
+            let rest = &page.body[at + marker.len()..];
+            rest[..rest.find('<').unwrap_or(0)].parse().ok()
+        })
+        .collect()
+}
+
 /// `export` with one character of entry `index`'s encoded bytes changed.
 fn with_one_byte_changed(export: &str, index: u64) -> String {
     let marker = format!("{{\"type\":\"entry\",\"index\":{index},");
@@ -196,6 +208,13 @@ async fn an_auditor_checks_the_log_exports_and_statistics_in_the_console() {
         "{}",
         log.body
     );
+    // Paged: the entries before an index, newest first.
+    let newest = indices(&log);
+    assert!(newest.windows(2).all(|w| w[0] > w[1]), "{newest:?}");
+    let before = newest[newest.len() / 2];
+    let older = indices(&get(&auditor, &format!("/console/audit?before={before}")));
+    assert_eq!(older.first(), Some(&(before - 1)), "{older:?}");
+    assert!(older.windows(2).all(|w| w[0] > w[1]), "{older:?}");
     // Filtered by event: that event only.
     let received = get(&auditor, "/console/audit?kind=received");
     assert_eq!(received.status, 200, "{}", received.body);
