@@ -79,9 +79,10 @@ fn upload(
     let result = tokio::task::block_in_place(|| run_bounded(cmd));
     assert!(result.status.success(), "curl: {}", text(&result.stderr));
     let head = std::fs::read_to_string(&head).expect("headers");
+    // The last status line: curl may have been told `100 Continue` first.
     let status = head
         .lines()
-        .next()
+        .rfind(|l| l.starts_with("HTTP/"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .expect("status line");
@@ -510,5 +511,32 @@ async fn an_enforcement_tagged_client_sees_no_audit_page_nor_statistics() {
     let posted = post(&police, "/console/audit/check-peers", "csrf=00");
     assert_eq!(posted.status, 403, "{}", posted.body);
     assert!(!posted.body.contains("ZM-DSW"), "{}", posted.body);
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_over_the_limit_is_refused_with_what_to_do() {
+    if skip_without_curl() {
+        return;
+    }
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let auditor = Https::role(&fed, "MW-DSW", "auditor");
+    let form = get(&auditor, "/console/audit/verify");
+    let token = field(&form, "csrf");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = dir.path().join("big.jsonl");
+    let file = std::fs::File::create(&big).expect("create");
+    file.set_len(65 * 1024 * 1024).expect("size");
+    let refused = upload(
+        &auditor,
+        "/console/audit/verify",
+        &[("csrf", &token)],
+        &[("export", &big)],
+    );
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("too-large"), "{}", refused.body);
+    assert!(refused.body.contains("64 MiB"), "{}", refused.body);
+    // The node serves on.
+    assert_eq!(get(&auditor, "/console/audit").status, 200);
     fed.shutdown().await;
 }
