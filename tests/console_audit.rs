@@ -225,6 +225,10 @@ async fn an_auditor_checks_the_log_exports_and_statistics_in_the_console() {
         "{shown:?}"
     );
     assert!(received.body.contains(&first));
+    assert!(
+        received.body.contains("<td>ZM-DSW</td>"),
+        "the sender is the peer"
+    );
     // Refusals only: the caseworker's refusals, by reason and client.
     let refusals = get(&auditor, "/console/audit?refusals=1&peer=&from=&to=");
     let shown = events(&refusals);

@@ -85,7 +85,7 @@ impl Request {
         self.auth.as_ref()
     }
 
-    /// The firewall's verdict for a page of entries (class Case) for `method`.
+    /// The firewall's verdict on `method` of class `access` (a refusal is recorded).
     async fn admit(&self, access: LocalAccess, method: &str) -> Result<(), ServiceError> {
         self.console.admit(access, method, self.auth()).await
     }
@@ -224,19 +224,25 @@ fn entries(cat: &Catalogue, q: &EntryQuery, page: &EntryPage) -> String {
         for (index, e) in &page.entries {
             let event = pb::AuditEvent::try_from(e.event)
                 .map_or_else(|_| format!("event-{}", e.event), event_name);
-            let peer = [&e.peer, &e.authenticated_peer, &e.recipient]
+            // The other node: the one named as peer, else the message's other end.
+            let other = if e.sender.is_empty() || e.sender == e.node {
+                &e.recipient
+            } else {
+                &e.sender
+            };
+            let peer = [&e.peer, &e.authenticated_peer, other]
                 .into_iter()
-                .find(|p| !p.is_empty())
+                .find(|p| !p.is_empty() && **p != e.node)
                 .map_or("", |p| p.as_str());
             let _ = writeln!(
                 out,
-                "<tr><th scope=\"row\">{index}</th><td>{}</td><td class=\"event\">{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>",
+                "<tr><th scope=\"row\">{index}</th><td>{}</td><td class=\"event\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&when(cat, e.time_ms)),
                 esc(&event),
                 esc(peer),
                 esc(&e.actor),
-                esc(&e.reason),
-                esc(&e.message_id),
+                code(&e.reason),
+                code(&e.message_id),
             );
         }
         out.push_str("</tbody></table>\n");
@@ -280,6 +286,15 @@ fn entries(cat: &Catalogue, q: &EntryQuery, page: &EntryPage) -> String {
         let _ = writeln!(out, "<p>{}</p>", links.join(" "));
     }
     out
+}
+
+/// `value` as code, or nothing if it is empty.
+fn code(value: &str) -> String {
+    if value.is_empty() {
+        String::new()
+    } else {
+        format!("<code>{}</code>", esc(value))
+    }
 }
 
 /// The latest checkpoint: size, root hash and the signed note.

@@ -133,7 +133,11 @@ async fn statistics(
                             cat.text("audit.stats.period"),
                             esc(&format!(
                                 "{} – {}",
-                                when(cat, first.from_ms),
+                                if first.from_ms > 0 {
+                                    when(cat, first.from_ms)
+                                } else {
+                                    cat.text("audit.stats.beginning").to_owned()
+                                },
                                 when(cat, first.to_ms)
                             )),
                         ),
@@ -320,7 +324,7 @@ fn chart(cat: &Catalogue, table: &pb::GetStatisticsResponse, n: usize, heading: 
     let height = ROW * table.entries.len() + 8;
     let title = cat.fill("audit.stats.chart", &[("table", heading)]);
     let mut out = format!(
-        "<svg class=\"chart\" role=\"img\" aria-labelledby=\"chart-{n}\" width=\"{w}\" height=\"{height}\" viewBox=\"0 0 {w} {height}\" xmlns=\"http://www.w3.org/2000/svg\"><title id=\"chart-{n}\">{}</title>",
+        "<svg class=\"chart\" role=\"img\" direction=\"ltr\" aria-labelledby=\"chart-{n}\" width=\"{w}\" height=\"{height}\" viewBox=\"0 0 {w} {height}\" xmlns=\"http://www.w3.org/2000/svg\"><title id=\"chart-{n}\">{}</title>",
         esc(&title),
         w = LABEL + BAR + 120,
     );
