@@ -371,6 +371,34 @@ async fn an_auditor_checks_the_log_exports_and_statistics_in_the_console() {
         "{}",
         agree.body
     );
+    // Zambia's export against Malawi's key, uploaded by mistake: it does not verify, and the
+    // page says which key it tried. A file that is no key is refused.
+    let wrong_key = upload(
+        &auditor,
+        "/console/audit/verify",
+        &[("csrf", &token)],
+        &[("export", &zm_all), ("key", &pub_file)],
+    );
+    assert!(
+        wrong_key.body.contains("does NOT verify"),
+        "{}",
+        wrong_key.body
+    );
+    assert!(
+        wrong_key
+            .body
+            .contains("uploaded-1: kinbridge.audit/ZM-DSW+"),
+        "{}",
+        wrong_key.body
+    );
+    let not_a_key = upload(
+        &auditor,
+        "/console/audit/verify",
+        &[("csrf", &token)],
+        &[("export", &zm_all), ("key", &zm_all)],
+    );
+    assert_eq!(not_a_key.status, 400, "{}", not_a_key.body);
+    assert!(not_a_key.body.contains("bad-key"), "{}", not_a_key.body);
     // Malawi's file cut short at the checkpoint of the first export: the second referral's
     // receipt is missing from it.
     let cut = dir.path().join("mw-cut.jsonl");
@@ -511,6 +539,19 @@ async fn an_enforcement_tagged_client_sees_no_audit_page_nor_statistics() {
         ] {
             assert!(!page.body.contains(data), "{path} shows {data}");
         }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("any.jsonl");
+    std::fs::write(&file, "{}\n").expect("write");
+    for path in ["/console/audit/verify", "/console/audit/reconcile"] {
+        let posted = upload(
+            &police,
+            path,
+            &[("csrf", "00")],
+            &[("export", &file), ("first", &file), ("second", &file)],
+        );
+        assert_eq!(posted.status, 403, "{path}: {}", posted.body);
+        assert!(posted.body.contains("firewall"), "{path}: {}", posted.body);
     }
     let posted = post(&police, "/console/audit/check-peers", "csrf=00");
     assert_eq!(posted.status, 403, "{}", posted.body);
