@@ -208,13 +208,7 @@ fn client(
 /// A tracing registration's fields as a caseworker types them: a child in care (`record`)
 /// or a family's request, as each side spells the child (the story adds the consent's last
 /// day, two months ahead).
-fn tracing_fields(
-    kind: &str,
-    case: &str,
-    given: &str,
-    family: &str,
-    recipient: &str,
-) -> Value {
+fn tracing_fields(kind: &str, case: &str, given: &str, family: &str, recipient: &str) -> Value {
     json!([
         ["kind", kind],
         ["case_reference", case],

@@ -145,13 +145,9 @@ pub fn sections_for(auth: Option<&LocalAuth>) -> Vec<&'static Section> {
 struct Console {
     node_id: String,
     local: LocalCases,
-    #[allow(dead_code)] // read by the pages being built on it
     tracing: TracingCases,
-    #[allow(dead_code)] // read by the pages being built on it
     audit: AuditTrail,
-    #[allow(dead_code)] // read by the pages being built on it
     statistics: Statistics,
-    #[allow(dead_code)] // read by the pages being built on it
     admin: Administration,
     /// `None` if the system gave no randomness at start: then every form is refused.
     csrf: Option<CsrfKey>,
