@@ -263,11 +263,13 @@ async fn a_referral_crosses_the_border_in_the_console_in_a_real_browser() {
     let config = json!({
         "chromium": CHROMIUM,
         "report": dir.path().join("report.json"),
+        "workdir": dir.path(),
         "screenshots": screenshots,
         "nodes": { "ZM-DSW": url("ZM-DSW"), "MW-DSW": url("MW-DSW") },
         "clients": {
             "mw-caseworker": client(&fed, &certs, "MW-DSW", "mw-caseworker", "caseworker", Some(DEV_CASEWORKER_UNIT), &[]),
             "zm-caseworker": client(&fed, &certs, "ZM-DSW", "zm-caseworker", "caseworker", Some(DEV_CASEWORKER_UNIT), &[]),
+            "mw-auditor": client(&fed, &certs, "MW-DSW", "mw-auditor", "auditor", None, &[]),
             "zm-immigration": client(&fed, &certs, "ZM-DSW", "zm-immigration", "caseworker", Some(DEV_CASEWORKER_UNIT), &["immigration-enforcement"]),
         },
         "referral": { "given": GIVEN, "family": FAMILY, "case": CASE, "from": "ZM-DSW" },

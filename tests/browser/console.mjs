@@ -3,6 +3,8 @@
 // same pages in Arabic, right to left; an enforcement-tagged client opens every part of the
 // console and sees no child's data anywhere. Run by tests/browser.rs.
 
+import fs from 'node:fs';
+import path from 'node:path';
 import { expect, main } from './lib.mjs';
 
 main(async (run) => {
@@ -102,6 +104,42 @@ main(async (run) => {
   await mwTracer.close();
   await zmTracer.close();
 
+  // Malawi's auditor checks the log without writing code: the export downloaded from the
+  // console verifies; with one byte changed inside one entry, the page names that entry.
+  const auditor = await run.user('mw-auditor');
+  auditor.step('opens the audit log');
+  await auditor.open('/console/');
+  await auditor.click('link', 'Audit log');
+  auditor.sees('Latest signed checkpoint', 'the checkpoint');
+  await auditor.screenshot('en-audit');
+  auditor.step('downloads the export');
+  const exported = await auditor.download('Download the log export', 'export.jsonl');
+  const lines = fs.readFileSync(exported, 'utf8').split('\n');
+  const entries = lines.filter((l) => l.startsWith('{"type":"entry"'));
+  expect(entries.length >= 4, `the export holds ${entries.length} entries`);
+  const chosen = entries[Math.floor(entries.length / 2)];
+  const index = JSON.parse(chosen).index;
+  const at = chosen.indexOf('"entry":"') + '"entry":"'.length + 8;
+  const altered = chosen.slice(0, at) + (chosen[at] === 'A' ? 'B' : 'A') + chosen.slice(at + 1);
+  const alteredFile = path.join(run.config.workdir, 'altered.jsonl');
+  fs.writeFileSync(alteredFile, lines.map((l) => (l === chosen ? altered : l)).join('\n'));
+
+  auditor.step('verifies the export as downloaded');
+  await auditor.open('/console/audit/verify');
+  await auditor.upload('Export file', exported);
+  await auditor.click('button', 'Verify');
+  auditor.sees('The export is valid', 'the export verifies');
+
+  auditor.step(`verifies it with one byte changed in entry ${index}`);
+  await auditor.open('/console/audit/verify');
+  await auditor.upload('Export file', alteredFile);
+  await auditor.click('button', 'Verify');
+  auditor.sees('The export does NOT verify.', 'the altered export fails');
+  const bad = (await auditor.page.locator('strong.bad-entry').innerText()).trim();
+  expect(bad === String(index), `the page names entry ${index} as the first bad one, not ${bad}`);
+  await auditor.screenshot('en-audit-verify-failed');
+  await auditor.close();
+
   // An enforcement-tagged client sees no child's data anywhere.
   const en = await run.user('zm-immigration');
   en.step('opens every part of the console');
@@ -121,6 +159,8 @@ main(async (run) => {
     '/console/audit',
     '/console/statistics',
     '/console/admin',
+    '/console/audit/verify',
+    '/console/statistics.csv',
     ...offered,
   ]) {
     await en.open(path);
