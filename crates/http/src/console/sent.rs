@@ -121,17 +121,19 @@ fn list_html(cat: &Catalogue, items: &[SentItem], next: Option<&SentItem>, first
         for item in items {
             let _ = writeln!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"/console/sent/{id}\">{}</a></td></tr>",
+                "<tr><td><a href=\"/console/sent/{id}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{id}</code></td></tr>",
                 esc(&when(cat, item.submitted_at_ms)),
                 esc(&item.recipient),
                 esc(kind(cat, item.kind)),
                 esc(purpose(cat, item.purpose)),
                 esc(delivery(cat, item.state)),
-                esc(cat.text("sent.open")),
                 id = esc(&item.message_id),
             );
         }
         out.push_str("</tbody>\n</table>\n");
+    }
+    if first && next.is_none() {
+        return out;
     }
     out.push_str("<p>");
     if !first {
