@@ -246,6 +246,37 @@ async fn the_pre_check_names_every_gap_and_sends_nothing() {
         checked.body
     );
 
+    // Sent anyway without checking: the submission refuses it, and the form comes back with
+    // everything typed and the refusal.
+    let mut fields = referral_fields(&token, &key, "send");
+    fields.push(("conditions", "asthma"));
+    fields.push(("consent_recipient", "MW-DSW"));
+    let refused = zm.post("/console/referrals/new", &fields);
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains("category-not-covered"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body.contains("DATA_CATEGORY_HEALTH"),
+        "{}",
+        refused.body
+    );
+    for kept in [
+        format!("value=\"{GIVEN}\""),
+        format!(">{NARRATIVE}</textarea>"),
+        "value=\"asthma\"".to_owned(),
+        "value=\"MW-DSW\" checked".to_owned(),
+    ] {
+        assert!(
+            refused.body.contains(&kept),
+            "keeps {kept}: {}",
+            refused.body
+        );
+    }
+    assert_eq!(refusals(&fed, "ZM-DSW", "category-not-covered").await, 1);
+
     // Without the CSRF token: refused, audited.
     let forged: Vec<(&str, &str)> = referral_fields(&token, &key, "send")
         .into_iter()
@@ -496,5 +527,70 @@ async fn an_enforcement_client_may_send_from_the_form_but_not_read_sent_items() 
         !form.body.contains("href=\"/console/sent\""),
         "no link to what it may not read"
     );
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sent_list_pages_newest_first_and_lists_only_referrals() {
+    if skip_without_curl() {
+        return;
+    }
+    let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
+    let mut grpc = fed.local("ZM-DSW", "caseworker");
+    let mut ids = Vec::new();
+    for _ in 0..27 {
+        let id = grpc
+            .submit_referral(submit_request("MW-DSW"))
+            .await
+            .expect("submit")
+            .into_inner()
+            .message_id;
+        ids.push(id);
+    }
+    // A withdrawal notice is sent too, but it is no referral: not listed.
+    let withdrawn = grpc
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            consent_id: "CONSENT-1".into(),
+        })
+        .await
+        .expect("withdraw")
+        .into_inner();
+    assert_eq!(withdrawn.notices.len(), 1);
+
+    let zm = Browser::role(&fed, "ZM-DSW", "caseworker");
+    let first = zm.get("/console/sent");
+    assert_eq!(first.status, 200, "{}", first.body);
+    let listed = |page: &HttpsAnswer| -> Vec<String> {
+        ids.iter()
+            .filter(|id| page.body.contains(&format!("href=\"/console/sent/{id}\"")))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(listed(&first).len(), 25, "{}", first.body);
+    assert!(!first.body.contains(&withdrawn.notices[0].message_id));
+    let at = first
+        .body
+        .find("href=\"/console/sent?after_ms=")
+        .expect("a next page")
+        + 6;
+    let end = first.body[at..].find('"').expect("quote");
+    let next = first.body[at..at + end].replace("&amp;", "&");
+    let second = zm.get(&next);
+    assert_eq!(second.status, 200, "{}", second.body);
+    let rest = listed(&second);
+    assert_eq!(rest.len(), 2, "{}", second.body);
+    assert!(
+        listed(&first).iter().all(|id| !rest.contains(id)),
+        "no item twice"
+    );
+    assert!(
+        second.body.contains("href=\"/console/sent\""),
+        "back to the newest"
+    );
+    assert!(!second.body.contains("after_ms="), "no page after the last");
+    // Newest first: the last one submitted is on the first page (the items submitted in the
+    // same millisecond are ordered by message id; 27 submissions, each committed to disk,
+    // never share one).
+    assert!(listed(&first).contains(&ids[26]));
     fed.shutdown().await;
 }
