@@ -277,7 +277,7 @@ async fn the_pre_check_names_every_gap_and_sends_nothing() {
     }
     assert_eq!(refusals(&fed, "ZM-DSW", "category-not-covered").await, 1);
 
-    // Without the CSRF token: refused, audited.
+    // Without the CSRF token, or from another site: refused, audited, nothing sent.
     let forged: Vec<(&str, &str)> = referral_fields(&token, &key, "send")
         .into_iter()
         .filter(|(k, _)| *k != "csrf")
@@ -286,11 +286,37 @@ async fn the_pre_check_names_every_gap_and_sends_nothing() {
     let refused = zm.post("/console/referrals/new", &forged);
     assert_eq!(refused.status, 403, "{}", refused.body);
     assert!(refused.body.contains("csrf-token"), "{}", refused.body);
+    // What was typed comes back (an expired token must not lose it), with a valid token.
     assert!(
-        !refused.body.contains(GIVEN),
-        "the refusal shows no child's data"
+        refused.body.contains(&format!("value=\"{GIVEN}\"")),
+        "{}",
+        refused.body
+    );
+    let fresh = field(&refused, "csrf");
+    let mut retried = referral_fields(&fresh, &key, "check");
+    retried.push(("consent_recipient", "MW-DSW"));
+    let retried = zm.post("/console/referrals/new", &retried);
+    assert_eq!(
+        retried.status, 200,
+        "the fresh token works: {}",
+        retried.body
+    );
+    let foreign = tokio::task::block_in_place(|| {
+        zm.0.request(
+            "POST",
+            "/console/referrals/new",
+            Some(("application/x-www-form-urlencoded", &encode(&forged))),
+            &["Origin: https://evil.example"],
+        )
+    });
+    assert_eq!(foreign.status, 403, "{}", foreign.body);
+    assert!(foreign.body.contains("cross-origin"), "{}", foreign.body);
+    assert!(
+        !foreign.body.contains(GIVEN),
+        "another site's post is not echoed"
     );
     assert_eq!(refusals(&fed, "ZM-DSW", "csrf-token").await, 1);
+    assert_eq!(refusals(&fed, "ZM-DSW", "cross-origin").await, 1);
 
     // Nothing left Zambia: no sent item, nothing in Malawi's inbox.
     let sent = zm.get("/console/sent");

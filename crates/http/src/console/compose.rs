@@ -114,26 +114,30 @@ fn see_other(to: &str) -> Response {
 }
 
 /// Reads a form body of at most [`MAX_COMPOSE_FORM_BYTES`] from the console's own origin
-/// carrying `actor`'s CSRF token.
+/// carrying `actor`'s CSRF token; or the refusal, with the form if only its token was wrong
+/// (an expired token must not lose an hour's typing: the form comes back with a fresh one).
 async fn compose_form(
     console: &Console,
     headers: &HeaderMap,
     uri: &Uri,
     body: Body,
     actor: &str,
-) -> Result<Form, ServiceError> {
-    Console::same_origin(headers, uri)?;
+) -> Result<Form, (ServiceError, Option<Form>)> {
+    Console::same_origin(headers, uri).map_err(|e| (e, None))?;
     let bytes = axum::body::to_bytes(body, MAX_COMPOSE_FORM_BYTES)
         .await
         .map_err(|_| {
-            ServiceError::invalid(
+            let error = ServiceError::invalid(
                 "too-large",
                 format!("the referral form is at most {MAX_COMPOSE_FORM_BYTES} bytes"),
-            )
+            );
+            (error, None)
         })?;
     let form = Form::parse(&bytes);
-    console.check_token(actor, form.get("csrf"))?;
-    Ok(form)
+    match console.check_token(actor, form.get("csrf")) {
+        Ok(()) => Ok(form),
+        Err(error) => Err((error, Some(form))),
+    }
 }
 
 /// `POST /console/referrals/new`: `action=check` shows the consent pre-check, `action=send`
@@ -155,9 +159,13 @@ async fn post_form(
             return page.refused(&error);
         }
         let actor = actor_of(auth.as_ref());
-        let form = match compose_form(&console, &headers, &uri, body, &actor).await {
-            Ok(form) => form,
-            Err(error) => return page.refused(&console.local.refuse(&actor, error).await),
+        let (form, token_refused) = match compose_form(&console, &headers, &uri, body, &actor).await
+        {
+            Ok(form) => (form, None),
+            Err((error, Some(form))) => (form, Some(console.local.refuse(&actor, error).await)),
+            Err((error, None)) => {
+                return page.refused(&console.local.refuse(&actor, error).await);
+            }
         };
         let peers = match console.local.addressable_peers(auth.as_ref()).await {
             Ok(peers) => peers,
@@ -183,6 +191,10 @@ async fn post_form(
         let refusal = |error: &ServiceError| {
             html::refusal(page.cat, &error.refusal_reason(), error.message())
         };
+        if let Some(error) = token_refused {
+            // Nothing is checked or sent; the form comes back with a valid token.
+            return again(status_of(error.kind()), refusal(&error));
+        }
         let action = form.get("action").unwrap_or_default();
         if action != "check" && action != "send" {
             let error =
