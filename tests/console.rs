@@ -145,7 +145,7 @@ fn assert_secure(page: &Page, what: &str) {
     );
     assert_eq!(
         page.header("referrer-policy"),
-        Some("no-referrer"),
+        Some("same-origin"),
         "{what}"
     );
 }

@@ -1,7 +1,12 @@
 //! `kinbridge dev-certs`: make whatever is missing of the development PKI, or issue one more
-//! local-client certificate from it (`dev-certs client`: a role, a unit, tags).
+//! local-client certificate from it (`dev-certs client`: a role, a unit, tags). Each
+//! development client certificate is also written as a PKCS#12 file (`<client>.p12`, its key,
+//! its certificate and the local CA that issued it, under [`DEV_P12_PASSWORD`]) that a
+//! browser imports to open the console.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use kinbridge_core::firewall::Tag;
@@ -56,6 +61,10 @@ struct ClientArgs {
     out: PathBuf,
 }
 
+/// The password of every development PKCS#12 file: printed and documented, not a secret (the
+/// development PKI's keys sit unencrypted next to these files anyway).
+pub const DEV_P12_PASSWORD: &str = "kinbridge-dev";
+
 /// Longest client name accepted.
 const MAX_CLIENT_NAME: usize = 64;
 
@@ -72,7 +81,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .map(|n| NodeId::new(n))
             .collect::<Result<Vec<_>, _>>()?
     };
-    let created = devpki::ensure(&args.out, &nodes)?;
+    let mut created = devpki::ensure(&args.out, &nodes)?;
+    for node in &nodes {
+        let files = devpki::DevNodeFiles::new(&args.out, node);
+        for role in devpki::DEV_ROLES {
+            let cert = files.client_cert(role);
+            let p12 = cert.with_extension("p12");
+            if !p12.exists() || created.contains(&cert) {
+                write_pkcs12(&cert, &files.client_key(role), &files.local_ca_cert(), &p12)?;
+                created.push(p12);
+            }
+        }
+    }
     if created.is_empty() {
         println!(
             "development PKI in {} is complete; nothing to do",
@@ -89,8 +109,51 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
     println!(
+        "browsers import the clients' .p12 files (password {DEV_P12_PASSWORD}) to open the console"
+    );
+    println!(
         "DEVELOPMENT ONLY: nodes refuse this material unless their config says development = true"
     );
+    Ok(())
+}
+
+/// Writes the certificate `cert` (with the `ca` that issued it) and its private `key` (PEM,
+/// PKCS#8) as the PKCS#12 file `out`, readable by its owner only, under [`DEV_P12_PASSWORD`].
+pub fn write_pkcs12(cert: &Path, key: &Path, ca: &Path, out: &Path) -> anyhow::Result<()> {
+    use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
+    let mut chain = Vec::new();
+    for path in [cert, ca] {
+        for der in kinbridge_grpc::tls::load_certs(path)? {
+            chain.push(
+                Certificate::from_der(der.as_ref())
+                    .with_context(|| format!("{}: not an X.509 certificate", path.display()))?,
+            );
+        }
+    }
+    let key_der = kinbridge_grpc::tls::load_private_key(key)?;
+    let private = PrivateKey::from_der(key_der.secret_der())
+        .with_context(|| format!("{}: not a PKCS#8 private key", key.display()))?;
+    let alias = cert
+        .file_stem()
+        .map_or_else(|| "client".to_owned(), |s| s.to_string_lossy().into_owned());
+    let mut store = KeyStore::new();
+    store.add_entry(
+        &alias,
+        KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(alias.as_str(), private, chain)),
+    );
+    let bytes = store
+        .writer(DEV_P12_PASSWORD)
+        .write()
+        .with_context(|| format!("cannot encode {} as PKCS#12", cert.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    file.write_all(&bytes)
+        .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
 }
 
@@ -157,8 +220,15 @@ fn issue_client(args: &ClientArgs) -> anyhow::Result<()> {
             format!(", tags {}", tag_names.join(", "))
         }
     );
+    let p12 = args.out.join(format!("{}.p12", args.name));
+    let files = devpki::DevNodeFiles::new(&args.pki, &node);
+    write_pkcs12(&cert, &key, &files.local_ca_cert(), &p12)?;
     println!("  certificate {}", cert.display());
     println!("  private key {}", key.display());
+    println!(
+        "  for a browser {} (PKCS#12, password {DEV_P12_PASSWORD})",
+        p12.display()
+    );
     println!(
         "DEVELOPMENT ONLY: nodes refuse this material unless their config says development = true"
     );

@@ -916,6 +916,8 @@ pub struct Https {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The console session cookie this client holds (`name=value`), as a browser keeps it.
+    pub session: std::sync::Mutex<Option<String>>,
 }
 
 /// One HTTPS answer: the status, the headers (names in lower case) and the body.
@@ -944,6 +946,7 @@ impl Https {
             ca: fed.files(node).ca_cert(),
             cert,
             key,
+            session: std::sync::Mutex::new(None),
         }
     }
 
@@ -953,9 +956,72 @@ impl Https {
         Self::new(fed, node, files.client_cert(role), files.client_key(role))
     }
 
-    /// `method` on `path` with a body of `content_type` (if any, sent from a file, as large as
-    /// it may be) and `headers`; redirects are not followed.
+    /// As [`Https::request_raw`], in a console session as a person at a browser keeps one:
+    /// the session cookie is sent and kept, and a console page that asks to start (or
+    /// continue) a session is answered by pressing its button, then `method` is sent again.
     pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &str)>,
+        headers: &[&str],
+    ) -> HttpsAnswer {
+        let send = |s: &Self| {
+            let mut all: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+            if let Some(cookie) = s.session.lock().expect("session lock").clone() {
+                match all.iter_mut().find(|h| h.starts_with("Cookie:")) {
+                    Some(given) => given.push_str(&format!("; {cookie}")),
+                    None => all.push(format!("Cookie: {cookie}")),
+                }
+            }
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            let answer = s.request_raw(method, path, body, &all);
+            s.keep_session(&answer);
+            answer
+        };
+        let answer = send(self);
+        if answer.status != 401 || !answer.body.contains("action=\"/console/session\"") {
+            return answer;
+        }
+        let marker = "name=\"csrf\" value=\"";
+        let csrf = answer
+            .body
+            .find(marker)
+            .map(|at| &answer.body[at + marker.len()..])
+            .and_then(|rest| rest.split('"').next())
+            .expect("the session page's CSRF token");
+        let form = format!("csrf={csrf}&to=%2Fconsole%2F");
+        let started = self.request_raw(
+            "POST",
+            "/console/session",
+            Some(("application/x-www-form-urlencoded", &form)),
+            &[],
+        );
+        assert_eq!(
+            started.status, 303,
+            "a console session starts: {}",
+            started.body
+        );
+        self.keep_session(&started);
+        send(self)
+    }
+
+    /// Keeps the console session cookie an answer sets.
+    fn keep_session(&self, answer: &HttpsAnswer) {
+        let set = answer
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "set-cookie")
+            .filter_map(|(_, v)| v.split(';').next())
+            .find(|c| c.starts_with("kinbridge-session="));
+        if let Some(cookie) = set {
+            *self.session.lock().expect("session lock") = Some(cookie.to_owned());
+        }
+    }
+
+    /// `method` on `path` with a body of `content_type` (if any, sent from a file, as large as
+    /// it may be) and `headers`, and nothing else (no cookie); redirects are not followed.
+    pub fn request_raw(
         &self,
         method: &str,
         path: &str,

@@ -5,7 +5,7 @@
 //! answered with a `303` back to the page and a result message.
 //!
 //! Every response carries a strict Content-Security-Policy (nothing but the node's own
-//! stylesheet and forms), `Cache-Control: no-store`, `nosniff` and `no-referrer`
+//! stylesheet and forms), `Cache-Control: no-store`, `nosniff` and `same-origin` referrers
 //! ([`SECURITY_HEADERS`]). Every form carries a CSRF token bound to the client's name
 //! ([`csrf`]). The words come from message catalogues ([`catalogue`]), one per language.
 
@@ -49,7 +49,9 @@ use csrf::CsrfKey;
 
 /// The headers on every console response: a Content-Security-Policy that allows only the
 /// node's own stylesheet and form targets (no script at all, no frames, no base), no caching
-/// (case data must not stay in a shared laptop's cache), no content sniffing, no referrer.
+/// (case data must not stay in a shared laptop's cache), no content sniffing, and no referrer
+/// sent to any other site (`same-origin`, not `no-referrer`: under `no-referrer` a browser
+/// sends `Origin: null` with the console's own form posts, and the origin check needs it).
 pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     (
         "content-security-policy",
@@ -57,7 +59,7 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     ),
     ("cache-control", "no-store"),
     ("x-content-type-options", "nosniff"),
-    ("referrer-policy", "no-referrer"),
+    ("referrer-policy", "same-origin"),
 ];
 
 /// Items on one inbox page.
@@ -143,20 +145,19 @@ pub fn sections_for(auth: Option<&LocalAuth>) -> Vec<&'static Section> {
 struct Console {
     node_id: String,
     local: LocalCases,
-    #[allow(dead_code)] // read by the pages being built on it
     tracing: TracingCases,
-    #[allow(dead_code)] // read by the pages being built on it
     audit: AuditTrail,
-    #[allow(dead_code)] // read by the pages being built on it
     statistics: Statistics,
-    #[allow(dead_code)] // read by the pages being built on it
     admin: Administration,
     /// `None` if the system gave no randomness at start: then every form is refused.
     csrf: Option<CsrfKey>,
+    /// The idle sessions' key and limit.
+    sessions: session::Sessions,
 }
 
-/// The console's routes, to merge into the HTTP face's router.
-pub(crate) fn router(node: &Arc<Node>) -> Router {
+/// The console's routes, to merge into the HTTP face's router; a session ends after `idle`
+/// without a request.
+pub(crate) fn router(node: &Arc<Node>, idle: std::time::Duration) -> Router {
     let console = Arc::new(Console {
         node_id: node.node_id.to_string(),
         local: LocalCases::new(Arc::clone(node)),
@@ -165,6 +166,7 @@ pub(crate) fn router(node: &Arc<Node>) -> Router {
         statistics: Statistics::new(Arc::clone(node)),
         admin: Administration::new(Arc::clone(node)),
         csrf: CsrfKey::random(),
+        sessions: session::Sessions::new(idle),
     });
     if console.csrf.is_none() {
         tracing::error!(
@@ -189,6 +191,7 @@ pub(crate) fn router(node: &Arc<Node>) -> Router {
         .merge(family::routes())
         .merge(audit::routes())
         .merge(admin::routes())
+        .merge(session::routes())
         .route("/console/{*rest}", get(not_found).post(not_found))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&console),

@@ -60,7 +60,7 @@ struct Face {
 struct Caller(Option<LocalAuth>);
 
 /// The router of every operation, the document and the refusals of what is not one.
-fn router(node: &Arc<Node>) -> Router {
+fn router(node: &Arc<Node>, console_idle: Duration) -> Router {
     let face = Arc::new(Face {
         cases: Arc::new(Cases::new(node)),
         document: openapi::document(),
@@ -86,7 +86,7 @@ fn router(node: &Arc<Node>) -> Router {
     }
     router
         .with_state(face)
-        .merge(console::router(node))
+        .merge(console::router(node, console_idle))
         .fallback(|| async { refusal_without_operation(StatusCode::NOT_FOUND) })
 }
 
@@ -273,16 +273,18 @@ fn percent_decode(value: &str) -> Result<String, ServiceError> {
         .ok_or_else(|| ServiceError::invalid("malformed", "a path parameter does not decode"))
 }
 
-/// Serves the JSON face of `node` on `listener` with `tls` (which must require a client
-/// certificate from the local CA) until `stop` turns true; then lets the requests in flight
-/// finish for at most [`SHUTDOWN_GRACE`].
+/// Serves the JSON face and the console of `node` on `listener` with `tls` (which must
+/// require a client certificate from the local CA) until `stop` turns true; then lets the
+/// requests in flight finish for at most [`SHUTDOWN_GRACE`]. A console session ends after
+/// `console_idle` without a request.
 pub async fn serve(
     node: Arc<Node>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    console_idle: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let router = router(&node);
+    let router = router(&node, console_idle);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {

@@ -110,7 +110,16 @@ pub struct NodeConfig {
     pub linkage_keys: Vec<LinkageKeyConfig>,
     /// Counts from 1 to this minus one are withheld from reports (default 5).
     pub suppression_threshold: u64,
+    /// How long a console session lasts without a request, in seconds (`[console]
+    /// idle_timeout_secs`, default [`DEFAULT_CONSOLE_IDLE_SECS`]).
+    pub console_idle_timeout_secs: u64,
 }
+
+/// A console session ends after this many seconds without a request unless the config says
+/// otherwise: 15 minutes.
+pub const DEFAULT_CONSOLE_IDLE_SECS: u64 = 900;
+/// The longest idle limit a config may give a console session: 12 hours.
+pub const MAX_CONSOLE_IDLE_SECS: u64 = 12 * 60 * 60;
 
 /// Counts from 1 to this minus one are withheld from reports unless the config says otherwise.
 pub const DEFAULT_SUPPRESSION_THRESHOLD: u64 = 5;
@@ -220,6 +229,14 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     webhooks: Vec<RawWebhook>,
+    #[serde(default)]
+    console: RawConsole,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -611,6 +628,7 @@ impl Checker<'_> {
             linkage_keys,
             suppression_threshold: self
                 .suppression_threshold(raw.reporting.suppression_threshold)?,
+            console_idle_timeout_secs: self.console_idle(raw.console.idle_timeout_secs)?,
             peer_rate: self.rate(
                 "limits.peer_requests_per_second",
                 raw.limits.peer_requests_per_second,
@@ -638,6 +656,19 @@ impl Checker<'_> {
             Some(_) => Err(self.err(
                 "audit.checkpoint_interval_ms",
                 "a number of milliseconds from 10 to 60000",
+            )),
+        }
+    }
+
+    /// `console.idle_timeout_secs`: from 1 to [`MAX_CONSOLE_IDLE_SECS`], by default
+    /// [`DEFAULT_CONSOLE_IDLE_SECS`].
+    fn console_idle(&self, given: Option<u64>) -> Result<u64, ConfigError> {
+        match given {
+            None => Ok(DEFAULT_CONSOLE_IDLE_SECS),
+            Some(secs @ 1..=MAX_CONSOLE_IDLE_SECS) => Ok(secs),
+            Some(_) => Err(self.err(
+                "console.idle_timeout_secs",
+                format!("seconds from 1 to {MAX_CONSOLE_IDLE_SECS}, e.g. 900 for 15 minutes"),
             )),
         }
     }

@@ -454,6 +454,7 @@ pub fn node_config(
             queries_from: None,
         }],
         suppression_threshold: crate::config::DEFAULT_SUPPRESSION_THRESHOLD,
+        console_idle_timeout_secs: crate::config::DEFAULT_CONSOLE_IDLE_SECS,
     }
 }
 

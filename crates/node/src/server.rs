@@ -173,6 +173,8 @@ pub struct PreparedNode {
     metrics_transport: crate::metrics::MetricsTransport,
     /// The TLS configuration of the HTTP/JSON face: the local clients' roots, HTTP/1.1.
     http_tls: Arc<rustls::ServerConfig>,
+    /// How long a console session lasts without a request.
+    console_idle: std::time::Duration,
     /// The webhook subscriptions and the client that sends their events.
     webhooks: (
         Vec<kinbridge_service::webhooks::Subscription>,
@@ -278,6 +280,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         data_dir: config.data_dir.clone(),
         metrics_transport,
         http_tls,
+        console_idle: std::time::Duration::from_secs(config.console_idle_timeout_secs),
         webhooks: (webhooks, Arc::new(webhook_client)),
     })
 }
@@ -548,6 +551,7 @@ impl PreparedNode {
                 Arc::clone(&state),
                 listener,
                 self.http_tls,
+                self.console_idle,
                 stop_rx.clone(),
             )));
         }

@@ -23,6 +23,10 @@ pub const DEFAULT_KEY_LIFETIME_MS: i64 = 730 * 24 * 60 * 60 * 1000;
 /// Reason codes a revocation may give.
 pub const REVOCATION_REASONS: [&str; 3] = ["compromised", "superseded", "retired"];
 
+/// A key that expires sooner than this is flagged to its administrators: 30 days, the time
+/// to make and announce a new one and let every peer acknowledge it.
+pub const KEY_EXPIRY_WARNING_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+
 /// The roles that run the node: peers, keys and their queues.
 pub const ADMIN_ROLES: [Role; 1] = [Role::Admin];
 /// The roles that may read the node's keys and their expiry.
@@ -110,6 +114,55 @@ impl Administration {
             queued.push((peer, message_id));
         }
         Ok(queued)
+    }
+}
+
+/// The node's health as an administrator sees it: who it is and how its queues and log stand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// This node's id.
+    pub node_id: String,
+    /// Its firewall tags.
+    pub tags: Vec<String>,
+    /// The units referrals reach here: the intake unit first.
+    pub units: Vec<String>,
+    /// Messages waiting for delivery to a peer.
+    pub delivery_backlog: u64,
+    /// Entries in its audit log.
+    pub audit_log_size: u64,
+    /// The id of the key it signs with now.
+    pub active_key_id: String,
+    /// Registered peers.
+    pub peers: u64,
+    /// Whether its store answered a read just now.
+    pub store_ok: bool,
+}
+
+impl Administration {
+    /// The node's health: its id, delivery backlog, audit log size and whether its store
+    /// reads. For administrators only (an auditor reads keys, not the node's operations).
+    pub async fn health(&self, auth: Option<&LocalAuth>) -> Result<NodeHealth, ServiceError> {
+        self.local
+            .authorized(auth, "read the node's health", &ADMIN_ROLES)
+            .await?;
+        let state = Arc::clone(&self.node);
+        let store_ok = tokio::task::spawn_blocking(move || state.store.pending_heads(1).is_ok())
+            .await
+            .unwrap_or(false);
+        let node = &self.node;
+        Ok(NodeHealth {
+            node_id: node.node_id.to_string(),
+            tags: node.tags.iter().map(ToString::to_string).collect(),
+            units: std::iter::once(&node.intake_unit)
+                .chain(node.units.iter().filter(|u| **u != node.intake_unit))
+                .map(ToString::to_string)
+                .collect(),
+            delivery_backlog: node.store.queued(),
+            audit_log_size: node.auditor.log().size(),
+            active_key_id: node.keys.signer().id().to_string(),
+            peers: node.registry.peers().count() as u64,
+            store_ok,
+        })
     }
 }
 

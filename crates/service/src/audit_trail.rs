@@ -2,6 +2,8 @@
 //! peers may fetch checkpoints and proofs (no entry contents), so they can hold this node to
 //! its history. Checking the peers' logs in turn goes through [`crate::link::PeerLink`].
 
+pub mod review;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -770,7 +770,7 @@ async fn disclose(state: &Arc<Node>, m: &MatchRecord) -> Result<String, ServiceE
     };
     let consent = case.consent.clone().unwrap_or_default();
     // Unreadable data is refused (audited by the caller), never disclosed as an empty case.
-    let Ok(mut payload) = pb::ReferralPayload::decode(data.as_slice()) else {
+    let Ok(payload) = pb::ReferralPayload::decode(data.as_slice()) else {
         return Err(ServiceError::refused(
             ErrorKind::FailedPrecondition,
             "case-data-unreadable",
@@ -780,16 +780,7 @@ async fn disclose(state: &Arc<Node>, m: &MatchRecord) -> Result<String, ServiceE
             ),
         ));
     };
-    minimise(&mut payload, &consent.categories);
-    let fields = agreed_fields(&payload);
-    let disclosure = pb::TracingDisclosure {
-        query_handle: m.query_handle.clone(),
-        candidate_handle: m.candidate_handle.clone(),
-        identity: fields.identity,
-        location: fields.location,
-        family: fields.family,
-        contact_unit: case.unit.clone(),
-    };
+    let disclosure = disclosure_of(&case, payload, m);
     let categories = kinbridge_core::family_tracing::categories(&disclosure);
     let peer = NodeId::new(&m.peer).map_err(|e| ServiceError::internal(e.to_string()))?;
     let draft = EnvelopeDraft {
@@ -822,6 +813,30 @@ async fn disclose(state: &Arc<Node>, m: &MatchRecord) -> Result<String, ServiceE
     .await?;
     tracing::info!(match_id = %m.match_id, %message_id, "tracing disclosure queued");
     Ok(message_id)
+}
+
+/// The disclosure of `case` (its data `payload`) in match `m`: the agreed fields of the case,
+/// as far as its consent's categories cover them, and its unit as the contact.
+pub(crate) fn disclosure_of(
+    case: &CaseRecord,
+    mut payload: pb::ReferralPayload,
+    m: &MatchRecord,
+) -> pb::TracingDisclosure {
+    let categories = case
+        .consent
+        .as_ref()
+        .map(|c| c.categories.clone())
+        .unwrap_or_default();
+    minimise(&mut payload, &categories);
+    let fields = agreed_fields(&payload);
+    pb::TracingDisclosure {
+        query_handle: m.query_handle.clone(),
+        candidate_handle: m.candidate_handle.clone(),
+        identity: fields.identity,
+        location: fields.location,
+        family: fields.family,
+        contact_unit: case.unit.clone(),
+    }
 }
 
 /// A peer's disclosure: taken only for a match both caseworkers confirmed. Returns the inbox

@@ -128,3 +128,57 @@ impl Statistics {
         }
     }
 }
+
+/// The period of the days `from` and `to` (`YYYY-MM-DD`, UTC, both inclusive; either may be
+/// empty: from the beginning, until now) as the request's `(from_ms, to_ms)` (`to_ms` 0: now).
+/// A malformed day or a last day before the first is refused (not yet recorded: the caller
+/// records it), quoting nothing typed.
+pub fn period_of_days(from: &str, to: &str) -> Result<(i64, i64), ServiceError> {
+    use crate::audit_trail::review::{DAY_MS, day_start_ms};
+    let day = |text: &str, what: &str| -> Result<i64, ServiceError> {
+        match text.trim() {
+            "" => Ok(0),
+            text => day_start_ms(text).ok_or_else(|| {
+                ServiceError::refused(
+                    ErrorKind::InvalidArgument,
+                    "bad-period",
+                    format!("the {what} day of the period is written YYYY-MM-DD, e.g. 2026-11-01"),
+                )
+            }),
+        }
+    };
+    let from_ms = day(from, "first")?;
+    let to_ms = match day(to, "last")? {
+        0 => 0,
+        t => t.saturating_add(DAY_MS),
+    };
+    if to_ms != 0 && to_ms <= from_ms {
+        return Err(ServiceError::refused(
+            ErrorKind::InvalidArgument,
+            "bad-period",
+            "the last day of the period is before its first day",
+        ));
+    }
+    Ok((from_ms, to_ms))
+}
+
+#[cfg(test)]
+mod period_tests {
+    use super::*;
+
+    #[test]
+    fn a_period_of_days_is_inclusive_and_checked() {
+        assert_eq!(period_of_days("", "").ok(), Some((0, 0)));
+        let (from, to) = period_of_days("2026-11-01", "2026-11-30").expect("valid");
+        assert_eq!(to - from, 30 * 86_400_000);
+        for (f, t) in [
+            ("2026-13-01", ""),
+            ("", "30/11/2026"),
+            ("2026-11-02", "2026-11-01"),
+        ] {
+            let error = period_of_days(f, t).expect_err("refused");
+            assert_eq!(error.refusal_reason(), "bad-period");
+            assert!(!error.message().contains("30/11"), "{}", error.message());
+        }
+    }
+}

@@ -12,6 +12,8 @@ use crate::error::{ErrorKind, ServiceError};
 use crate::family_tracing::{self, Registration, to_api};
 use crate::local::{CASE_ROLES, LocalAuth, LocalCases, Refused};
 use crate::node::Node;
+use crate::tracing_records::{CaseRecord, blob_key, decode};
+use prost::Message;
 
 /// Family tracing's local use cases.
 pub struct TracingCases {
@@ -192,30 +194,7 @@ impl TracingCases {
             .authorized(auth, "review tracing matches", &CASE_ROLES)
             .await?;
         let state = &self.node;
-        let unit = match state.tracing.get_match(&req.match_id)? {
-            Some(m) => state.tracing.case_unit(&m.case_id)?.unwrap_or_default(),
-            None => {
-                let status = ServiceError::refused(
-                    ErrorKind::NotFound,
-                    "unknown-tracing-match",
-                    format!("no tracing match {} here", printable(&req.match_id)),
-                );
-                return Err(self.local.refuse(&client.name, status).await);
-            }
-        };
-        if !client.sees(&unit) {
-            let status = ServiceError::refused(
-                ErrorKind::PermissionDenied,
-                "other-unit",
-                format!(
-                    "tracing match {} belongs to unit '{unit}'; caseworker '{}' works in unit '{}'",
-                    req.match_id,
-                    client.name,
-                    client.unit_str()
-                ),
-            );
-            return Err(self.local.refuse(&client.name, status).await);
-        }
+        self.visible_match(&client, &req.match_id).await?;
         match family_tracing::review(state, &client.name, &req.match_id, req.confirm).await {
             Ok(m) => Ok(to_api(state, &m)?),
             Err(status) if status.kind() != ErrorKind::Unavailable => {
@@ -224,6 +203,172 @@ impl TracingCases {
             Err(status) => Err(status),
         }
     }
+}
+
+/// A tracing case as its caseworker's list shows it: what identifies it to its own unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingCaseSummary {
+    /// Its id here.
+    pub case_id: String,
+    /// A record or a request.
+    pub kind: pb::TracingCaseKind,
+    /// When it was registered.
+    pub registered_at_ms: i64,
+    /// Whether its data was purged (consent withdrawn); then no reference and no names.
+    pub purged: bool,
+    /// The authority's own case reference.
+    pub case_reference: String,
+    /// The names of the person the case is about (given and family names, then the others).
+    pub names: Vec<String>,
+    /// A request's peers queried.
+    pub peers: Vec<String>,
+    /// The consent it relies on.
+    pub consent_id: String,
+}
+
+/// One tracing match as its page shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingMatchView {
+    /// The match as the local API shows it, with the peer's disclosure once received.
+    pub matched: pb::TracingMatch,
+    /// This node's case in the match.
+    pub case: Option<TracingCaseSummary>,
+    /// This node's own agreed fields, as it discloses them, once both caseworkers confirmed
+    /// (none before, nor once the case's data is purged).
+    pub ours: Option<pb::TracingDisclosure>,
+}
+
+impl TracingCases {
+    /// The match `match_id` if `client` may see it: an unknown id or another unit's match is
+    /// refused (audited).
+    async fn visible_match(
+        &self,
+        client: &crate::identity::LocalClient,
+        match_id: &str,
+    ) -> Result<crate::family_tracing::MatchRecord, ServiceError> {
+        let state = &self.node;
+        let Some(m) = state.tracing.get_match(match_id)? else {
+            let status = ServiceError::refused(
+                ErrorKind::NotFound,
+                "unknown-tracing-match",
+                format!("no tracing match {} here", printable(match_id)),
+            );
+            return Err(self.local.refuse(&client.name, status).await);
+        };
+        let unit = state.tracing.case_unit(&m.case_id)?.unwrap_or_default();
+        if !client.sees(&unit) {
+            let status = ServiceError::refused(
+                ErrorKind::PermissionDenied,
+                "other-unit",
+                format!(
+                    "tracing match {match_id} belongs to unit '{unit}'; caseworker '{}' works in unit '{}'",
+                    client.name,
+                    client.unit_str()
+                ),
+            );
+            return Err(self.local.refuse(&client.name, status).await);
+        }
+        Ok(m)
+    }
+
+    /// The caller's unit's tracing cases (every unit's for the system role), newest first.
+    pub async fn list_tracing_cases(
+        &self,
+        auth: Option<&LocalAuth>,
+    ) -> Result<Vec<TracingCaseSummary>, ServiceError> {
+        let client = self
+            .local
+            .authorized(auth, "read tracing cases", &CASE_ROLES)
+            .await?;
+        let mut out = Vec::new();
+        for entry in self.node.tracing.cases.iter() {
+            let (_, value) = entry.map_err(kinbridge_store::StoreError::from)?;
+            let case = decode::<CaseRecord>("tracing case", &value)?;
+            if client.sees(&case.unit) {
+                out.push(self.summary(&case)?);
+            }
+        }
+        out.sort_by_key(|c| std::cmp::Reverse(c.registered_at_ms));
+        Ok(out)
+    }
+
+    /// One match of the caller's unit: its band and state, this node's case, and once both
+    /// caseworkers confirmed, this node's agreed fields beside the peer's (once received).
+    pub async fn show_tracing_match(
+        &self,
+        auth: Option<&LocalAuth>,
+        match_id: &str,
+    ) -> Result<TracingMatchView, ServiceError> {
+        let client = self
+            .local
+            .authorized(auth, "read tracing matches", &CASE_ROLES)
+            .await?;
+        let m = self.visible_match(&client, match_id).await?;
+        let state = &self.node;
+        let case = state.tracing.case(&m.case_id)?;
+        let ours = match &case {
+            Some(c) if m.confirmed() && c.purged_at_ms == 0 => own_agreed_fields(state, c, &m)?,
+            _ => None,
+        };
+        Ok(TracingMatchView {
+            matched: to_api(state, &m)?,
+            case: case.as_ref().map(|c| self.summary(c)).transpose()?,
+            ours,
+        })
+    }
+
+    /// What the list shows of `case`: its reference and names from the payload store, unless
+    /// purged.
+    fn summary(&self, case: &CaseRecord) -> Result<TracingCaseSummary, ServiceError> {
+        let data = if case.purged_at_ms == 0 {
+            self.node.store.get_blob(&blob_key(&case.case_id))?
+        } else {
+            None
+        };
+        let payload = data.and_then(|d| pb::ReferralPayload::decode(d.as_slice()).ok());
+        let (case_reference, names) = payload.map_or_else(Default::default, |p| {
+            let names = p.identity.map_or_else(Vec::new, |i| {
+                let full = [i.given_names.join(" "), i.family_names.join(" ")]
+                    .join(" ")
+                    .trim()
+                    .to_owned();
+                std::iter::once(full)
+                    .chain(i.other_names)
+                    .filter(|n| !n.trim().is_empty())
+                    .collect()
+            });
+            (p.case_reference, names)
+        });
+        Ok(TracingCaseSummary {
+            case_id: case.case_id.clone(),
+            kind: pb::TracingCaseKind::try_from(case.kind).unwrap_or_default(),
+            registered_at_ms: case.registered_at_ms,
+            purged: case.purged_at_ms != 0,
+            case_reference,
+            names,
+            peers: case.queries.iter().map(|q| q.peer.clone()).collect(),
+            consent_id: case
+                .consent
+                .as_ref()
+                .map(|c| c.consent_id.clone())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// The agreed fields of this node's `case` in match `m`: exactly what its disclosure
+/// carries; none if its data is gone or unreadable.
+fn own_agreed_fields(
+    state: &Node,
+    case: &CaseRecord,
+    m: &crate::family_tracing::MatchRecord,
+) -> Result<Option<pb::TracingDisclosure>, ServiceError> {
+    let Some(data) = state.store.get_blob(&blob_key(&case.case_id))? else {
+        return Ok(None);
+    };
+    Ok(pb::ReferralPayload::decode(data.as_slice())
+        .ok()
+        .map(|payload| family_tracing::disclosure_of(case, payload, m)))
 }
 
 fn printable(s: &str) -> String {

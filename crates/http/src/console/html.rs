@@ -105,29 +105,63 @@ pub fn enum_key(prefix: &str, type_prefix: &str, name: &str) -> String {
     )
 }
 
-/// A time in milliseconds since the Unix epoch, in the catalogue's language.
-pub fn when(_cat: &Catalogue, ms: i64) -> String {
+/// A time in milliseconds since the Unix epoch, in UTC, written as the catalogue's
+/// `format.datetime` pattern says (`{day}`, `{month}` (the name `format.month.N`), `{year}`,
+/// `{hour}`, `{minute}`); empty for no time (0 or less).
+pub fn when(cat: &Catalogue, ms: i64) -> String {
+    datetime(cat, "format.datetime", ms)
+}
+
+/// A day (milliseconds since the Unix epoch, in UTC), as the catalogue's `format.date` says.
+pub fn day(cat: &Catalogue, ms: i64) -> String {
+    datetime(cat, "format.date", ms)
+}
+
+fn datetime(cat: &Catalogue, pattern: &str, ms: i64) -> String {
     if ms <= 0 {
         return String::new();
     }
     time::OffsetDateTime::from_unix_timestamp(ms / 1000).map_or_else(
         |_| String::new(),
         |t| {
-            format!(
-                "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute()
+            let month = cat.text(&format!("format.month.{}", u8::from(t.month())));
+            cat.fill(
+                pattern,
+                &[
+                    ("day", &t.day().to_string()),
+                    ("month", month),
+                    ("year", &t.year().to_string()),
+                    ("hour", &format!("{:02}", t.hour())),
+                    ("minute", &format!("{:02}", t.minute())),
+                ],
             )
         },
     )
 }
 
-/// A count, in the catalogue's language.
-pub fn number(_cat: &Catalogue, n: u64) -> String {
-    n.to_string()
+/// A count with its digits grouped by three with the separator the catalogue's
+/// `format.group` names (`comma`, `period`, `narrow-no-break-space`, `no-break-space`,
+/// `apostrophe`, `none`): English `1,234`, French `1 234` (a narrow no-break space),
+/// Portuguese and Spanish `1.234`, Arabic `1,234` (Latin digits, as in the node's logs and
+/// the numbers a user copies).
+pub fn number(cat: &Catalogue, n: u64) -> String {
+    let digits = n.to_string();
+    let separator = match cat.text("format.group") {
+        "comma" => ",",
+        "period" => ".",
+        "narrow-no-break-space" => "\u{202f}",
+        "no-break-space" => "\u{a0}",
+        "apostrophe" => "\u{2019}",
+        _ => "",
+    };
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 * separator.len());
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push_str(separator);
+        }
+        out.push(digit);
+    }
+    out
 }
 
 /// The box a refusal is shown in: the reason code and what the service said (or the
@@ -163,8 +197,70 @@ mod tests {
             enum_key("purpose", "PURPOSE_", "PURPOSE_SERVICE_REFERRAL"),
             "purpose.service-referral"
         );
-        let en = catalogue::english();
-        assert_eq!(when(en, 0), "");
-        assert_eq!(when(en, 86_400_000 + 61_000), "1970-01-02 00:01 UTC");
+    }
+
+    #[test]
+    fn dates_and_numbers_are_written_as_each_language_writes_them() {
+        let cat = |code| catalogue::find(code).expect("a catalogue");
+        // 2025-11-29 23:14 UTC.
+        let ms = 1_764_458_040_000;
+        let expected = [
+            (
+                "en",
+                "29 Nov 2025, 23:14 UTC",
+                "29 Nov 2025",
+                "1,234,567",
+                "999",
+            ),
+            (
+                "fr",
+                "29 nov. 2025 à 23:14 UTC",
+                "29 nov. 2025",
+                "1\u{202f}234\u{202f}567",
+                "999",
+            ),
+            (
+                "pt",
+                "29 nov. 2025, 23:14 UTC",
+                "29 nov. 2025",
+                "1.234.567",
+                "999",
+            ),
+            (
+                "es",
+                "29 nov 2025, 23:14 UTC",
+                "29 nov 2025",
+                "1.234.567",
+                "999",
+            ),
+            (
+                "ar",
+                "29 نوفمبر 2025، 23:14 UTC",
+                "29 نوفمبر 2025",
+                "1,234,567",
+                "999",
+            ),
+        ];
+        for (code, datetime, date, big, small) in expected {
+            assert_eq!(when(cat(code), ms), datetime, "{code}");
+            assert_eq!(day(cat(code), ms), date, "{code}");
+            assert_eq!(number(cat(code), 1_234_567), big, "{code}");
+            assert_eq!(number(cat(code), 999), small, "{code}");
+            assert_eq!(number(cat(code), 0), "0", "{code}");
+            assert_eq!(when(cat(code), 0), "", "{code}");
+        }
+        assert_eq!(number(cat("en"), 1000), "1,000");
+        assert_eq!(
+            when(cat("en"), 86_400_000 + 61_000),
+            "2 Jan 1970, 00:01 UTC"
+        );
+        for code in ["en", "fr", "pt", "es", "ar"] {
+            for month in 1..=12 {
+                assert!(
+                    cat(code).lookup(&format!("format.month.{month}")).is_some(),
+                    "{code} names month {month}"
+                );
+            }
+        }
     }
 }

@@ -155,3 +155,19 @@ fn metrics_need_mutual_tls_unless_a_setting_says_insecure() {
     let err = NodeConfig::load(&path).expect_err("an unknown metrics key is refused");
     assert!(err.to_string().contains("plain_http"), "{err}");
 }
+
+#[test]
+fn a_console_session_lasts_fifteen_minutes_unless_the_config_says_otherwise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = NodeConfig::load(&write_config(dir.path(), GOOD)).expect("loads");
+    assert_eq!(config.console_idle_timeout_secs, 900);
+    let short = format!("{GOOD}[console]\nidle_timeout_secs = 60\n");
+    let config = NodeConfig::load(&write_config(dir.path(), &short)).expect("loads");
+    assert_eq!(config.console_idle_timeout_secs, 60);
+    for bad in ["0", "43201"] {
+        let body = format!("{GOOD}[console]\nidle_timeout_secs = {bad}\n");
+        let err = NodeConfig::load(&write_config(dir.path(), &body)).expect_err("refused");
+        assert_eq!(err.key, "console.idle_timeout_secs", "{err}");
+        assert!(err.expected.contains("900"), "{err}");
+    }
+}
