@@ -194,7 +194,8 @@ pub fn permit_without_personal_data(
     Ok(PermittedTransfer::new(draft))
 }
 
-/// Checks a transfer given by its parts; [`check_transfer`] and receivers use it.
+/// Checks a transfer given by its parts; [`check_transfer`] and receivers use it. The first
+/// of its [`violations`].
 #[allow(clippy::too_many_arguments)]
 pub fn check_parts(
     scope: Option<&pb::ConsentScope>,
@@ -206,33 +207,63 @@ pub fn check_parts(
     custody: &[NodeId],
     ctx: &TransferContext<'_>,
 ) -> Result<(), ConsentViolation> {
+    match violations(
+        scope, consent_id, purpose, sender, recipient, categories, custody, ctx,
+    )
+    .into_iter()
+    .next()
+    {
+        Some(first) => Err(first),
+        None => Ok(()),
+    }
+}
+
+/// Every way a transfer given by its parts is not covered, in the order [`check_parts`]
+/// checks them (its refusal is the first): the firewall, then the scope's form, validity,
+/// purpose, categories, recipient and the receiver's policy. Empty if it is covered. Lets a
+/// sender see every gap of a consent at once before sending.
+#[allow(clippy::too_many_arguments)]
+pub fn violations(
+    scope: Option<&pb::ConsentScope>,
+    consent_id: &str,
+    purpose: Purpose,
+    sender: &NodeId,
+    recipient: &NodeId,
+    categories: &[DataCategory],
+    custody: &[NodeId],
+    ctx: &TransferContext<'_>,
+) -> Vec<ConsentViolation> {
+    let mut out = Vec::new();
     // The firewall first: no consent can open it.
     if !firewall::allows(purpose, ctx.recipient_tags) {
-        return Err(ConsentViolation::Firewall(recipient.to_string()));
+        out.push(ConsentViolation::Firewall(recipient.to_string()));
     }
-    let scope = scope.ok_or(ConsentViolation::Missing)?;
-    check_scope_form(scope)?;
+    let Some(scope) = scope else {
+        out.push(ConsentViolation::Missing);
+        return out;
+    };
+    out.extend(scope_form_violations(scope));
     if scope.consent_id != consent_id {
-        return Err(ConsentViolation::IdMismatch {
+        out.push(ConsentViolation::IdMismatch {
             scope: printable(&scope.consent_id),
             header: printable(consent_id),
         });
     }
     let now = ctx.now.0;
     if now < scope.valid_from_ms {
-        return Err(ConsentViolation::NotYetValid {
+        out.push(ConsentViolation::NotYetValid {
             valid_from_ms: scope.valid_from_ms,
             now_ms: now,
         });
     }
     if now >= scope.expires_at_ms {
-        return Err(ConsentViolation::Expired {
+        out.push(ConsentViolation::Expired {
             expires_at_ms: scope.expires_at_ms,
             now_ms: now,
         });
     }
     if !scope.purposes.contains(&(purpose as i32)) {
-        return Err(ConsentViolation::PurposeNotCovered {
+        out.push(ConsentViolation::PurposeNotCovered {
             purpose: purpose.as_str_name().to_owned(),
             permitted: names(&scope.purposes, |p| {
                 Purpose::try_from(p).map(|p| p.as_str_name())
@@ -245,7 +276,7 @@ pub fn check_parts(
         .filter(|c| !scope.categories.contains(c))
         .collect();
     if !missing.is_empty() {
-        return Err(ConsentViolation::CategoryNotCovered {
+        out.push(ConsentViolation::CategoryNotCovered {
             missing: names(&missing, |c| {
                 DataCategory::try_from(c).map(|c| c.as_str_name())
             }),
@@ -253,7 +284,7 @@ pub fn check_parts(
     }
     if custody.is_empty() {
         if !scope.recipients.iter().any(|r| r == recipient.as_str()) {
-            return Err(ConsentViolation::RecipientNotPermitted {
+            out.push(ConsentViolation::RecipientNotPermitted {
                 recipient: recipient.to_string(),
                 permitted: list(&scope.recipients),
             });
@@ -272,7 +303,7 @@ pub fn check_parts(
                 .iter()
                 .any(|r| r == recipient.as_str())
         {
-            return Err(ConsentViolation::OnwardNotPermitted {
+            out.push(ConsentViolation::OnwardNotPermitted {
                 recipient: recipient.to_string(),
                 permitted: list(&scope.onward_recipients),
             });
@@ -281,26 +312,36 @@ pub fn check_parts(
     if let Some(accepted) = ctx.accepted_purposes
         && !accepted.contains(&purpose)
     {
-        return Err(ConsentViolation::PurposeNotAccepted(
+        out.push(ConsentViolation::PurposeNotAccepted(
             purpose.as_str_name().to_owned(),
         ));
     }
-    Ok(())
+    out
 }
 
 /// Checks what a scope must say whatever the transfer: who gave it, a best-interests
-/// determination's authority and legal basis, sizes and node ids.
+/// determination's authority and legal basis, sizes and node ids. The first of its
+/// [`scope_form_violations`].
 pub fn check_scope_form(scope: &pb::ConsentScope) -> Result<(), ConsentViolation> {
+    match scope_form_violations(scope).into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(()),
+    }
+}
+
+/// Every way a scope's form is wrong, in the order [`check_scope_form`] checks them.
+pub fn scope_form_violations(scope: &pb::ConsentScope) -> Vec<ConsentViolation> {
+    let mut out = Vec::new();
     let giver = ConsentGiver::try_from(scope.given_by).unwrap_or(ConsentGiver::Unspecified);
     if giver == ConsentGiver::Unspecified {
-        return Err(ConsentViolation::GiverMissing);
+        out.push(ConsentViolation::GiverMissing);
     }
     if giver == ConsentGiver::BestInterestsDetermination {
         if scope.determining_authority.trim().is_empty() {
-            return Err(ConsentViolation::BestInterestsWithoutAuthority);
+            out.push(ConsentViolation::BestInterestsWithoutAuthority);
         }
         if scope.legal_basis.trim().is_empty() {
-            return Err(ConsentViolation::BestInterestsWithoutLegalBasis);
+            out.push(ConsentViolation::BestInterestsWithoutLegalBasis);
         }
     }
     for (what, text) in [
@@ -308,7 +349,7 @@ pub fn check_scope_form(scope: &pb::ConsentScope) -> Result<(), ConsentViolation
         ("legal_basis", &scope.legal_basis),
     ] {
         if text.len() > MAX_SCOPE_TEXT_BYTES {
-            return Err(ConsentViolation::Malformed(format!(
+            out.push(ConsentViolation::Malformed(format!(
                 "{what} is longer than {MAX_SCOPE_TEXT_BYTES} bytes"
             )));
         }
@@ -318,18 +359,18 @@ pub fn check_scope_form(scope: &pb::ConsentScope) -> Result<(), ConsentViolation
         ("onward_recipients", &scope.onward_recipients),
     ] {
         if nodes.len() > MAX_SCOPE_NODES {
-            return Err(ConsentViolation::Malformed(format!(
+            out.push(ConsentViolation::Malformed(format!(
                 "{what} names more than {MAX_SCOPE_NODES} nodes"
             )));
         }
         if let Some(bad) = nodes.iter().find(|n| NodeId::new(n).is_err()) {
-            return Err(ConsentViolation::Malformed(format!(
+            out.push(ConsentViolation::Malformed(format!(
                 "{what} holds '{}', which is not a node id",
                 printable(bad)
             )));
         }
     }
-    Ok(())
+    out
 }
 
 fn names(

@@ -21,6 +21,7 @@ use crate::identity::{LocalClient, Role};
 use crate::node::Node;
 use crate::outbox;
 
+pub mod sending;
 mod workflow;
 
 /// The result of authenticating a local client's certificate.

@@ -777,6 +777,24 @@ impl Store {
         Ok(None)
     }
 
+    /// Every outbox record `accept` picks (by its message id and record), in no particular
+    /// order: a scan of the whole outbox, for listings that sort and page what they pick.
+    pub fn outbox_matching(
+        &self,
+        accept: impl Fn(&str, &OutboxRecord) -> bool,
+    ) -> Result<Vec<(String, OutboxRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.outbox.iter() {
+            let (key, value) = entry?;
+            let id = String::from_utf8_lossy(&key).into_owned();
+            let record = decode::<OutboxRecord>(&id, &value)?;
+            if accept(&id, &record) {
+                out.push((id, record));
+            }
+        }
+        Ok(out)
+    }
+
     /// The inbox record of `sender`'s message `message_id`, if stored.
     pub fn inbox_lookup(
         &self,

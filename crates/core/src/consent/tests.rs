@@ -194,3 +194,60 @@ fn a_receiver_policy_can_refuse_a_purpose() {
         .expect_err("refused");
     assert_eq!(err.code(), "purpose-not-accepted");
 }
+
+#[test]
+fn every_gap_is_listed_and_the_check_refuses_with_the_first() {
+    let mut s = scope();
+    s.given_by = ConsentGiver::BestInterestsDetermination as i32;
+    s.expires_at_ms = NOW.0 - 1;
+    s.recipients = vec!["ZA-DSD".into()];
+    let categories = [DataCategory::Identity, DataCategory::Health];
+    let all = violations(
+        Some(&s),
+        "C-1",
+        Purpose::FamilyTracing,
+        &node("ZM-DSW"),
+        &node("MW-DSW"),
+        &categories,
+        &[],
+        &ctx(&[]),
+    );
+    let codes: Vec<_> = all.iter().map(ConsentViolation::code).collect();
+    assert_eq!(
+        codes,
+        [
+            "best-interests-without-authority",
+            "best-interests-without-legal-basis",
+            "consent-expired",
+            "purpose-not-covered",
+            "category-not-covered",
+            "recipient-not-permitted",
+        ]
+    );
+    assert!(all[4].to_string().contains("DATA_CATEGORY_HEALTH"));
+    assert!(!all[4].to_string().contains("DATA_CATEGORY_IDENTITY"));
+    let first = check_parts(
+        Some(&s),
+        "C-1",
+        Purpose::FamilyTracing,
+        &node("ZM-DSW"),
+        &node("MW-DSW"),
+        &categories,
+        &[],
+        &ctx(&[]),
+    );
+    assert_eq!(first, Err(all[0].clone()));
+    assert!(
+        violations(
+            Some(&scope()),
+            "C-1",
+            Purpose::ServiceReferral,
+            &node("ZM-DSW"),
+            &node("MW-DSW"),
+            &[DataCategory::Identity],
+            &[],
+            &ctx(&[]),
+        )
+        .is_empty()
+    );
+}
