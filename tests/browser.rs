@@ -35,6 +35,10 @@ const STORY_BOUND: Duration = Duration::from_secs(420);
 const GIVEN: &str = "Chisomo";
 const FAMILY: &str = "Phiri-Tembo";
 const CASE: &str = "ZM-BRD-2291";
+const CONSENT: &str = "ZM-CONSENT-5510";
+/// The border committee's unit at Chipata, and the receiving unit across the border.
+const ZM_UNIT: &str = "chipata-district";
+const MW_UNIT: &str = "mchinji-district";
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -235,25 +239,6 @@ async fn a_referral_crosses_the_border_in_the_console_in_a_real_browser() {
     let fed = Federation::start(&["ZM-DSW", "MW-DSW"]).await;
     let url = |node: &str| format!("https://{}", fed.node(node).http_addr.expect("https"));
 
-    // The Zambian side's referral, delivered to Malawi.
-    let mut zm = fed.local("ZM-DSW", "caseworker");
-    let mut req = submit_request("MW-DSW");
-    req.correlation_id = CASE.into();
-    if let Some(referral) = req.referral.as_mut() {
-        referral.case_reference = CASE.into();
-        if let Some(identity) = referral.identity.as_mut() {
-            identity.given_names = vec![GIVEN.into()];
-            identity.family_names = vec![FAMILY.into()];
-        }
-    }
-    let id = zm
-        .submit_referral(req)
-        .await
-        .expect("submit")
-        .into_inner()
-        .message_id;
-    wait_delivery(&mut zm, &id).await;
-
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = dir.path().join("certificates");
     std::fs::create_dir_all(&certs).expect("certificates dir");
@@ -267,19 +252,20 @@ async fn a_referral_crosses_the_border_in_the_console_in_a_real_browser() {
         "screenshots": screenshots,
         "nodes": { "ZM-DSW": url("ZM-DSW"), "MW-DSW": url("MW-DSW") },
         "clients": {
-            "mw-caseworker": client(&fed, &certs, "MW-DSW", "mw-caseworker", "caseworker", Some(DEV_CASEWORKER_UNIT), &[]),
+            "zm-committee": client(&fed, &certs, "ZM-DSW", "zm-chipata-committee", "caseworker", Some(ZM_UNIT), &[]),
+            "mw-caseworker": client(&fed, &certs, "MW-DSW", "mw-mchinji-caseworker", "caseworker", Some(MW_UNIT), &[]),
             "zm-caseworker": client(&fed, &certs, "ZM-DSW", "zm-caseworker", "caseworker", Some(DEV_CASEWORKER_UNIT), &[]),
             "mw-auditor": client(&fed, &certs, "MW-DSW", "mw-auditor", "auditor", None, &[]),
             "zm-immigration": client(&fed, &certs, "ZM-DSW", "zm-immigration", "caseworker", Some(DEV_CASEWORKER_UNIT), &["immigration-enforcement"]),
         },
-        "referral": { "given": GIVEN, "family": FAMILY, "case": CASE, "from": "ZM-DSW" },
+        "referral": { "given": GIVEN, "family": FAMILY, "case": CASE, "consent": CONSENT, "unit": MW_UNIT },
         "tracing": {
             "record": tracing_fields("record", "ZM-LSK-2026-0193", "Amina", "Yusuf, Hassan", "MW-DSW"),
             "request": tracing_fields("request", "MW-MCH-2026-0077", "Aminah", "Yussuf, Hassan", "ZM-DSW"),
             "record_name": "Amina",
             "request_name": "Aminah",
         },
-        "secrets": [GIVEN, FAMILY, CASE, "Amina", "Yusuf"],
+        "secrets": [GIVEN, FAMILY, CASE, CONSENT, "Amina", "Yusuf"],
     });
     let report = run_story("console.mjs", &config, dir.path()).await;
     print_figures(&report);
@@ -301,7 +287,13 @@ async fn a_referral_crosses_the_border_in_the_console_in_a_real_browser() {
         );
     }
 
-    // The Zambian side sees the outcome the Malawian caseworker gave in the browser.
+    // The referral the committee sent in the browser is closed at both ends, as the service
+    // layer (not a page) says.
+    let id = report["facts"]["referral_id"]
+        .as_str()
+        .expect("the story's referral id")
+        .to_owned();
+    let mut zm = fed.local("ZM-DSW", "system");
     let status = zm
         .get_referral_status(kinbridge_proto::v1::GetReferralStatusRequest { referral_id: id })
         .await

@@ -1,7 +1,12 @@
-// The console's story in a real browser, JavaScript off: a referral from Zambia reaches
-// Malawi; the Malawian caseworker opens it, accepts it, starts work and closes it with an outcome; the
-// same pages in Arabic, right to left; an enforcement-tagged client opens every part of the
-// console and sees no child's data anywhere. Run by tests/browser.rs.
+// The console's story in a real browser, JavaScript off. A Zambian border committee fills in
+// a referral to Malawi, checks the consent before sending, fixes what it does not cover and
+// sends it; a Malawian caseworker of the receiving unit opens it, accepts it, starts work
+// and closes it with an outcome; the committee sees the outcome and Malawi's signed receipt.
+// The same pages in Arabic, right to left. A tracing record and a tracing request match,
+// both sides confirm, the agreed details show side by side. Malawi's auditor verifies the
+// log export, and sees which entry one changed byte breaks. An enforcement-tagged client
+// opens every part of the console and sees no child's data anywhere. Run by
+// tests/browser.rs.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -9,18 +14,73 @@ import { expect, main } from './lib.mjs';
 
 main(async (run) => {
   const { referral } = run.config;
+  const until = new Date(Date.now() + 60 * 86_400_000).toISOString().slice(0, 10);
 
-  // The Malawian caseworker works the referral that arrived.
+  // The Zambian border committee refers a child to Malawi: it fills in the form, checks the
+  // consent before sending, fixes what the consent does not cover, and sends.
+  const zm = await run.user('zm-committee');
+  zm.step('opens the console');
+  const home = await zm.open('/console/');
+  expect(home === 200, `the console opens (status ${home}: ${zm.text().slice(0, 300)})`);
+  zm.sees('ZM-DSW', 'the home page names the node');
+  await zm.screenshot('en-home');
+
+  zm.step('opens the new referral form');
+  await zm.click('link', 'New referral');
+  await zm.form([
+    ['recipient', 'MW-DSW'],
+    ['recipient_unit', referral.unit],
+    ['kind', 'referral'],
+    ['purpose', 'service-referral'],
+    ['case_reference', referral.case],
+    ['requested_services', 'interim-care, family-tracing'],
+    ['given_names', referral.given],
+    ['family_names', referral.family],
+    ['estimated_birth_year', '2013'],
+    ['migratory_status', 'unaccompanied'],
+    ['urgency', 'high'],
+    ['conditions', 'asthma'],
+    ['consent_id', referral.consent],
+    ['given_by', 'guardian'],
+    ['child_views_recorded', 'yes'],
+    ['consent_purpose', 'service-referral'],
+    ['consent_category', 'identity'],
+    ['consent_category', 'protection-concerns'],
+    ['consent_expires', until],
+  ]);
+  zm.step('checks the consent before sending');
+  await zm.click('button', 'Check consent');
+  zm.sees('The consent does not cover this referral', 'the pre-check finds gaps');
+  zm.sees('The category Health is filled in, but the consent does not cover it.', 'the uncovered category');
+  zm.sees('The consent does not name MW-DSW as a recipient.', 'the uncovered recipient');
+  await zm.screenshot('en-compose-check');
+  expect(
+    (await zm.page.locator('[name="given_names"]').inputValue()) === referral.given,
+    'nothing typed is lost by the check',
+  );
+
+  zm.step('leaves out the health details, names Malawi in the consent, checks again');
+  await zm.form([
+    ['conditions', ''],
+    ['consent_recipient', 'MW-DSW'],
+  ]);
+  await zm.click('button', 'Check consent');
+  zm.sees('The consent covers this referral', 'the consent now covers it');
+  zm.step('sends');
+  await zm.click('button', 'Send');
+  zm.sees('Sent. Its delivery is shown below.', 'the referral is sent');
+  const sentPath = new URL(zm.page.url()).pathname;
+  expect(!sentPath.includes(referral.given), 'the sent item link names no child');
+  run.facts.referral_id = sentPath.split('/').pop();
+  await zm.until(sentPath, (t) => t.includes('Signed by MW-DSW'), "Malawi's signed receipt");
+  await zm.screenshot('en-sent');
+
+  // The Malawian caseworker of the receiving unit works the referral that arrived.
   const mw = await run.user('mw-caseworker');
-  mw.step('opens the console');
-  const home = await mw.open('/console/');
-  expect(home === 200, `the console opens (status ${home}: ${mw.text().slice(0, 300)})`);
-  mw.sees('MW-DSW', 'the home page names the node');
-  await mw.screenshot('en-home');
-
   mw.step('opens the inbox from the navigation');
+  await mw.open('/console/');
   await mw.click('link', 'Inbox');
-  await mw.until('/console/inbox', (t) => t.includes(referral.from), 'the referral from Zambia');
+  await mw.until('/console/inbox', (t) => t.includes('ZM-DSW'), 'the referral from Zambia');
   await mw.screenshot('en-inbox');
 
   mw.step('opens the item');
@@ -35,11 +95,9 @@ main(async (run) => {
   mw.step('accepts');
   await mw.click('button', 'Accept');
   mw.sees('Accepted. The sender is told.', 'the acceptance is confirmed');
-
   mw.step('starts work');
   await mw.click('button', 'Start work');
   mw.sees('Work started. The sender is told.', 'the start is confirmed');
-
   mw.step('closes with an outcome');
   await mw.fill('Outcome code', 'reunified');
   await mw.click('button', 'Close');
@@ -48,13 +106,26 @@ main(async (run) => {
   await mw.screenshot('en-item-closed');
   await mw.close();
 
+  // The Zambian committee sees the outcome from the other side.
+  zm.step('sees the outcome on the sent item');
+  await zm.until(sentPath, (t) => t.includes('reunified'), "Malawi's outcome");
+  await zm.screenshot('en-sent-closed');
+  await zm.close();
+
+  // The committee's and the caseworker's pages in Arabic, right to left.
+  const zmAr = await run.user('zm-committee', 'ar');
+  zmAr.step('opens the new referral form and the sent item in Arabic');
+  await zmAr.open('/console/referrals/new');
+  expect((await zmAr.page.getAttribute('html', 'dir')) === 'rtl', 'Arabic is right to left');
+  expect((await zmAr.page.getAttribute('html', 'lang')) === 'ar', 'the page says it is Arabic');
+  await zmAr.screenshot('ar-compose');
+  await zmAr.open(sentPath);
+  await zmAr.screenshot('ar-sent-closed');
+  await zmAr.close();
+
   // The same caseworker's pages in Arabic, right to left.
   const ar = await run.user('mw-caseworker', 'ar');
-  ar.step('opens the console in Arabic');
-  await ar.open('/console/');
-  expect((await ar.page.getAttribute('html', 'dir')) === 'rtl', 'Arabic is right to left');
-  expect((await ar.page.getAttribute('html', 'lang')) === 'ar', 'the page says it is Arabic');
-  await ar.screenshot('ar-home');
+  ar.step('opens the item in Arabic');
   await ar.open(itemPath);
   ar.sees(referral.given, 'the item in Arabic');
   await ar.screenshot('ar-item');
@@ -63,7 +134,6 @@ main(async (run) => {
   // Family tracing: a Zambian record and a Malawian request match; both caseworkers
   // confirm; the agreed details show side by side.
   const { tracing } = run.config;
-  const until = new Date(Date.now() + 60 * 86_400_000).toISOString().slice(0, 10);
   const zmTracer = await run.user('zm-caseworker');
   zmTracer.step('registers a child in care');
   await zmTracer.open('/console/tracing');
@@ -154,6 +224,7 @@ main(async (run) => {
     '/console/inbox',
     '/console/inbox/1',
     '/console/sent',
+    sentPath,
     '/console/tracing',
     ...Object.values(matchPaths),
     '/console/audit',

@@ -47,6 +47,7 @@ export class Run {
     this.config = config;
     this.pages = [];
     this.steps = [];
+    this.facts = {};
   }
 
   async start() {
@@ -140,6 +141,7 @@ export class Run {
   report() {
     return {
       steps: this.steps,
+      facts: this.facts,
       pages: this.pages.map((p) => ({
         client: p.client,
         lang: p.lang,
