@@ -284,7 +284,8 @@ async fn a_session_starts_with_a_button_and_opens_only_for_its_own_client() {
             assert!(page.body.contains("Start your session"));
         }
 
-        // A form sent without a session is not carried out; continuing goes home.
+        // A form sent without a session is not carried out; it is kept, hidden, for the
+        // button to send again once the session starts.
         let page = caseworker.request_raw("GET", "/console/", None, &[]);
         let token = field(&page, "csrf").expect("a token");
         let late = caseworker.request_raw(
@@ -294,7 +295,15 @@ async fn a_session_starts_with_a_button_and_opens_only_for_its_own_client() {
             &[],
         );
         assert_eq!(late.status, 401, "{}", late.body);
-        assert_eq!(field(&late, "to").as_deref(), Some("/console/"));
+        assert_eq!(
+            field(&late, "to").as_deref(),
+            Some("/console/inbox/1/status")
+        );
+        assert!(
+            late.body.contains("What you typed is kept"),
+            "{}",
+            late.body
+        );
 
         // A start without the client's CSRF token is refused; a start goes back only into
         // the console.
@@ -373,6 +382,156 @@ async fn a_session_ends_after_the_idle_limit() {
         )
     });
     assert_eq!(inbox.status, 200, "{}", inbox.body);
+    fed.shutdown().await;
+}
+
+/// Every hidden field of `page`'s forms, in order, as a form body (values unescaped, then
+/// URL-encoded).
+fn hidden_fields(page: &HttpsAnswer) -> String {
+    let encode = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                b => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = page.body.as_str();
+    while let Some(at) = rest.find("<input type=\"hidden\" name=\"") {
+        rest = &rest[at + "<input type=\"hidden\" name=\"".len()..];
+        let name_end = rest.find('"').expect("name's end");
+        let name = &rest[..name_end];
+        let value_at = rest.find("value=\"").expect("value") + "value=\"".len();
+        let value_end = value_at + rest[value_at..].find('"').expect("value's end");
+        let value = rest[value_at..value_end]
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&");
+        out.push(format!("{}={}", encode(name), encode(&value)));
+        rest = &rest[value_end..];
+    }
+    out.join("&")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_sent_after_the_session_ended_is_kept_and_sent_again_as_typed() {
+    if skip_without_curl() {
+        return;
+    }
+    let fed = Federation::start_with(&["ZM-DSW", "MW-DSW"], |config| {
+        config.console_idle_timeout_secs = 1;
+    })
+    .await;
+    let mut zm = fed.local("ZM-DSW", "caseworker");
+    let id = zm
+        .submit_referral(submit_request("MW-DSW"))
+        .await
+        .expect("submit")
+        .into_inner()
+        .message_id;
+    wait_delivery(&mut zm, &id).await;
+    let caseworker = Https::role(&fed, "MW-DSW", "caseworker");
+    let cookie = tokio::task::block_in_place(|| start_session(&caseworker, "/console/inbox"));
+    let with_cookie = format!("Cookie: {cookie}");
+    let inbox = tokio::task::block_in_place(|| {
+        caseworker.request_raw("GET", "/console/inbox", None, &[&with_cookie])
+    });
+    let at = inbox
+        .body
+        .find("href=\"/console/inbox/")
+        .expect("the item's link")
+        + "href=\"".len();
+    let item = inbox.body[at..at + inbox.body[at..].find('"').expect("end")].to_owned();
+    let page =
+        tokio::task::block_in_place(|| caseworker.request_raw("GET", &item, None, &[&with_cookie]));
+    let csrf = field(&page, "csrf").expect("the item's form token");
+
+    // The caseworker presses Accept only after the session ended (the cookie is the one
+    // from before: a page answered meanwhile would have refreshed it in a browser).
+    eventually("the session ends", || {
+        let answer = tokio::task::block_in_place(|| {
+            caseworker.request_raw("GET", "/console/", None, &[&with_cookie])
+        });
+        async move { answer.status == 401 }
+    })
+    .await;
+    let typed = format!("csrf={csrf}&action=accept");
+    let status_path = format!("{item}/status");
+    let ended = tokio::task::block_in_place(|| {
+        caseworker.request_raw("POST", &status_path, Some((FORM, &typed)), &[&with_cookie])
+    });
+    assert_eq!(ended.status, 401, "{}", ended.body);
+    assert!(
+        ended.body.contains("What you typed is kept"),
+        "{}",
+        ended.body
+    );
+    assert!(
+        ended.body.contains("name=\"action\" value=\"accept\""),
+        "{}",
+        ended.body
+    );
+    let status = fed
+        .local("MW-DSW", "caseworker")
+        .get_referral_status(pb::GetReferralStatusRequest {
+            referral_id: id.clone(),
+        })
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(
+        status.state,
+        pb::ReferralState::Received as i32,
+        "nothing done yet"
+    );
+
+    // Continuing starts a session and sends the form again where it went, as typed.
+    let resend = hidden_fields(&ended);
+    let started = tokio::task::block_in_place(|| {
+        caseworker.request_raw("POST", "/console/session", Some((FORM, &resend)), &[])
+    });
+    assert_eq!(started.status, 307, "{}", started.body);
+    assert_eq!(started.header("location"), Some(status_path.as_str()));
+    let (fresh, _) = session_cookie(&started).expect("a session cookie");
+    let again = tokio::task::block_in_place(|| {
+        caseworker.request_raw(
+            "POST",
+            &status_path,
+            Some((FORM, &resend)),
+            &[&format!("Cookie: {fresh}")],
+        )
+    });
+    assert_eq!(again.status, 303, "{}", again.body);
+    assert_eq!(
+        again.header("location"),
+        Some(format!("{item}?done=accept").as_str())
+    );
+    let status = fed
+        .local("MW-DSW", "caseworker")
+        .get_referral_status(pb::GetReferralStatusRequest { referral_id: id })
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.state, pb::ReferralState::Accepted as i32);
+
+    // A form whose token is not this client's is not kept: the button goes home.
+    let foreign = tokio::task::block_in_place(|| {
+        caseworker.request_raw(
+            "POST",
+            &status_path,
+            Some((FORM, "csrf=00&action=close&code=reunified")),
+            &[],
+        )
+    });
+    assert_eq!(foreign.status, 401, "{}", foreign.body);
+    assert!(!foreign.body.contains("What you typed is kept"));
+    assert!(!foreign.body.contains("reunified"));
+    assert_eq!(field(&foreign, "to").as_deref(), Some("/console/"));
     fed.shutdown().await;
 }
 

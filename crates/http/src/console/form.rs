@@ -30,6 +30,11 @@ impl Form {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every field, in the order sent.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// Every value of the field `name`, in order.
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.0
@@ -87,15 +92,26 @@ impl Console {
         body: Body,
         actor: &str,
     ) -> Result<Form, ServiceError> {
-        Self::same_origin(headers, uri)?;
-        let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+        self.form_within(headers, uri, body, actor, MAX_FORM_BYTES)
             .await
-            .map_err(|_| {
-                ServiceError::invalid(
-                    "too-large",
-                    format!("a console form is at most {MAX_FORM_BYTES} bytes"),
-                )
-            })?;
+    }
+
+    /// As [`Console::form`], for a form of at most `limit` bytes.
+    pub(super) async fn form_within(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        body: Body,
+        actor: &str,
+        limit: usize,
+    ) -> Result<Form, ServiceError> {
+        Self::same_origin(headers, uri)?;
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            ServiceError::invalid(
+                "too-large",
+                format!("a console form is at most {limit} bytes"),
+            )
+        })?;
         let form = Form::parse(&bytes);
         self.check_token(actor, form.get("csrf"))?;
         Ok(form)

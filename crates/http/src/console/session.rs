@@ -13,6 +13,14 @@
 //! (`303`) to the page asked for. The stylesheet and the session start itself need no
 //! session; a request without an accepted certificate goes on to its handler, which refuses
 //! it.
+//!
+//! A form sent after the session ended is not lost: typing makes no request, so a referral
+//! typed on a slow afternoon can outlast the idle limit. If the form (URL-encoded, within the
+//! referral form's bound) carries this client's valid CSRF token, the session page keeps its
+//! fields, hidden (the page is `no-store`, and nothing of it is in any URL), and its button
+//! starts the session and sends the form again as typed (`307` to where it was sent). A form
+//! without a valid token, or a file upload, is not kept: the button goes to the console's
+//! home.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,6 +39,8 @@ use kinbridge_service::local::authorize;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use super::compose::MAX_COMPOSE_FORM_BYTES;
+use super::form::Form;
 use super::html::esc;
 use super::{Console, Page};
 use crate::Caller;
@@ -177,11 +187,16 @@ pub(super) async fn idle(
         }
         return response;
     }
-    let (parts, _) = request.into_parts();
-    // Back to the page asked for; a form sent after the session ended is not replayed (it
-    // carried an old session's intent): the console's home instead.
-    let to = if parts.method == axum::http::Method::GET {
-        parts.uri.path()
+    let (parts, body) = request.into_parts();
+    // A form this client sent, kept to be sent again once the session starts.
+    let kept = if parts.method == axum::http::Method::POST {
+        kept_form(&console, &client, &parts.headers, body).await
+    } else {
+        None
+    };
+    // Back to the page asked for (or the form sent again); a form not kept: the home page.
+    let to = if parts.method == axum::http::Method::GET || kept.is_some() {
+        back_to(Some(parts.uri.path()))
     } else {
         "/console/"
     };
@@ -209,18 +224,64 @@ pub(super) async fn idle(
             cat.text("session.start.text").to_owned(),
         )
     };
+    let mut hidden = String::new();
+    match &kept {
+        Some(form) => {
+            for (name, value) in form.fields().filter(|(n, _)| !RESERVED.contains(n)) {
+                hidden.push_str(&format!(
+                    "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                    esc(name),
+                    esc(value)
+                ));
+            }
+            hidden.push_str("<input type=\"hidden\" name=\"resend\" value=\"1\">");
+        }
+        None => hidden.push_str(&format!(
+            "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+            esc(&console.token(auth.as_ref()))
+        )),
+    }
+    let kept_text = if kept.is_some() {
+        format!("<p>{}</p>\n", esc(cat.text("session.kept")))
+    } else {
+        String::new()
+    };
     let body = format!(
-        "<p>{}</p>\n<form method=\"post\" action=\"{START_PATH}\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+        "<p>{}</p>\n{kept_text}<form method=\"post\" action=\"{START_PATH}\">{hidden}\
          <input type=\"hidden\" name=\"to\" value=\"{}\">\
          <button type=\"submit\">{}</button></form>\n<p><small>{}</small></p>\n",
         esc(&text),
-        esc(&console.token(auth.as_ref())),
         esc(to),
         esc(&cat.fill("session.continue", &[("client", &client)])),
         esc(cat.text("session.shared")),
     );
     page.answer(StatusCode::UNAUTHORIZED, title, &body)
+}
+
+/// The fields the session form sets itself, never taken from a kept form.
+const RESERVED: [&str; 2] = ["to", "resend"];
+
+/// The form `body` if it is URL-encoded, within [`MAX_COMPOSE_FORM_BYTES`] and carries
+/// `client`'s valid CSRF token (field `csrf`): a form this client sent from the console.
+async fn kept_form(
+    console: &Console,
+    client: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Option<Form> {
+    let urlencoded = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !urlencoded {
+        return None;
+    }
+    let bytes = axum::body::to_bytes(body, MAX_COMPOSE_FORM_BYTES)
+        .await
+        .ok()?;
+    let form = Form::parse(&bytes);
+    console.check_token(client, form.get("csrf")).ok()?;
+    Some(form)
 }
 
 /// Where to go back to after a session starts: the console path asked for, or the console's
@@ -263,15 +324,26 @@ async fn start(
             Ok(client) => client,
             Err((actor, error)) => return page.refused(&console.local.refuse(&actor, error).await),
         };
-        let form = match console.form(&headers, &uri, body, &client.name).await {
+        let form = match console
+            .form_within(&headers, &uri, body, &client.name, MAX_COMPOSE_FORM_BYTES)
+            .await
+        {
             Ok(form) => form,
             Err(error) => {
                 return page.refused(&console.local.refuse(&client.name, error).await);
             }
         };
-        let mut response = StatusCode::SEE_OTHER.into_response();
+        // A kept form goes again where it was sent, as typed: a `307` keeps the method and
+        // the body (this form's fields are the kept form's, with `to` and `resend`).
+        let to = back_to(form.get("to"));
+        let status = if form.get("resend") == Some("1") && to != "/console/" {
+            StatusCode::TEMPORARY_REDIRECT
+        } else {
+            StatusCode::SEE_OTHER
+        };
+        let mut response = status.into_response();
         let headers = response.headers_mut();
-        if let Ok(to) = HeaderValue::from_str(back_to(form.get("to"))) {
+        if let Ok(to) = HeaderValue::from_str(to) {
             headers.insert(header::LOCATION, to);
         }
         if let Some(cookie) = console.sessions.cookie(&client.name) {
