@@ -256,6 +256,7 @@ async fn a_referral_crosses_the_border_in_the_console_in_a_real_browser() {
             "mw-caseworker": client(&fed, &certs, "MW-DSW", "mw-mchinji-caseworker", "caseworker", Some(MW_UNIT), &[]),
             "zm-caseworker": client(&fed, &certs, "ZM-DSW", "zm-caseworker", "caseworker", Some(DEV_CASEWORKER_UNIT), &[]),
             "mw-auditor": client(&fed, &certs, "MW-DSW", "mw-auditor", "auditor", None, &[]),
+            "mw-admin": client(&fed, &certs, "MW-DSW", "mw-admin", "admin", None, &[]),
             "zm-immigration": client(&fed, &certs, "ZM-DSW", "zm-immigration", "caseworker", Some(DEV_CASEWORKER_UNIT), &["immigration-enforcement"]),
         },
         "referral": { "given": GIVEN, "family": FAMILY, "case": CASE, "consent": CONSENT, "unit": MW_UNIT },

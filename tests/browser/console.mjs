@@ -131,6 +131,30 @@ main(async (run) => {
   await ar.screenshot('ar-item');
   await ar.close();
 
+  // The guardian withdraws consent: the committee withdraws it in the console, Malawi's
+  // signed receipt of the notice comes back, and Malawi's copy is purged.
+  const zmW = await run.user('zm-committee');
+  zmW.step('finds the referral among the sent items');
+  await zmW.open('/console/');
+  await zmW.click('link', 'Sent');
+  zmW.sees('MW-DSW', 'the sent list shows the referral');
+  zmW.step('withdraws the consent');
+  await zmW.open(sentPath);
+  await zmW.check('I confirm that this consent has been withdrawn and the data must be deleted everywhere.');
+  await zmW.click('button', 'Withdraw consent');
+  zmW.sees('Consent withdrawn.', 'the withdrawal is done');
+  zmW.sees('Withdrawal notices sent', 'the notices are listed');
+  const notice = zmW.page.locator('main a[href^="/console/sent/"]').first();
+  const noticePath = await notice.getAttribute('href');
+  zmW.step("follows the notice to Malawi's signed receipt");
+  await zmW.until(noticePath, (t) => t.includes('Signed by MW-DSW'), "Malawi's receipt of the withdrawal");
+  await zmW.close();
+  const mwP = await run.user('mw-caseworker');
+  mwP.step('sees the item purged');
+  await mwP.until(itemPath, (t) => t.includes('was purged'), 'the purge at Malawi');
+  expect(!mwP.text().includes(referral.given), 'a purged item shows no child');
+  await mwP.close();
+
   // Family tracing: a Zambian record and a Malawian request match; both caseworkers
   // confirm; the agreed details show side by side.
   const { tracing } = run.config;
@@ -208,7 +232,25 @@ main(async (run) => {
   const bad = (await auditor.page.locator('strong.bad-entry').innerText()).trim();
   expect(bad === String(index), `the page names entry ${index} as the first bad one, not ${bad}`);
   await auditor.screenshot('en-audit-verify-failed');
+  auditor.step('reads the refusals, the reconciliation form and the statistics');
+  await auditor.open('/console/audit');
+  await auditor.form([['refusals', '1']]);
+  await auditor.click('button', 'Show');
+  await auditor.open('/console/audit/reconcile');
+  await auditor.click('link', 'Statistics');
+  await auditor.screenshot('en-statistics');
+  await auditor.open('/console/admin/keys');
   await auditor.close();
+
+  // Malawi's administrator reads the node's health, its peers and its keys.
+  const admin = await run.user('mw-admin');
+  admin.step('opens the administration page');
+  await admin.open('/console/');
+  await admin.click('link', 'Administration');
+  admin.sees('Node health', 'the health');
+  admin.sees('ZM-DSW', 'the peers');
+  await admin.screenshot('en-admin');
+  await admin.close();
 
   // An enforcement-tagged client sees no child's data anywhere.
   const en = await run.user('zm-immigration');
