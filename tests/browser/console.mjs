@@ -81,7 +81,6 @@ main(async (run) => {
   await mw.open('/console/');
   await mw.click('link', 'Inbox');
   await mw.until('/console/inbox', (t) => t.includes('ZM-DSW'), 'the referral from Zambia');
-  await mw.screenshot('en-inbox');
 
   mw.step('opens the item');
   const link = mw.page.locator('a[href^="/console/inbox/"]').first();
@@ -90,7 +89,6 @@ main(async (run) => {
   await mw.click('link', (await link.innerText()).trim());
   mw.sees(referral.given, 'the item shows the child the caseworker may see');
   mw.sees(referral.case, "the item shows the sender's case reference");
-  await mw.screenshot('en-item');
 
   mw.step('accepts');
   await mw.click('button', 'Accept');
@@ -109,7 +107,6 @@ main(async (run) => {
   // The Zambian committee sees the outcome from the other side.
   zm.step('sees the outcome on the sent item');
   await zm.until(sentPath, (t) => t.includes('reunified'), "Malawi's outcome");
-  await zm.screenshot('en-sent-closed');
   await zm.close();
 
   // The committee's and the caseworker's pages in Arabic, right to left.
@@ -128,7 +125,6 @@ main(async (run) => {
   ar.step('opens the item in Arabic');
   await ar.open(itemPath);
   ar.sees(referral.given, 'the item in Arabic');
-  await ar.screenshot('ar-item');
   await ar.close();
 
   // The guardian withdraws consent: the committee withdraws it in the console, Malawi's
@@ -171,7 +167,6 @@ main(async (run) => {
   await mwTracer.form([...tracing.request, ['consent_until', until]]);
   await mwTracer.click('button', 'Register');
   mwTracer.sees('Registered.', 'the request is registered');
-  await mwTracer.screenshot('en-tracing');
 
   let matchPaths = {};
   for (const [tracer, who] of [
@@ -205,7 +200,6 @@ main(async (run) => {
   await auditor.open('/console/');
   await auditor.click('link', 'Audit log');
   auditor.sees('Latest signed checkpoint', 'the checkpoint');
-  await auditor.screenshot('en-audit');
   auditor.step('downloads the export');
   const exported = await auditor.download('Download the log export', 'export.jsonl');
   const lines = fs.readFileSync(exported, 'utf8').split('\n');
