@@ -55,9 +55,15 @@ fn upload(
     fields: &[(&str, &str)],
     files: &[(&str, &PathBuf)],
 ) -> HttpsAnswer {
+    // In a console session, as a browser uploads: opening the console starts one.
+    let home = tokio::task::block_in_place(|| who.request("GET", "/console/", None, &[]));
+    assert_eq!(home.status, 200, "{}", home.body);
     let dir = tempfile::tempdir().expect("tempdir");
     let (head, out) = (dir.path().join("head"), dir.path().join("body"));
     let mut cmd = Command::new("curl");
+    if let Some(cookie) = who.session.lock().expect("session lock").clone() {
+        cmd.arg("-H").arg(format!("Cookie: {cookie}"));
+    }
     cmd.args(["-sS", "--max-time", "30"])
         .arg("--cacert")
         .arg(&who.ca)
