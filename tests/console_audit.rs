@@ -200,6 +200,20 @@ async fn an_auditor_checks_the_log_exports_and_statistics_in_the_console() {
         assert!(page.body.contains("role-denied"), "{path}: {}", page.body);
         assert!(!page.body.contains(&first), "{path}");
     }
+    // An upload by a caseworker is refused for its role (before its body is read), not for
+    // its missing token.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let some_file = scratch.path().join("export.jsonl");
+    std::fs::write(&some_file, "{}\n").expect("write");
+    for path in ["/console/audit/verify", "/console/audit/reconcile"] {
+        let refused = upload(&caseworker, path, &[], &[("export", &some_file)]);
+        assert_eq!(refused.status, 403, "{path}: {}", refused.body);
+        assert!(
+            refused.body.contains("role-denied"),
+            "{path}: {}",
+            refused.body
+        );
+    }
 
     // The log, newest first: the referral's reception is there, with its message id.
     let log = get(&auditor, "/console/audit");

@@ -233,6 +233,17 @@ impl AuditTrail {
         Ok(rx)
     }
 
+    /// Checks the local caller `auth` may review the log (`action`, as its refusal names it):
+    /// an auditor or admin. A refusal is recorded in the audit log. For a face that must know
+    /// before it reads a large upload, or draws a form only a reviewer can send.
+    pub async fn admit_reviewer(
+        &self,
+        auth: Option<&LocalAuth>,
+        action: &str,
+    ) -> Result<(), ServiceError> {
+        self.allow(AuditCaller::Local(auth), action, false).await
+    }
+
     /// Checks every peer's log: its checkpoint verified and proved consistent with the one
     /// held, each result logged.
     pub async fn check_peers(

@@ -416,7 +416,12 @@ async fn verify_form(
             return r.page.refused(&error);
         }
         // The form is the auditor's: whoever else asks gets the use case's refusal.
-        if let Err(error) = r.console.audit.latest_checkpoint(r.auth()).await {
+        if let Err(error) = r
+            .console
+            .audit
+            .admit_reviewer(r.auth(), "verify an export")
+            .await
+        {
             return r.page.refused(&error);
         }
         let body = format!(
@@ -430,9 +435,14 @@ async fn verify_form(
     .await
 }
 
-/// An upload's parts: from this origin, within [`MAX_EXPORT_BYTES`], with the caller's CSRF
-/// token; or the refusal, recorded.
+/// An upload's parts: from a reviewer of the log (asked before a byte of the body is read),
+/// from this origin, within [`MAX_EXPORT_BYTES`], with the caller's CSRF token; or the
+/// refusal, recorded.
 async fn upload(r: &Request, body: Body) -> Result<multipart::Parts, ServiceError> {
+    r.console
+        .audit
+        .admit_reviewer(r.auth(), "upload exports")
+        .await?;
     let actor = actor_of(r.auth());
     let parts = async {
         Console::same_origin(&r.headers, &r.uri)?;
@@ -635,7 +645,12 @@ async fn reconcile_form(
         if let Err(error) = r.admit(LocalAccess::Case, method).await {
             return r.page.refused(&error);
         }
-        if let Err(error) = r.console.audit.latest_checkpoint(r.auth()).await {
+        if let Err(error) = r
+            .console
+            .audit
+            .admit_reviewer(r.auth(), "reconcile exports")
+            .await
+        {
             return r.page.refused(&error);
         }
         let body = format!(
