@@ -23,11 +23,13 @@ mod status_form;
 pub mod views;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Extension, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kinbridge_core::firewall::LocalAccess;
@@ -282,6 +284,16 @@ impl Page {
         response
     }
 
+    /// The result notice the query's `?done=` code asks for (the text of catalogue key
+    /// `prefix` + code) if it is one of `codes`; else nothing.
+    fn done(&self, codes: &[&str], prefix: &str) -> String {
+        self.query
+            .get("done")
+            .filter(|d| codes.contains(&d.as_str()))
+            .map(|d| html::notice(self.cat.text(&format!("{prefix}{d}"))))
+            .unwrap_or_default()
+    }
+
     /// The page of a refusal: its reason and message, with the status of its kind.
     fn refused(&self, error: &ServiceError) -> Response {
         let body = html::refusal(self.cat, &error.refusal_reason(), error.message());
@@ -291,6 +303,76 @@ impl Page {
             &body,
         )
     }
+}
+
+/// What every console handler is given: the console, the caller (the certificate's client,
+/// `None` if the connection carried none), the page in the caller's language, and the request's
+/// URI and headers (for a form's origin check). A form post's page ignores any query string.
+pub(super) struct Visit {
+    console: Arc<Console>,
+    auth: Option<LocalAuth>,
+    page: Page,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl FromRequestParts<Arc<Console>> for Visit {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        console: &Arc<Console>,
+    ) -> Result<Self, Self::Rejection> {
+        let auth = parts
+            .extensions
+            .get::<Caller>()
+            .and_then(|Caller(auth)| auth.clone());
+        let query = if parts.method == Method::POST {
+            None
+        } else {
+            parts.uri.query()
+        };
+        let page = Page::of(&parts.uri, query, &parts.headers, auth.as_ref());
+        Ok(Self {
+            console: Arc::clone(console),
+            auth,
+            page,
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+impl Visit {
+    /// The caller's proof of who it is, if any.
+    fn auth(&self) -> Option<&LocalAuth> {
+        self.auth.as_ref()
+    }
+
+    /// Serves `method` of firewall class `access`: a refusal (recorded) is answered with its
+    /// page, else `answer` answers.
+    async fn serve<F, Fut>(self, method: &'static str, access: LocalAccess, answer: F) -> Response
+    where
+        F: FnOnce(Self) -> Fut,
+        Fut: Future<Output = Response>,
+    {
+        serving_method(method.to_owned(), async move {
+            if let Err(error) = self.console.admit(access, method, self.auth()).await {
+                return self.page.refused(&error);
+            }
+            answer(self).await
+        })
+        .await
+    }
+}
+
+/// A `303` to `to` (a form's answer: the page again, with its `?done=` result).
+fn see_other(to: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(to) = HeaderValue::from_str(to) {
+        response.headers_mut().insert(header::LOCATION, to);
+    }
+    response
 }
 
 fn redirect(status: StatusCode, to: &'static str) -> Response {
@@ -353,13 +435,7 @@ async fn style() -> Response {
     response
 }
 
-async fn not_found(
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let page = Page::of(&uri, query.as_deref(), &headers, auth.as_ref());
+async fn not_found(Visit { page, .. }: Visit) -> Response {
     let body = format!("<p>{}</p>\n", html::esc(page.cat.text("notfound.text")));
     page.answer(
         StatusCode::NOT_FOUND,
@@ -369,72 +445,55 @@ async fn not_found(
 }
 
 /// `/console/`: who the caller is and where to go.
-async fn home(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let page = Page::of(&uri, query.as_deref(), &headers, auth.as_ref());
-    serving_method("GET /console/".to_owned(), async move {
-        let roles = [Role::Caseworker, Role::System, Role::Auditor, Role::Admin];
-        let client = match console
-            .admit(LocalAccess::NoCaseData, "GET /console/", auth.as_ref())
-            .await
-        {
-            Err(error) => return page.refused(&error),
-            Ok(()) => match authorize(auth.as_ref(), "open the console", &roles) {
+async fn home(visit: Visit) -> Response {
+    visit
+        .serve("GET /console/", LocalAccess::NoCaseData, |v| async move {
+            let roles = [Role::Caseworker, Role::System, Role::Auditor, Role::Admin];
+            let client = match authorize(v.auth(), "open the console", &roles) {
                 Ok(client) => client,
                 Err((actor, error)) => {
-                    return page.refused(&console.local.refuse(&actor, error).await);
+                    return v.page.refused(&v.console.local.refuse(&actor, error).await);
                 }
-            },
-        };
-        let body = views::home(page.cat, &console.node_id, &client, &page.sections);
-        page.answer(StatusCode::OK, page.cat.text("home.title"), &body)
-    })
-    .await
+            };
+            let body = views::home(v.page.cat, &v.console.node_id, &client, &v.page.sections);
+            v.page
+                .answer(StatusCode::OK, v.page.cat.text("home.title"), &body)
+        })
+        .await
 }
 
 /// `/console/inbox`: a page of the caller's inbox, after the `after` sequence.
-async fn inbox(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let page = Page::of(&uri, query.as_deref(), &headers, auth.as_ref());
-    serving_method("GET /console/inbox".to_owned(), async move {
-        if let Err(error) = console
-            .admit(LocalAccess::Case, "GET /console/inbox", auth.as_ref())
-            .await
-        {
-            return page.refused(&error);
-        }
-        let after = page
-            .query
-            .get("after")
-            .and_then(|a| a.parse::<u64>().ok())
-            .unwrap_or(0);
-        let req = pb::ListInboxRequest {
-            after_sequence: after,
-            limit: INBOX_PAGE,
-            include_acknowledged: true,
-        };
-        match console.local.list_inbox(auth.as_ref(), req).await {
-            Ok(list) => {
-                let next = (list.items.len() == INBOX_PAGE as usize)
-                    .then(|| list.items.last().map(|i| i.sequence))
-                    .flatten();
-                let body = views::inbox(page.cat, &list.items, next, after == 0);
-                page.answer(StatusCode::OK, page.cat.text("inbox.title"), &body)
+async fn inbox(visit: Visit) -> Response {
+    visit
+        .serve("GET /console/inbox", LocalAccess::Case, |v| async move {
+            let Visit {
+                console,
+                auth,
+                page,
+                ..
+            } = v;
+            let after = page
+                .query
+                .get("after")
+                .and_then(|a| a.parse::<u64>().ok())
+                .unwrap_or(0);
+            let req = pb::ListInboxRequest {
+                after_sequence: after,
+                limit: INBOX_PAGE,
+                include_acknowledged: true,
+            };
+            match console.local.list_inbox(auth.as_ref(), req).await {
+                Ok(list) => {
+                    let next = (list.items.len() == INBOX_PAGE as usize)
+                        .then(|| list.items.last().map(|i| i.sequence))
+                        .flatten();
+                    let body = views::inbox(page.cat, &list.items, next, after == 0);
+                    page.answer(StatusCode::OK, page.cat.text("inbox.title"), &body)
+                }
+                Err(error) => page.refused(&error),
             }
-            Err(error) => page.refused(&error),
-        }
-    })
-    .await
+        })
+        .await
 }
 
 /// The sequence in a path, or the refusal of one that is not a number.
@@ -457,51 +516,41 @@ async fn sequence_of(
 }
 
 /// `/console/inbox/{sequence}`: one item, its history and the forms to move it on.
-async fn item(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    Path(raw): Path<String>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let page = Page::of(&uri, query.as_deref(), &headers, auth.as_ref());
+async fn item(Path(raw): Path<String>, visit: Visit) -> Response {
     let method = "GET /console/inbox/{sequence}";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = console
-            .admit(LocalAccess::Case, method, auth.as_ref())
-            .await
-        {
-            return page.refused(&error);
-        }
-        let sequence = match sequence_of(&console, auth.as_ref(), &raw).await {
-            Ok(sequence) => sequence,
-            Err(error) => return page.refused(&error),
-        };
-        let done = page
-            .query
-            .get("done")
-            .filter(|d| status_form::ACTIONS.iter().any(|(a, _)| a == d))
-            .map(|d| html::notice(page.cat.text(&format!("done.{d}"))));
-        match console.item_and_status(auth.as_ref(), sequence).await {
-            Ok((item, status)) => {
-                let body = format!(
-                    "{}{}",
-                    done.unwrap_or_default(),
-                    views::item(
-                        page.cat,
-                        &item,
-                        status.as_ref(),
-                        &console.token(auth.as_ref())
-                    )
-                );
-                let title = page
-                    .cat
-                    .fill("item.title", &[("sequence", &sequence.to_string())]);
-                page.answer(StatusCode::OK, &title, &body)
+    visit
+        .serve(method, LocalAccess::Case, |v| async move {
+            let Visit {
+                console,
+                auth,
+                page,
+                ..
+            } = v;
+            let sequence = match sequence_of(&console, auth.as_ref(), &raw).await {
+                Ok(sequence) => sequence,
+                Err(error) => return page.refused(&error),
+            };
+            let actions: Vec<&str> = status_form::ACTIONS.iter().map(|(a, _)| *a).collect();
+            let done = page.done(&actions, "done.");
+            match console.item_and_status(auth.as_ref(), sequence).await {
+                Ok((item, status)) => {
+                    let body = format!(
+                        "{}{}",
+                        done,
+                        views::item(
+                            page.cat,
+                            &item,
+                            status.as_ref(),
+                            &console.token(auth.as_ref())
+                        )
+                    );
+                    let title = page
+                        .cat
+                        .fill("item.title", &[("sequence", &sequence.to_string())]);
+                    page.answer(StatusCode::OK, &title, &body)
+                }
+                Err(error) => page.refused(&error),
             }
-            Err(error) => page.refused(&error),
-        }
-    })
-    .await
+        })
+        .await
 }

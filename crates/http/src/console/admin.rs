@@ -9,20 +9,17 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Extension, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use kinbridge_core::UnixMillis;
 use kinbridge_core::firewall::LocalAccess;
 use kinbridge_proto::v1 as pb;
 use kinbridge_service::admin::{KEY_EXPIRY_WARNING_MS, NodeHealth};
-use kinbridge_service::audit::serving_method;
 
 use super::catalogue::Catalogue;
 use super::html::{self, esc, facts, when};
-use super::{Console, Page};
-use crate::Caller;
+use super::{Console, Visit};
 
 /// A day in milliseconds.
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -35,85 +32,73 @@ pub(super) fn routes() -> Router<Arc<Console>> {
 }
 
 /// `GET /console/admin`: the node's health, its peers and its keys.
-async fn admin(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let page = Page::of(&uri, query.as_deref(), &headers, auth.as_ref());
+async fn admin(visit: Visit) -> Response {
     let method = "GET /console/admin";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = console
-            .admit(LocalAccess::Operations, method, auth.as_ref())
-            .await
-        {
-            return page.refused(&error);
-        }
-        let health = match console.admin.health(auth.as_ref()).await {
-            Ok(health) => health,
-            Err(error) => return page.refused(&error),
-        };
-        let peers = match console
-            .admin
-            .list_peers(auth.as_ref(), pb::ListPeersRequest {})
-            .await
-        {
-            Ok(peers) => peers.peers,
-            Err(error) => return page.refused(&error),
-        };
-        let keys = match console
-            .admin
-            .list_keys(auth.as_ref(), pb::ListKeysRequest {})
-            .await
-        {
-            Ok(keys) => keys,
-            Err(error) => return page.refused(&error),
-        };
-        let now = UnixMillis::now().0;
-        let cat = page.cat;
-        let body = format!(
-            "{}{}{}",
-            health_section(cat, &health),
-            peers_section(cat, &peers),
-            keys_section(cat, &keys, now)
-        );
-        page.answer(StatusCode::OK, cat.text("admin.title"), &body)
-    })
-    .await
+    visit
+        .serve(method, LocalAccess::Operations, move |v| async move {
+            let Visit {
+                console,
+                auth,
+                page,
+                ..
+            } = v;
+            let health = match console.admin.health(auth.as_ref()).await {
+                Ok(health) => health,
+                Err(error) => return page.refused(&error),
+            };
+            let peers = match console
+                .admin
+                .list_peers(auth.as_ref(), pb::ListPeersRequest {})
+                .await
+            {
+                Ok(peers) => peers.peers,
+                Err(error) => return page.refused(&error),
+            };
+            let keys = match console
+                .admin
+                .list_keys(auth.as_ref(), pb::ListKeysRequest {})
+                .await
+            {
+                Ok(keys) => keys,
+                Err(error) => return page.refused(&error),
+            };
+            let now = UnixMillis::now().0;
+            let cat = page.cat;
+            let body = format!(
+                "{}{}{}",
+                health_section(cat, &health),
+                peers_section(cat, &peers),
+                keys_section(cat, &keys, now)
+            );
+            page.answer(StatusCode::OK, cat.text("admin.title"), &body)
+        })
+        .await
 }
 
 /// `GET /console/admin/keys`: this node's keys and its peers' keys.
-async fn keys(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let page = Page::of(&uri, query.as_deref(), &headers, auth.as_ref());
+async fn keys(visit: Visit) -> Response {
     let method = "GET /console/admin/keys";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = console
-            .admit(LocalAccess::Operations, method, auth.as_ref())
-            .await
-        {
-            return page.refused(&error);
-        }
-        match console
-            .admin
-            .list_keys(auth.as_ref(), pb::ListKeysRequest {})
-            .await
-        {
-            Ok(keys) => {
-                let body = keys_section(page.cat, &keys, UnixMillis::now().0);
-                page.answer(StatusCode::OK, page.cat.text("admin.keys.title"), &body)
+    visit
+        .serve(method, LocalAccess::Operations, move |v| async move {
+            let Visit {
+                console,
+                auth,
+                page,
+                ..
+            } = v;
+            match console
+                .admin
+                .list_keys(auth.as_ref(), pb::ListKeysRequest {})
+                .await
+            {
+                Ok(keys) => {
+                    let body = keys_section(page.cat, &keys, UnixMillis::now().0);
+                    page.answer(StatusCode::OK, page.cat.text("admin.keys.title"), &body)
+                }
+                Err(error) => page.refused(&error),
             }
-            Err(error) => page.refused(&error),
-        }
-    })
-    .await
+        })
+        .await
 }
 
 /// The node's health as facts.

@@ -16,25 +16,22 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Extension, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kinbridge_core::firewall::LocalAccess;
 use kinbridge_proto::v1 as pb;
 use kinbridge_service::ServiceError;
-use kinbridge_service::audit::serving_method;
 use kinbridge_service::audit_trail::AuditCaller;
 use kinbridge_service::audit_trail::review::{
     ENTRY_PAGE, EntryPage, EntryQuery, ExportCheck, ExportUpload, KeySource, MAX_EXPORT_BYTES,
     Mismatch, ReconcileCheck, VerifiedCheckpoint, all_events, event_name,
 };
-use kinbridge_service::local::{LocalAuth, actor_of};
+use kinbridge_service::local::actor_of;
 
 use super::catalogue::Catalogue;
 use super::html::{self, esc, facts, when};
-use super::{Console, Page};
-use crate::Caller;
+use super::{Console, Visit};
 use crate::problem::status_of;
 
 /// Room for the form's other fields around the files of an upload.
@@ -54,42 +51,7 @@ pub(super) fn routes() -> Router<Arc<Console>> {
         .merge(statistics::routes())
 }
 
-/// What every handler of this part is given.
-struct Request {
-    console: Arc<Console>,
-    auth: Option<LocalAuth>,
-    page: Page,
-    uri: Uri,
-    headers: HeaderMap,
-}
-
-impl Request {
-    fn new(
-        console: Arc<Console>,
-        auth: Option<LocalAuth>,
-        uri: Uri,
-        query: Option<String>,
-        headers: HeaderMap,
-    ) -> Self {
-        let page = Page::of(&uri, query.as_deref(), &headers, auth.as_ref());
-        Self {
-            console,
-            auth,
-            page,
-            uri,
-            headers,
-        }
-    }
-
-    fn auth(&self) -> Option<&LocalAuth> {
-        self.auth.as_ref()
-    }
-
-    /// The firewall's verdict on `method` of class `access` (a refusal is recorded).
-    async fn admit(&self, access: LocalAccess, method: &str) -> Result<(), ServiceError> {
-        self.console.admit(access, method, self.auth()).await
-    }
-
+impl Visit {
     /// Records a refusal of this caller's request and answers it.
     async fn refuse(&self, error: ServiceError) -> ServiceError {
         self.console
@@ -104,63 +66,54 @@ impl Request {
 }
 
 /// `GET /console/audit`: a page of the log and the latest checkpoint.
-async fn log_page(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let r = Request::new(console, auth, uri, query, headers);
+async fn log_page(visit: Visit) -> Response {
     let method = "GET /console/audit";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = r.admit(LocalAccess::Case, method).await {
-            return r.page.refused(&error);
-        }
-        let q = &r.page.query;
-        let value = |k: &str| q.get(k).cloned().unwrap_or_default();
-        let query = EntryQuery {
-            events: q.get("kind").into_iter().cloned().collect(),
-            peer: value("peer"),
-            from: value("from"),
-            to: value("to"),
-            refusals_only: q.get("refusals").is_some_and(|v| v == "1"),
-        };
-        let before = q.get("before").and_then(|b| b.parse::<u64>().ok());
-        let listed = r
-            .console
-            .audit
-            .list_entries(r.auth(), &query, before, ENTRY_PAGE)
-            .await;
-        let (status, listing, shown) = match listed {
-            Ok(page) => (StatusCode::OK, entries(r.cat(), &query, &page), query),
-            Err(error) => {
-                if error.refusal_reason() != "bad-filter" {
-                    return r.page.refused(&error);
+    visit
+        .serve(method, LocalAccess::Case, move |r| async move {
+            let q = &r.page.query;
+            let value = |k: &str| q.get(k).cloned().unwrap_or_default();
+            let query = EntryQuery {
+                events: q.get("kind").into_iter().cloned().collect(),
+                peer: value("peer"),
+                from: value("from"),
+                to: value("to"),
+                refusals_only: q.get("refusals").is_some_and(|v| v == "1"),
+            };
+            let before = q.get("before").and_then(|b| b.parse::<u64>().ok());
+            let listed = r
+                .console
+                .audit
+                .list_entries(r.auth(), &query, before, ENTRY_PAGE)
+                .await;
+            let (status, listing, shown) = match listed {
+                Ok(page) => (StatusCode::OK, entries(r.cat(), &query, &page), query),
+                Err(error) => {
+                    if error.refusal_reason() != "bad-filter" {
+                        return r.page.refused(&error);
+                    }
+                    // The form again, without what was typed: a refusal echoes nothing.
+                    (
+                        status_of(error.kind()),
+                        html::refusal(r.cat(), &error.refusal_reason(), error.message()),
+                        EntryQuery::default(),
+                    )
                 }
-                // The form again, without what was typed: a refusal echoes nothing.
-                (
-                    status_of(error.kind()),
-                    html::refusal(r.cat(), &error.refusal_reason(), error.message()),
-                    EntryQuery::default(),
-                )
-            }
-        };
-        let checkpoint = match r.console.audit.latest_checkpoint(r.auth()).await {
-            Ok(cp) => checkpoint(r.cat(), cp.as_ref()),
-            Err(error) => return r.page.refused(&error),
-        };
-        let body = format!(
-            "<p>{}</p>\n{}{}{}{}",
-            esc(r.cat().text("audit.intro")),
-            filter_form(r.cat(), &shown),
-            listing,
-            checkpoint,
-            tools(r.cat(), &r.console.token(r.auth())),
-        );
-        r.page.answer(status, r.cat().text("audit.title"), &body)
-    })
-    .await
+            };
+            let checkpoint = match r.console.audit.latest_checkpoint(r.auth()).await {
+                Ok(cp) => checkpoint(r.cat(), cp.as_ref()),
+                Err(error) => return r.page.refused(&error),
+            };
+            let body = format!(
+                "<p>{}</p>\n{}{}{}{}",
+                esc(r.cat().text("audit.intro")),
+                filter_form(r.cat(), &shown),
+                listing,
+                checkpoint,
+                tools(r.cat(), &r.console.token(r.auth())),
+            );
+            r.page.answer(status, r.cat().text("audit.title"), &body)
+        })
+        .await
 }
 
 /// The filter form (GET): event, node, days, refusals only.
@@ -345,45 +298,36 @@ fn tools(cat: &Catalogue, token: &str) -> String {
 
 /// `GET /console/audit/export`: the log as an export file, for `kinbridge audit verify` or
 /// this console's verification.
-async fn export(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let r = Request::new(console, auth, uri, query, headers);
+async fn export(visit: Visit) -> Response {
     let method = "GET /console/audit/export";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = r.admit(LocalAccess::Case, method).await {
-            return r.page.refused(&error);
-        }
-        let download = match r.console.audit.export_file(r.auth()).await {
-            Ok(download) => download,
-            Err(error) => return r.page.refused(&error),
-        };
-        let pieces = futures::stream::unfold(download.pieces, |mut rx| async move {
-            rx.recv().await.map(|piece| {
-                (
-                    piece.map_err(|e| std::io::Error::other(e.message().to_owned())),
-                    rx,
-                )
-            })
-        });
-        let mut response = Body::from_stream(pieces).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/jsonl"),
-        );
-        if let Ok(value) =
-            HeaderValue::from_str(&format!("attachment; filename=\"{}\"", download.file_name))
-        {
-            headers.insert(header::CONTENT_DISPOSITION, value);
-        }
-        response
-    })
-    .await
+    visit
+        .serve(method, LocalAccess::Case, move |r| async move {
+            let download = match r.console.audit.export_file(r.auth()).await {
+                Ok(download) => download,
+                Err(error) => return r.page.refused(&error),
+            };
+            let pieces = futures::stream::unfold(download.pieces, |mut rx| async move {
+                rx.recv().await.map(|piece| {
+                    (
+                        piece.map_err(|e| std::io::Error::other(e.message().to_owned())),
+                        rx,
+                    )
+                })
+            });
+            let mut response = Body::from_stream(pieces).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jsonl"),
+            );
+            if let Ok(value) =
+                HeaderValue::from_str(&format!("attachment; filename=\"{}\"", download.file_name))
+            {
+                headers.insert(header::CONTENT_DISPOSITION, value);
+            }
+            response
+        })
+        .await
 }
 
 /// The verification form: the export file, the optional keys.
@@ -402,43 +346,34 @@ fn verify_form_html(cat: &Catalogue, token: &str) -> String {
 }
 
 /// `GET /console/audit/verify`: the form.
-async fn verify_form(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let r = Request::new(console, auth, uri, query, headers);
+async fn verify_form(visit: Visit) -> Response {
     let method = "GET /console/audit/verify";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = r.admit(LocalAccess::Case, method).await {
-            return r.page.refused(&error);
-        }
-        // The form is the auditor's: whoever else asks gets the use case's refusal.
-        if let Err(error) = r
-            .console
-            .audit
-            .admit_reviewer(r.auth(), "verify an export")
-            .await
-        {
-            return r.page.refused(&error);
-        }
-        let body = format!(
-            "<p>{}</p>\n{}",
-            esc(r.cat().text("audit.verify.intro")),
-            verify_form_html(r.cat(), &r.console.token(r.auth()))
-        );
-        r.page
-            .answer(StatusCode::OK, r.cat().text("audit.verify.title"), &body)
-    })
-    .await
+    visit
+        .serve(method, LocalAccess::Case, move |r| async move {
+            // The form is the auditor's: whoever else asks gets the use case's refusal.
+            if let Err(error) = r
+                .console
+                .audit
+                .admit_reviewer(r.auth(), "verify an export")
+                .await
+            {
+                return r.page.refused(&error);
+            }
+            let body = format!(
+                "<p>{}</p>\n{}",
+                esc(r.cat().text("audit.verify.intro")),
+                verify_form_html(r.cat(), &r.console.token(r.auth()))
+            );
+            r.page
+                .answer(StatusCode::OK, r.cat().text("audit.verify.title"), &body)
+        })
+        .await
 }
 
 /// An upload's parts: from a reviewer of the log (asked before a byte of the body is read),
 /// from this origin, within [`MAX_EXPORT_BYTES`], with the caller's CSRF token; or the
 /// refusal, recorded.
-async fn upload(r: &Request, body: Body) -> Result<multipart::Parts, ServiceError> {
+async fn upload(r: &Visit, body: Body) -> Result<multipart::Parts, ServiceError> {
     r.console
         .audit
         .admit_reviewer(r.auth(), "upload exports")
@@ -481,7 +416,7 @@ async fn upload(r: &Request, body: Body) -> Result<multipart::Parts, ServiceErro
 
 /// The export in field `file` and the keys in field `keys`; a missing file is refused.
 async fn export_upload(
-    r: &Request,
+    r: &Visit,
     parts: &multipart::Parts,
     file: &str,
     keys: &str,
@@ -504,42 +439,33 @@ async fn export_upload(
 }
 
 /// `POST /console/audit/verify`: the uploaded export verified, and the form again.
-async fn verify(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let r = Request::new(console, auth, uri, None, headers);
+async fn verify(visit: Visit, body: Body) -> Response {
     let method = "POST /console/audit/verify";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = r.admit(LocalAccess::Case, method).await {
-            return r.page.refused(&error);
-        }
-        let title = r.cat().text("audit.verify.title");
-        let form = verify_form_html(r.cat(), &r.console.token(r.auth()));
-        let checked = async {
-            let parts = upload(&r, body).await?;
-            let export = export_upload(&r, &parts, "export", "key").await?;
-            r.console.audit.verify_upload(r.auth(), export).await
-        }
-        .await;
-        match checked {
-            Ok(check) => {
-                let body = format!("{}{form}", export_check(r.cat(), &check, true));
-                r.page.answer(StatusCode::OK, title, &body)
+    visit
+        .serve(method, LocalAccess::Case, move |r| async move {
+            let title = r.cat().text("audit.verify.title");
+            let form = verify_form_html(r.cat(), &r.console.token(r.auth()));
+            let checked = async {
+                let parts = upload(&r, body).await?;
+                let export = export_upload(&r, &parts, "export", "key").await?;
+                r.console.audit.verify_upload(r.auth(), export).await
             }
-            Err(error) => {
-                let body = format!(
-                    "{}{form}",
-                    html::refusal(r.cat(), &error.refusal_reason(), error.message())
-                );
-                r.page.answer(status_of(error.kind()), title, &body)
+            .await;
+            match checked {
+                Ok(check) => {
+                    let body = format!("{}{form}", export_check(r.cat(), &check, true));
+                    r.page.answer(StatusCode::OK, title, &body)
+                }
+                Err(error) => {
+                    let body = format!(
+                        "{}{form}",
+                        html::refusal(r.cat(), &error.refusal_reason(), error.message())
+                    );
+                    r.page.answer(status_of(error.kind()), title, &body)
+                }
             }
-        }
-    })
-    .await
+        })
+        .await
 }
 
 /// One export's verification: valid (what it holds) or its first failure, and the keys it
@@ -632,76 +558,58 @@ fn reconcile_form_html(cat: &Catalogue, token: &str) -> String {
 }
 
 /// `GET /console/audit/reconcile`: the form.
-async fn reconcile_form(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let r = Request::new(console, auth, uri, query, headers);
+async fn reconcile_form(visit: Visit) -> Response {
     let method = "GET /console/audit/reconcile";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = r.admit(LocalAccess::Case, method).await {
-            return r.page.refused(&error);
-        }
-        if let Err(error) = r
-            .console
-            .audit
-            .admit_reviewer(r.auth(), "reconcile exports")
-            .await
-        {
-            return r.page.refused(&error);
-        }
-        let body = format!(
-            "<p>{}</p>\n{}",
-            esc(r.cat().text("audit.reconcile.intro")),
-            reconcile_form_html(r.cat(), &r.console.token(r.auth()))
-        );
-        r.page
-            .answer(StatusCode::OK, r.cat().text("audit.reconcile.title"), &body)
-    })
-    .await
+    visit
+        .serve(method, LocalAccess::Case, move |r| async move {
+            if let Err(error) = r
+                .console
+                .audit
+                .admit_reviewer(r.auth(), "reconcile exports")
+                .await
+            {
+                return r.page.refused(&error);
+            }
+            let body = format!(
+                "<p>{}</p>\n{}",
+                esc(r.cat().text("audit.reconcile.intro")),
+                reconcile_form_html(r.cat(), &r.console.token(r.auth()))
+            );
+            r.page
+                .answer(StatusCode::OK, r.cat().text("audit.reconcile.title"), &body)
+        })
+        .await
 }
 
 /// `POST /console/audit/reconcile`: both exports verified and reconciled, and the form again.
-async fn reconcile(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let r = Request::new(console, auth, uri, None, headers);
+async fn reconcile(visit: Visit, body: Body) -> Response {
     let method = "POST /console/audit/reconcile";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = r.admit(LocalAccess::Case, method).await {
-            return r.page.refused(&error);
-        }
-        let title = r.cat().text("audit.reconcile.title");
-        let form = reconcile_form_html(r.cat(), &r.console.token(r.auth()));
-        let checked = async {
-            let parts = upload(&r, body).await?;
-            let a = export_upload(&r, &parts, "first", "first_key").await?;
-            let b = export_upload(&r, &parts, "second", "second_key").await?;
-            r.console.audit.reconcile_uploads(r.auth(), a, b).await
-        }
-        .await;
-        match checked {
-            Ok(check) => {
-                let body = format!("{}{form}", reconciled(r.cat(), &check));
-                r.page.answer(StatusCode::OK, title, &body)
+    visit
+        .serve(method, LocalAccess::Case, move |r| async move {
+            let title = r.cat().text("audit.reconcile.title");
+            let form = reconcile_form_html(r.cat(), &r.console.token(r.auth()));
+            let checked = async {
+                let parts = upload(&r, body).await?;
+                let a = export_upload(&r, &parts, "first", "first_key").await?;
+                let b = export_upload(&r, &parts, "second", "second_key").await?;
+                r.console.audit.reconcile_uploads(r.auth(), a, b).await
             }
-            Err(error) => {
-                let body = format!(
-                    "{}{form}",
-                    html::refusal(r.cat(), &error.refusal_reason(), error.message())
-                );
-                r.page.answer(status_of(error.kind()), title, &body)
+            .await;
+            match checked {
+                Ok(check) => {
+                    let body = format!("{}{form}", reconciled(r.cat(), &check));
+                    r.page.answer(StatusCode::OK, title, &body)
+                }
+                Err(error) => {
+                    let body = format!(
+                        "{}{form}",
+                        html::refusal(r.cat(), &error.refusal_reason(), error.message())
+                    );
+                    r.page.answer(status_of(error.kind()), title, &body)
+                }
             }
-        }
-    })
-    .await
+        })
+        .await
 }
 
 /// A reconciliation's result: agreement, the mismatches, or which export did not verify.
@@ -801,38 +709,29 @@ fn reconciled(cat: &Catalogue, check: &ReconcileCheck) -> String {
 }
 
 /// `POST /console/audit/check-peers`: the node checks each peer's log; the results.
-async fn check_peers(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let r = Request::new(console, auth, uri, None, headers);
+async fn check_peers(visit: Visit, body: Body) -> Response {
     let method = "POST /console/audit/check-peers";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = r.admit(LocalAccess::Case, method).await {
-            return r.page.refused(&error);
-        }
-        let actor = actor_of(r.auth());
-        if let Err(error) = r.console.form(&r.headers, &r.uri, body, &actor).await {
-            return r.page.refused(&r.refuse(error).await);
-        }
-        let title = r.cat().text("audit.check-peers.title");
-        match r
-            .console
-            .audit
-            .check_peers(AuditCaller::Local(r.auth()), pb::CheckPeersRequest {})
-            .await
-        {
-            Ok(report) => {
-                let body = peer_checks(r.cat(), &report.peers);
-                r.page.answer(StatusCode::OK, title, &body)
+    visit
+        .serve(method, LocalAccess::Case, move |r| async move {
+            let actor = actor_of(r.auth());
+            if let Err(error) = r.console.form(&r.headers, &r.uri, body, &actor).await {
+                return r.page.refused(&r.refuse(error).await);
             }
-            Err(error) => r.page.refused(&error),
-        }
-    })
-    .await
+            let title = r.cat().text("audit.check-peers.title");
+            match r
+                .console
+                .audit
+                .check_peers(AuditCaller::Local(r.auth()), pb::CheckPeersRequest {})
+                .await
+            {
+                Ok(report) => {
+                    let body = peer_checks(r.cat(), &report.peers);
+                    r.page.answer(StatusCode::OK, title, &body)
+                }
+                Err(error) => r.page.refused(&error),
+            }
+        })
+        .await
 }
 
 /// Each peer's check: consistent or not, the sizes, what was found.

@@ -12,13 +12,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Extension, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
 use axum::routing::{get, post};
 use kinbridge_core::firewall::{LocalAccess, local_client_may};
 use kinbridge_service::ServiceError;
-use kinbridge_service::audit::serving_method;
 use kinbridge_service::local::actor_of;
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -29,8 +27,7 @@ mod withdraw;
 pub(super) use withdraw::withdraw_form;
 
 use super::form::Form;
-use super::{Console, Page, html};
-use crate::Caller;
+use super::{Console, Visit, html, see_other};
 use crate::problem::status_of;
 use page::{Filled, FormView, check_html, form_html};
 use request::request_of;
@@ -59,58 +56,43 @@ fn fresh_key() -> String {
 }
 
 /// `GET /console/referrals/new`: the empty form.
-async fn new_form(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let page = Page::of(&uri, query.as_deref(), &headers, auth.as_ref());
+async fn new_form(visit: Visit) -> Response {
     let method = "GET /console/referrals/new";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = console
-            .admit(LocalAccess::Submit, method, auth.as_ref())
-            .await
-        {
-            return page.refused(&error);
-        }
-        let peers = match console.local.addressable_peers(auth.as_ref()).await {
-            Ok(peers) => peers,
-            Err(error) => return page.refused(&error),
-        };
-        let mut body = String::new();
-        if page.query.get("done").map(String::as_str) == Some("sent") {
-            let id = page
-                .query
-                .get("id")
-                .filter(|id| kinbridge_core::MessageId::new(id).is_ok())
-                .cloned()
-                .unwrap_or_default();
-            body.push_str(&html::notice(
-                &page.cat.fill("compose.sent-no-read", &[("id", &id)]),
-            ));
-        }
-        let filled = Filled(None);
-        let view = FormView {
-            peers: &peers,
-            filled: &filled,
-            token: &console.token(auth.as_ref()),
-            key: &fresh_key(),
-        };
-        body.push_str(&form_html(page.cat, &view));
-        page.answer(StatusCode::OK, page.cat.text("compose.title"), &body)
-    })
-    .await
-}
-
-/// A `303` to `to`.
-fn see_other(to: &str) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    if let Ok(to) = HeaderValue::from_str(to) {
-        response.headers_mut().insert(header::LOCATION, to);
-    }
-    response
+    visit
+        .serve(method, LocalAccess::Submit, move |v| async move {
+            let Visit {
+                console,
+                auth,
+                page,
+                ..
+            } = v;
+            let peers = match console.local.addressable_peers(auth.as_ref()).await {
+                Ok(peers) => peers,
+                Err(error) => return page.refused(&error),
+            };
+            let mut body = String::new();
+            if page.query.get("done").map(String::as_str) == Some("sent") {
+                let id = page
+                    .query
+                    .get("id")
+                    .filter(|id| kinbridge_core::MessageId::new(id).is_ok())
+                    .cloned()
+                    .unwrap_or_default();
+                body.push_str(&html::notice(
+                    &page.cat.fill("compose.sent-no-read", &[("id", &id)]),
+                ));
+            }
+            let filled = Filled(None);
+            let view = FormView {
+                peers: &peers,
+                filled: &filled,
+                token: &console.token(auth.as_ref()),
+                key: &fresh_key(),
+            };
+            body.push_str(&form_html(page.cat, &view));
+            page.answer(StatusCode::OK, page.cat.text("compose.title"), &body)
+        })
+        .await
 }
 
 /// Reads a form body of at most [`MAX_COMPOSE_FORM_BYTES`] from the console's own origin
@@ -142,22 +124,10 @@ async fn compose_form(
 
 /// `POST /console/referrals/new`: `action=check` shows the consent pre-check, `action=send`
 /// submits; either way nothing typed is lost.
-async fn post_form(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let page = Page::of(&uri, None, &headers, auth.as_ref());
+async fn post_form(visit: Visit, body: Body) -> Response {
     let method = "POST /console/referrals/new";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = console
-            .admit(LocalAccess::Submit, method, auth.as_ref())
-            .await
-        {
-            return page.refused(&error);
-        }
+    visit.serve(method, LocalAccess::Submit, move |v| async move {
+        let Visit { console, auth, page, uri, headers } = v;
         let actor = actor_of(auth.as_ref());
         let (form, token_refused) = match compose_form(&console, &headers, &uri, body, &actor).await
         {

@@ -14,19 +14,17 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Extension, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 use kinbridge_core::firewall::LocalAccess;
 use kinbridge_proto::v1 as pb;
-use kinbridge_service::audit::serving_method;
 use kinbridge_service::local::{CASE_ROLES, LocalAuth, actor_of, authorize};
 use kinbridge_service::{ErrorKind, ServiceError};
 
 use super::form::Form;
-use super::{Console, MAX_FORM_BYTES, Page, html};
-use crate::Caller;
+use super::{Console, MAX_FORM_BYTES, Page, Visit, html, see_other};
 use crate::problem::status_of;
 use register::Draft;
 
@@ -48,22 +46,9 @@ pub(super) fn routes() -> Router<Arc<Console>> {
         )
 }
 
-/// A `303 See Other` to `to`.
-fn see_other(to: &str) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    if let Ok(to) = HeaderValue::from_str(to) {
-        response.headers_mut().insert(header::LOCATION, to);
-    }
-    response
-}
-
 /// The result notice a `?done=` code asks for, if it is one of ours.
 fn done(page: &Page) -> String {
-    page.query
-        .get("done")
-        .filter(|d| DONE.contains(&d.as_str()))
-        .map(|d| html::notice(page.cat.text(&format!("tracing.done.{d}"))))
-        .unwrap_or_default()
+    page.done(&DONE, "tracing.done.")
 }
 
 /// The registration section: its heading, what it does, the form filled with `draft`.
@@ -83,136 +68,121 @@ fn of_the_caller(error: &ServiceError) -> bool {
 }
 
 /// `GET /console/tracing`: the unit's matches by band, its cases, the registration form.
-async fn overview(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let page = Page::of(&uri, query.as_deref(), &headers, auth.as_ref());
+async fn overview(visit: Visit) -> Response {
     let method = "GET /console/tracing";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = console
-            .admit(LocalAccess::Case, method, auth.as_ref())
-            .await
-        {
-            return page.refused(&error);
-        }
-        let cases = match console.tracing.list_tracing_cases(auth.as_ref()).await {
-            Ok(cases) => cases,
-            Err(error) => return page.refused(&error),
-        };
-        let matches = match console
-            .tracing
-            .list_tracing_matches(auth.as_ref(), pb::ListTracingMatchesRequest::default())
-            .await
-        {
-            Ok(list) => list.matches,
-            Err(error) => return page.refused(&error),
-        };
-        let body = format!(
-            "{}{}{}",
-            done(&page),
-            view::overview(page.cat, &cases, &matches),
-            register_section(&page, &Draft::default(), &console.token(auth.as_ref()))
-        );
-        page.answer(StatusCode::OK, page.cat.text("tracing.title"), &body)
-    })
-    .await
+    visit
+        .serve(method, LocalAccess::Case, move |v| async move {
+            let Visit {
+                console,
+                auth,
+                page,
+                ..
+            } = v;
+            let cases = match console.tracing.list_tracing_cases(auth.as_ref()).await {
+                Ok(cases) => cases,
+                Err(error) => return page.refused(&error),
+            };
+            let matches = match console
+                .tracing
+                .list_tracing_matches(auth.as_ref(), pb::ListTracingMatchesRequest::default())
+                .await
+            {
+                Ok(list) => list.matches,
+                Err(error) => return page.refused(&error),
+            };
+            let body = format!(
+                "{}{}{}",
+                done(&page),
+                view::overview(page.cat, &cases, &matches),
+                register_section(&page, &Draft::default(), &console.token(auth.as_ref()))
+            );
+            page.answer(StatusCode::OK, page.cat.text("tracing.title"), &body)
+        })
+        .await
 }
 
 /// `POST /console/tracing/register`: the same origin and a valid CSRF token, then the
 /// `RegisterTracingCase` use case; a `303` to the overview, or the form again, filled in as
 /// typed, with the refusal.
-async fn register_case(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let page = Page::of(&uri, None, &headers, auth.as_ref());
+async fn register_case(visit: Visit, body: Body) -> Response {
     let method = "POST /console/tracing/register";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = console
-            .admit(LocalAccess::Case, method, auth.as_ref())
-            .await
-        {
-            return page.refused(&error);
-        }
-        let actor = actor_of(auth.as_ref());
-        // A form from another site is not shown back: it is not what this user typed.
-        if let Err(error) = Console::same_origin(&headers, &uri) {
-            return page.refused(&console.local.refuse(&actor, error).await);
-        }
-        let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
-            let error = ServiceError::invalid(
-                "too-large",
-                format!("a console form is at most {MAX_FORM_BYTES} bytes"),
-            );
-            return page.refused(&console.local.refuse(&actor, error).await);
-        };
-        let form = Form::parse(&bytes);
-        let draft = Draft::of(&form);
-        let answered = match console.check_token(&actor, form.get("csrf")) {
-            Err(error) => Err(console.local.refuse(&actor, error).await),
-            Ok(()) => match draft.request() {
-                Err(error) => Err(console.local.refuse(&actor, error).await),
-                Ok(req) => console
-                    .tracing
-                    .register_tracing_case(auth.as_ref(), req)
-                    .await
-                    .map(|_| ()),
-            },
-        };
-        // A caller the use case would not take from at all gets no form back, even when it
-        // is only its token that was refused.
-        let may_register = authorize(auth.as_ref(), "register tracing cases", &CASE_ROLES).is_ok();
-        match answered {
-            Ok(()) => see_other("/console/tracing?done=registered"),
-            Err(error) if of_the_caller(&error) || !may_register => page.refused(&error),
-            Err(error) => {
-                let body = format!(
-                    "{}{}",
-                    html::refusal(page.cat, &error.refusal_reason(), error.message()),
-                    register_section(&page, &draft, &console.token(auth.as_ref()))
-                );
-                page.answer(
-                    status_of(error.kind()),
-                    page.cat.text("tracing.register.title"),
-                    &body,
-                )
+    visit
+        .serve(method, LocalAccess::Case, move |v| async move {
+            let Visit {
+                console,
+                auth,
+                page,
+                uri,
+                headers,
+            } = v;
+            let actor = actor_of(auth.as_ref());
+            // A form from another site is not shown back: it is not what this user typed.
+            if let Err(error) = Console::same_origin(&headers, &uri) {
+                return page.refused(&console.local.refuse(&actor, error).await);
             }
-        }
-    })
-    .await
+            let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+                let error = ServiceError::invalid(
+                    "too-large",
+                    format!("a console form is at most {MAX_FORM_BYTES} bytes"),
+                );
+                return page.refused(&console.local.refuse(&actor, error).await);
+            };
+            let form = Form::parse(&bytes);
+            let draft = Draft::of(&form);
+            let answered = match console.check_token(&actor, form.get("csrf")) {
+                Err(error) => Err(console.local.refuse(&actor, error).await),
+                Ok(()) => match draft.request() {
+                    Err(error) => Err(console.local.refuse(&actor, error).await),
+                    Ok(req) => console
+                        .tracing
+                        .register_tracing_case(auth.as_ref(), req)
+                        .await
+                        .map(|_| ()),
+                },
+            };
+            // A caller the use case would not take from at all gets no form back, even when it
+            // is only its token that was refused.
+            let may_register =
+                authorize(auth.as_ref(), "register tracing cases", &CASE_ROLES).is_ok();
+            match answered {
+                Ok(()) => see_other("/console/tracing?done=registered"),
+                Err(error) if of_the_caller(&error) || !may_register => page.refused(&error),
+                Err(error) => {
+                    let body = format!(
+                        "{}{}",
+                        html::refusal(page.cat, &error.refusal_reason(), error.message()),
+                        register_section(&page, &draft, &console.token(auth.as_ref()))
+                    );
+                    page.answer(
+                        status_of(error.kind()),
+                        page.cat.text("tracing.register.title"),
+                        &body,
+                    )
+                }
+            }
+        })
+        .await
 }
 
 /// `GET /console/tracing/matches/{id}`: one match, as the use case shows it.
-async fn show_match(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    Path(id): Path<String>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let page = Page::of(&uri, query.as_deref(), &headers, auth.as_ref());
+async fn show_match(Path(id): Path<String>, visit: Visit) -> Response {
     let method = "GET /console/tracing/matches/{id}";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = console
-            .admit(LocalAccess::Case, method, auth.as_ref())
-            .await
-        {
-            return page.refused(&error);
-        }
-        match match_page(&console, auth.as_ref(), &page, &id, &done(&page)).await {
-            Ok(body) => page.answer(StatusCode::OK, page.cat.text("tracing.match.title"), &body),
-            Err(error) => page.refused(&error),
-        }
-    })
-    .await
+    visit
+        .serve(method, LocalAccess::Case, move |v| async move {
+            let Visit {
+                console,
+                auth,
+                page,
+                ..
+            } = v;
+            match match_page(&console, auth.as_ref(), &page, &id, &done(&page)).await {
+                Ok(body) => {
+                    page.answer(StatusCode::OK, page.cat.text("tracing.match.title"), &body)
+                }
+                Err(error) => page.refused(&error),
+            }
+        })
+        .await
 }
 
 /// The body of match `id`'s page, after `before` (a notice or a refusal).
@@ -233,23 +203,10 @@ async fn match_page(
 /// `POST /console/tracing/matches/{id}/review`: the same origin and a valid CSRF token, the
 /// box ticked, then the `ConfirmTracingMatch` use case; a `303` back to the match, or its page
 /// with the refusal.
-async fn review(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    Path(id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let page = Page::of(&uri, None, &headers, auth.as_ref());
+async fn review(Path(id): Path<String>, visit: Visit, body: Body) -> Response {
     let method = "POST /console/tracing/matches/{id}/review";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = console
-            .admit(LocalAccess::Case, method, auth.as_ref())
-            .await
-        {
-            return page.refused(&error);
-        }
+    visit.serve(method, LocalAccess::Case, move |v| async move {
+        let Visit { console, auth, page, uri, headers } = v;
         let actor = actor_of(auth.as_ref());
         let form = match console.form(&headers, &uri, body, &actor).await {
             Ok(form) => form,

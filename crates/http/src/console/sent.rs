@@ -9,14 +9,13 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Extension, Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::Path;
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use kinbridge_core::firewall::LocalAccess;
 use kinbridge_proto::v1 as pb;
 use kinbridge_service::ServiceError;
-use kinbridge_service::audit::serving_method;
 use kinbridge_service::local::LocalAuth;
 use kinbridge_service::local::sending::{SENT_PAGE, SentCursor, SentItem};
 // prost, as prost-reflect re-exports it (the same version the protobuf types derive).
@@ -24,8 +23,7 @@ use prost_reflect::prost::Message;
 
 use super::catalogue::Catalogue;
 use super::html::{enum_key, esc, facts, list, when};
-use super::{Console, Page, html};
-use crate::Caller;
+use super::{Console, Visit};
 
 /// This part's routes, merged into the console's router.
 pub(super) fn routes() -> Router<Arc<Console>> {
@@ -59,48 +57,42 @@ fn referral_state(cat: &Catalogue, value: i32) -> &'static str {
 }
 
 /// `GET /console/sent`: a page of the caller's sent referrals, newest first.
-async fn sent_list(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let page = Page::of(&uri, query.as_deref(), &headers, auth.as_ref());
+async fn sent_list(visit: Visit) -> Response {
     let method = "GET /console/sent";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = console
-            .admit(LocalAccess::Case, method, auth.as_ref())
-            .await
-        {
-            return page.refused(&error);
-        }
-        let after = match (
-            page.query
-                .get("after_ms")
-                .and_then(|a| a.parse::<i64>().ok()),
-            page.query.get("after_id"),
-        ) {
-            (Some(submitted_at_ms), Some(id)) => Some(SentCursor {
-                submitted_at_ms,
-                message_id: id.clone(),
-            }),
-            _ => None,
-        };
-        match console
-            .local
-            .list_sent(auth.as_ref(), after.as_ref(), SENT_PAGE)
-            .await
-        {
-            Ok(items) => {
-                let next = (items.len() == SENT_PAGE).then(|| items.last()).flatten();
-                let body = list_html(page.cat, &items, next, after.is_none());
-                page.answer(StatusCode::OK, page.cat.text("sent.title"), &body)
+    visit
+        .serve(method, LocalAccess::Case, move |v| async move {
+            let Visit {
+                console,
+                auth,
+                page,
+                ..
+            } = v;
+            let after = match (
+                page.query
+                    .get("after_ms")
+                    .and_then(|a| a.parse::<i64>().ok()),
+                page.query.get("after_id"),
+            ) {
+                (Some(submitted_at_ms), Some(id)) => Some(SentCursor {
+                    submitted_at_ms,
+                    message_id: id.clone(),
+                }),
+                _ => None,
+            };
+            match console
+                .local
+                .list_sent(auth.as_ref(), after.as_ref(), SENT_PAGE)
+                .await
+            {
+                Ok(items) => {
+                    let next = (items.len() == SENT_PAGE).then(|| items.last()).flatten();
+                    let body = list_html(page.cat, &items, next, after.is_none());
+                    page.answer(StatusCode::OK, page.cat.text("sent.title"), &body)
+                }
+                Err(error) => page.refused(&error),
             }
-            Err(error) => page.refused(&error),
-        }
-    })
-    .await
+        })
+        .await
 }
 
 fn list_html(cat: &Catalogue, items: &[SentItem], next: Option<&SentItem>, first: bool) -> String {
@@ -160,37 +152,27 @@ fn list_html(cat: &Catalogue, items: &[SentItem], next: Option<&SentItem>, first
 }
 
 /// `GET /console/sent/{message_id}`: one sent item.
-async fn sent_item(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    Path(message_id): Path<String>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let page = Page::of(&uri, query.as_deref(), &headers, auth.as_ref());
+async fn sent_item(Path(message_id): Path<String>, visit: Visit) -> Response {
     let method = "GET /console/sent/{message_id}";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = console
-            .admit(LocalAccess::Case, method, auth.as_ref())
-            .await
-        {
-            return page.refused(&error);
-        }
-        let done = match page.query.get("done").map(String::as_str) {
-            Some("sent") => html::notice(page.cat.text("sent.done-sent")),
-            _ => String::new(),
-        };
-        match item_body(&console, auth.as_ref(), page.cat, &message_id).await {
-            Ok(body) => page.answer(
-                StatusCode::OK,
-                page.cat.text("sent.item-title"),
-                &format!("{done}{body}"),
-            ),
-            Err(error) => page.refused(&error),
-        }
-    })
-    .await
+    visit
+        .serve(method, LocalAccess::Case, move |v| async move {
+            let Visit {
+                console,
+                auth,
+                page,
+                ..
+            } = v;
+            let done = page.done(&["sent"], "sent.done-");
+            match item_body(&console, auth.as_ref(), page.cat, &message_id).await {
+                Ok(body) => page.answer(
+                    StatusCode::OK,
+                    page.cat.text("sent.item-title"),
+                    &format!("{done}{body}"),
+                ),
+                Err(error) => page.refused(&error),
+            }
+        })
+        .await
 }
 
 /// The body of sent item `message_id`'s page: its delivery, its receipt, its history from the

@@ -27,13 +27,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Extension, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use kinbridge_core::firewall::LocalAccess;
-use kinbridge_service::audit::serving_method;
 use kinbridge_service::identity::Role;
 use kinbridge_service::local::authorize;
 use ring::hmac;
@@ -42,7 +41,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use super::compose::MAX_COMPOSE_FORM_BYTES;
 use super::form::Form;
 use super::html::esc;
-use super::{Console, Page};
+use super::{Console, Page, Visit};
 use crate::Caller;
 
 /// The session cookie's name.
@@ -303,56 +302,53 @@ fn back_to(to: Option<&str>) -> &str {
 
 /// `POST /console/session`: starts a session for the certificate's client (a form from the
 /// console's own origin with the client's CSRF token) and goes back to the page asked for.
-async fn start(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let page = Page::of(&uri, None, &headers, auth.as_ref());
+async fn start(visit: Visit, body: Body) -> Response {
     let method = "POST /console/session";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = console
-            .admit(LocalAccess::NoCaseData, method, auth.as_ref())
-            .await
-        {
-            return page.refused(&error);
-        }
-        let roles = [Role::Caseworker, Role::System, Role::Auditor, Role::Admin];
-        let client = match authorize(auth.as_ref(), "start a console session", &roles) {
-            Ok(client) => client,
-            Err((actor, error)) => return page.refused(&console.local.refuse(&actor, error).await),
-        };
-        let form = match console
-            .form_within(&headers, &uri, body, &client.name, MAX_COMPOSE_FORM_BYTES)
-            .await
-        {
-            Ok(form) => form,
-            Err(error) => {
-                return page.refused(&console.local.refuse(&client.name, error).await);
+    visit
+        .serve(method, LocalAccess::NoCaseData, move |v| async move {
+            let Visit {
+                console,
+                auth,
+                page,
+                uri,
+                headers,
+            } = v;
+            let roles = [Role::Caseworker, Role::System, Role::Auditor, Role::Admin];
+            let client = match authorize(auth.as_ref(), "start a console session", &roles) {
+                Ok(client) => client,
+                Err((actor, error)) => {
+                    return page.refused(&console.local.refuse(&actor, error).await);
+                }
+            };
+            let form = match console
+                .form_within(&headers, &uri, body, &client.name, MAX_COMPOSE_FORM_BYTES)
+                .await
+            {
+                Ok(form) => form,
+                Err(error) => {
+                    return page.refused(&console.local.refuse(&client.name, error).await);
+                }
+            };
+            // A kept form goes again where it was sent, as typed: a `307` keeps the method and
+            // the body (this form's fields are the kept form's, with `to` and `resend`).
+            let to = back_to(form.get("to"));
+            let status = if form.get("resend") == Some("1") && to != "/console/" {
+                StatusCode::TEMPORARY_REDIRECT
+            } else {
+                StatusCode::SEE_OTHER
+            };
+            let mut response = status.into_response();
+            let headers = response.headers_mut();
+            if let Ok(to) = HeaderValue::from_str(to) {
+                headers.insert(header::LOCATION, to);
             }
-        };
-        // A kept form goes again where it was sent, as typed: a `307` keeps the method and
-        // the body (this form's fields are the kept form's, with `to` and `resend`).
-        let to = back_to(form.get("to"));
-        let status = if form.get("resend") == Some("1") && to != "/console/" {
-            StatusCode::TEMPORARY_REDIRECT
-        } else {
-            StatusCode::SEE_OTHER
-        };
-        let mut response = status.into_response();
-        let headers = response.headers_mut();
-        if let Ok(to) = HeaderValue::from_str(to) {
-            headers.insert(header::LOCATION, to);
-        }
-        if let Some(cookie) = console.sessions.cookie(&client.name) {
-            headers.append(header::SET_COOKIE, cookie);
-        }
-        tracing::info!(client = %client.name, "console session started");
-        response
-    })
-    .await
+            if let Some(cookie) = console.sessions.cookie(&client.name) {
+                headers.append(header::SET_COOKIE, cookie);
+            }
+            tracing::info!(client = %client.name, "console session started");
+            response
+        })
+        .await
 }
 
 #[cfg(test)]

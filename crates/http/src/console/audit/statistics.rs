@@ -8,22 +8,18 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Extension, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kinbridge_core::firewall::LocalAccess;
 use kinbridge_core::reporting::Dimension;
 use kinbridge_proto::v1 as pb;
 use kinbridge_service::ServiceError;
-use kinbridge_service::audit::serving_method;
 use kinbridge_service::statistics::period_of_days;
 
-use super::Request;
-use crate::Caller;
-use crate::console::Console;
 use crate::console::catalogue::Catalogue;
 use crate::console::html::{self, esc, when};
+use crate::console::{Console, Visit};
 
 /// This part's routes.
 pub(super) fn routes() -> Router<Arc<Console>> {
@@ -77,7 +73,7 @@ impl Asked {
 
 /// The tables `asked` for: one grouped by `by` if given, else one per dimension.
 async fn tables(
-    r: &Request,
+    r: &Visit,
     asked: &Asked,
     every_dimension: bool,
 ) -> Result<Vec<pb::GetStatisticsResponse>, ServiceError> {
@@ -107,71 +103,62 @@ async fn tables(
 }
 
 /// `GET /console/statistics`: the tables and charts.
-async fn statistics(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let asked = Asked::of(query.as_deref());
-    let r = Request::new(console, auth, uri, query, headers);
+async fn statistics(visit: Visit) -> Response {
+    let asked = Asked::of(visit.uri.query());
     let method = "GET /console/statistics";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = r.admit(LocalAccess::Aggregate, method).await {
-            return r.page.refused(&error);
-        }
-        let cat = r.cat();
-        let title = cat.text("audit.stats.title");
-        match tables(&r, &asked, true).await {
-            Ok(tables) => {
-                let mut body = format!("<p>{}</p>\n", esc(cat.text("audit.stats.intro")));
-                body.push_str(&filter_form(cat, &asked));
-                if let Some(first) = tables.first() {
-                    body.push_str(&html::facts(&[
-                        (
-                            cat.text("audit.stats.period"),
-                            esc(&format!(
-                                "{} – {}",
-                                if first.from_ms > 0 {
-                                    when(cat, first.from_ms)
-                                } else {
-                                    cat.text("audit.stats.beginning").to_owned()
-                                },
-                                when(cat, first.to_ms)
-                            )),
-                        ),
-                        (
-                            cat.text("audit.stats.threshold"),
-                            first.threshold.to_string(),
-                        ),
-                    ]));
+    visit
+        .serve(method, LocalAccess::Aggregate, move |r| async move {
+            let cat = r.cat();
+            let title = cat.text("audit.stats.title");
+            match tables(&r, &asked, true).await {
+                Ok(tables) => {
+                    let mut body = format!("<p>{}</p>\n", esc(cat.text("audit.stats.intro")));
+                    body.push_str(&filter_form(cat, &asked));
+                    if let Some(first) = tables.first() {
+                        body.push_str(&html::facts(&[
+                            (
+                                cat.text("audit.stats.period"),
+                                esc(&format!(
+                                    "{} – {}",
+                                    if first.from_ms > 0 {
+                                        when(cat, first.from_ms)
+                                    } else {
+                                        cat.text("audit.stats.beginning").to_owned()
+                                    },
+                                    when(cat, first.to_ms)
+                                )),
+                            ),
+                            (
+                                cat.text("audit.stats.threshold"),
+                                first.threshold.to_string(),
+                            ),
+                        ]));
+                    }
+                    for (n, table) in tables.iter().enumerate() {
+                        body.push_str(&render(cat, table, n, &asked));
+                    }
+                    r.page.answer(StatusCode::OK, title, &body)
                 }
-                for (n, table) in tables.iter().enumerate() {
-                    body.push_str(&render(cat, table, n, &asked));
+                Err(error)
+                    if matches!(
+                        error.refusal_reason().as_str(),
+                        "bad-period" | "bad-dimension"
+                    ) =>
+                {
+                    // The form again, without what was typed: a refusal echoes nothing.
+                    let empty = Asked::of(None);
+                    let body = format!(
+                        "{}{}",
+                        html::refusal(cat, &error.refusal_reason(), error.message()),
+                        filter_form(cat, &empty)
+                    );
+                    r.page
+                        .answer(crate::problem::status_of(error.kind()), title, &body)
                 }
-                r.page.answer(StatusCode::OK, title, &body)
+                Err(error) => r.page.refused(&error),
             }
-            Err(error)
-                if matches!(
-                    error.refusal_reason().as_str(),
-                    "bad-period" | "bad-dimension"
-                ) =>
-            {
-                // The form again, without what was typed: a refusal echoes nothing.
-                let empty = Asked::of(None);
-                let body = format!(
-                    "{}{}",
-                    html::refusal(cat, &error.refusal_reason(), error.message()),
-                    filter_form(cat, &empty)
-                );
-                r.page
-                    .answer(crate::problem::status_of(error.kind()), title, &body)
-            }
-            Err(error) => r.page.refused(&error),
-        }
-    })
-    .await
+        })
+        .await
 }
 
 /// The filter form (GET): the days and the grouping.
@@ -407,47 +394,38 @@ pub(super) fn to_csv(table: &pb::GetStatisticsResponse) -> String {
 }
 
 /// `GET /console/statistics.csv`: one table (grouped by `by`, or the total) as CSV.
-async fn csv(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let asked = Asked::of(query.as_deref());
-    let r = Request::new(console, auth, uri, query, headers);
+async fn csv(visit: Visit) -> Response {
+    let asked = Asked::of(visit.uri.query());
     let method = "GET /console/statistics.csv";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = r.admit(LocalAccess::Aggregate, method).await {
-            return r.page.refused(&error);
-        }
-        let table = match tables(&r, &asked, false).await {
-            Ok(mut tables) => match tables.pop() {
-                Some(table) => table,
-                None => return r.page.refused(&ServiceError::internal("no table answered")),
-            },
-            Err(error) => return r.page.refused(&error),
-        };
-        let name = if table.group_by.is_empty() {
-            "total".to_owned()
-        } else {
-            table.group_by.join("-")
-        };
-        let mut response = to_csv(&table).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/csv; charset=utf-8"),
-        );
-        if let Ok(value) = HeaderValue::from_str(&format!(
-            "attachment; filename=\"{}-statistics-{name}.csv\"",
-            table.node
-        )) {
-            headers.insert(header::CONTENT_DISPOSITION, value);
-        }
-        response
-    })
-    .await
+    visit
+        .serve(method, LocalAccess::Aggregate, move |r| async move {
+            let table = match tables(&r, &asked, false).await {
+                Ok(mut tables) => match tables.pop() {
+                    Some(table) => table,
+                    None => return r.page.refused(&ServiceError::internal("no table answered")),
+                },
+                Err(error) => return r.page.refused(&error),
+            };
+            let name = if table.group_by.is_empty() {
+                "total".to_owned()
+            } else {
+                table.group_by.join("-")
+            };
+            let mut response = to_csv(&table).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            );
+            if let Ok(value) = HeaderValue::from_str(&format!(
+                "attachment; filename=\"{}-statistics-{name}.csv\"",
+                table.node
+            )) {
+                headers.insert(header::CONTENT_DISPOSITION, value);
+            }
+            response
+        })
+        .await
 }
 
 #[cfg(test)]

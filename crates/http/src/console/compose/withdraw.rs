@@ -2,22 +2,19 @@
 //! confirmation required) and its target, which lists the notices sent and what was purged.
 
 use std::fmt::Write;
-use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::Path;
+use axum::http::StatusCode;
 use axum::response::Response;
 use kinbridge_core::firewall::LocalAccess;
 use kinbridge_proto::v1 as pb;
-use kinbridge_service::audit::serving_method;
 use kinbridge_service::local::actor_of;
 use kinbridge_service::{ErrorKind, ServiceError};
 
+use super::super::Visit;
 use super::super::catalogue::Catalogue;
 use super::super::html::{self, esc};
-use super::super::{Console, Page};
-use crate::Caller;
 use crate::problem::status_of;
 
 /// The withdrawal form of the consent `consent_id` on the sent item `message_id`'s page.
@@ -45,63 +42,59 @@ pub(in crate::console) fn withdraw_form(
 
 /// `POST /console/sent/{message_id}/withdraw`: withdraws the consent named in the body (with
 /// the confirmation ticked); the page lists the notices sent and what was purged here.
-pub(super) async fn withdraw(
-    State(console): State<Arc<Console>>,
-    Extension(Caller(auth)): Extension<Caller>,
-    Path(message_id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let page = Page::of(&uri, None, &headers, auth.as_ref());
+pub(super) async fn withdraw(Path(message_id): Path<String>, visit: Visit, body: Body) -> Response {
     let method = "POST /console/sent/{message_id}/withdraw";
-    serving_method(method.to_owned(), async move {
-        if let Err(error) = console
-            .admit(LocalAccess::Case, method, auth.as_ref())
-            .await
-        {
-            return page.refused(&error);
-        }
-        let actor = actor_of(auth.as_ref());
-        let form = match console.form(&headers, &uri, body, &actor).await {
-            Ok(form) => form,
-            Err(error) => return page.refused(&console.local.refuse(&actor, error).await),
-        };
-        let result = if form.get("confirm") == Some("yes") {
-            let req = pb::WithdrawConsentRequest {
-                consent_id: form.get("consent_id").unwrap_or_default().trim().to_owned(),
+    visit
+        .serve(method, LocalAccess::Case, move |v| async move {
+            let Visit {
+                console,
+                auth,
+                page,
+                uri,
+                headers,
+            } = v;
+            let actor = actor_of(auth.as_ref());
+            let form = match console.form(&headers, &uri, body, &actor).await {
+                Ok(form) => form,
+                Err(error) => return page.refused(&console.local.refuse(&actor, error).await),
             };
-            console.local.withdraw_consent(auth.as_ref(), req).await
-        } else {
-            let error = ServiceError::refused(
-                ErrorKind::InvalidArgument,
-                "confirmation-missing",
-                "tick the box confirming the consent is withdrawn before withdrawing it",
-            );
-            Err(console.local.refuse(&actor, error).await)
-        };
-        let error = match result {
-            Ok(done) => {
-                let title = page.cat.text("compose.withdrawn-title");
-                return page.answer(
-                    StatusCode::OK,
-                    title,
-                    &withdrawn(page.cat, &done, &message_id),
+            let result = if form.get("confirm") == Some("yes") {
+                let req = pb::WithdrawConsentRequest {
+                    consent_id: form.get("consent_id").unwrap_or_default().trim().to_owned(),
+                };
+                console.local.withdraw_consent(auth.as_ref(), req).await
+            } else {
+                let error = ServiceError::refused(
+                    ErrorKind::InvalidArgument,
+                    "confirmation-missing",
+                    "tick the box confirming the consent is withdrawn before withdrawing it",
                 );
+                Err(console.local.refuse(&actor, error).await)
+            };
+            let error = match result {
+                Ok(done) => {
+                    let title = page.cat.text("compose.withdrawn-title");
+                    return page.answer(
+                        StatusCode::OK,
+                        title,
+                        &withdrawn(page.cat, &done, &message_id),
+                    );
+                }
+                Err(error) => error,
+            };
+            let refusal = html::refusal(page.cat, &error.refusal_reason(), error.message());
+            match super::super::sent::item_body(&console, auth.as_ref(), page.cat, &message_id)
+                .await
+            {
+                Ok(item) => page.answer(
+                    status_of(error.kind()),
+                    page.cat.text("sent.item-title"),
+                    &format!("{refusal}{item}"),
+                ),
+                Err(_) => page.refused(&error),
             }
-            Err(error) => error,
-        };
-        let refusal = html::refusal(page.cat, &error.refusal_reason(), error.message());
-        match super::super::sent::item_body(&console, auth.as_ref(), page.cat, &message_id).await {
-            Ok(item) => page.answer(
-                status_of(error.kind()),
-                page.cat.text("sent.item-title"),
-                &format!("{refusal}{item}"),
-            ),
-            Err(_) => page.refused(&error),
-        }
-    })
-    .await
+        })
+        .await
 }
 
 /// The page after a withdrawal: each notice sent (a link to its sent item, where its
