@@ -347,25 +347,40 @@ fn verify_form_html(cat: &Catalogue, token: &str) -> String {
 
 /// `GET /console/audit/verify`: the form.
 async fn verify_form(visit: Visit) -> Response {
-    let method = "GET /console/audit/verify";
+    upload_page(
+        visit,
+        "GET /console/audit/verify",
+        "verify an export",
+        "verify",
+        verify_form_html,
+    )
+    .await
+}
+
+/// The page of an upload form (`part`: verify or reconcile, naming its catalogue keys), drawn
+/// by `form`: a reviewer's only (whoever else asks gets the use case's refusal, for `action`).
+async fn upload_page(
+    visit: Visit,
+    method: &'static str,
+    action: &'static str,
+    part: &'static str,
+    form: fn(&Catalogue, &str) -> String,
+) -> Response {
     visit
         .serve(method, LocalAccess::Case, move |r| async move {
-            // The form is the auditor's: whoever else asks gets the use case's refusal.
-            if let Err(error) = r
-                .console
-                .audit
-                .admit_reviewer(r.auth(), "verify an export")
-                .await
-            {
+            if let Err(error) = r.console.audit.admit_reviewer(r.auth(), action).await {
                 return r.page.refused(&error);
             }
             let body = format!(
                 "<p>{}</p>\n{}",
-                esc(r.cat().text("audit.verify.intro")),
-                verify_form_html(r.cat(), &r.console.token(r.auth()))
+                esc(r.cat().text(&format!("audit.{part}.intro"))),
+                form(r.cat(), &r.console.token(r.auth()))
             );
-            r.page
-                .answer(StatusCode::OK, r.cat().text("audit.verify.title"), &body)
+            r.page.answer(
+                StatusCode::OK,
+                r.cat().text(&format!("audit.{part}.title")),
+                &body,
+            )
         })
         .await
 }
@@ -559,26 +574,14 @@ fn reconcile_form_html(cat: &Catalogue, token: &str) -> String {
 
 /// `GET /console/audit/reconcile`: the form.
 async fn reconcile_form(visit: Visit) -> Response {
-    let method = "GET /console/audit/reconcile";
-    visit
-        .serve(method, LocalAccess::Case, move |r| async move {
-            if let Err(error) = r
-                .console
-                .audit
-                .admit_reviewer(r.auth(), "reconcile exports")
-                .await
-            {
-                return r.page.refused(&error);
-            }
-            let body = format!(
-                "<p>{}</p>\n{}",
-                esc(r.cat().text("audit.reconcile.intro")),
-                reconcile_form_html(r.cat(), &r.console.token(r.auth()))
-            );
-            r.page
-                .answer(StatusCode::OK, r.cat().text("audit.reconcile.title"), &body)
-        })
-        .await
+    upload_page(
+        visit,
+        "GET /console/audit/reconcile",
+        "reconcile exports",
+        "reconcile",
+        reconcile_form_html,
+    )
+    .await
 }
 
 /// `POST /console/audit/reconcile`: both exports verified and reconciled, and the form again.

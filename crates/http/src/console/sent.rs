@@ -51,11 +51,6 @@ fn delivery(cat: &Catalogue, value: i32) -> &'static str {
     word(cat, "sent.state", "DELIVERY_STATE_", s.as_str_name())
 }
 
-fn referral_state(cat: &Catalogue, value: i32) -> &'static str {
-    let s = pb::ReferralState::try_from(value).unwrap_or(pb::ReferralState::Unspecified);
-    word(cat, "state", "REFERRAL_STATE_", s.as_str_name())
-}
-
 /// `GET /console/sent`: a page of the caller's sent referrals, newest first.
 async fn sent_list(visit: Visit) -> Response {
     let method = "GET /console/sent";
@@ -243,7 +238,7 @@ pub(super) async fn item_body(
             referral_id: delivery_now.message_id.clone(),
         };
         let status = console.local.get_referral_status(auth, status_req).await?;
-        out.push_str(&history_html(cat, &status));
+        out.push_str(&super::views::history(cat, &status, "sent.no-history"));
         if !header.consent_id.is_empty() && header.custody.is_empty() {
             out.push_str(&super::compose::withdraw_form(
                 cat,
@@ -299,41 +294,5 @@ fn receipt_html(cat: &Catalogue, receipt: Option<&pb::Receipt>) -> String {
         (cat.text("sent.receipt-reason"), esc(&body.refusal_reason)),
         (cat.text("sent.receipt-detail"), esc(&body.refusal_detail)),
     ]));
-    out
-}
-
-/// Where the referral stands at the other side, change by change.
-fn history_html(cat: &Catalogue, status: &pb::GetReferralStatusResponse) -> String {
-    let mut out = format!(
-        "<h2>{}</h2>\n<p>{}</p>\n",
-        esc(cat.text("history.title")),
-        esc(&cat.fill(
-            "history.current",
-            &[("state", referral_state(cat, status.state))]
-        )),
-    );
-    if status.history.is_empty() {
-        let _ = writeln!(out, "<p>{}</p>", esc(cat.text("sent.no-history")));
-        return out;
-    }
-    let _ = writeln!(
-        out,
-        "<table>\n<thead><tr><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th></tr></thead>\n<tbody>",
-        esc(cat.text("history.state")),
-        esc(cat.text("history.code")),
-        esc(cat.text("history.at")),
-        esc(cat.text("history.by")),
-    );
-    for change in &status.history {
-        let _ = writeln!(
-            out,
-            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
-            esc(referral_state(cat, change.state)),
-            esc(&change.code),
-            esc(&when(cat, change.at_ms)),
-            esc(&change.by)
-        );
-    }
-    out.push_str("</tbody>\n</table>\n");
     out
 }

@@ -156,7 +156,7 @@ pub fn item(
         let _ = writeln!(out, "<p>{}</p>", esc(cat.text("item.no-referral")));
     }
     if let Some(status) = status {
-        out.push_str(&history(cat, status));
+        out.push_str(&history(cat, status, "sent.no-history"));
         out.push_str(&actions(cat, item.sequence, status.state, token));
     }
     out
@@ -333,11 +333,25 @@ fn referral_facts(cat: &Catalogue, r: &pb::ReferralPayload) -> String {
     out
 }
 
-fn history(cat: &Catalogue, status: &pb::GetReferralStatusResponse) -> String {
+/// Where a referral stands at the receiving side, change by change (`empty`: the catalogue key
+/// said when nothing has changed there yet). The inbox item and the sent item both show it.
+pub(super) fn history(
+    cat: &Catalogue,
+    status: &pb::GetReferralStatusResponse,
+    empty: &str,
+) -> String {
     let mut out = format!(
-        "<h2>{}</h2>\n<p>{}</p>\n<table>\n<thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead>\n<tbody>\n",
+        "<h2>{}</h2>\n<p>{}</p>\n",
         esc(cat.text("history.title")),
         esc(&cat.fill("history.current", &[("state", state(cat, status.state))])),
+    );
+    if status.history.is_empty() {
+        let _ = writeln!(out, "<p>{}</p>", esc(cat.text(empty)));
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "<table>\n<thead><tr><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th></tr></thead>\n<tbody>",
         esc(cat.text("history.state")),
         esc(cat.text("history.code")),
         esc(cat.text("history.at")),
