@@ -377,6 +377,23 @@ async fn power_cuts_lose_no_acknowledged_referral() {
         }
     }
     assert!(report.matched >= all.len());
+    // And the auditor's CLI verifies the same exports.
+    for (node, export) in [("ZM-DSW", "zm.jsonl"), ("MW-DSW", "mw.jsonl")] {
+        let key = kinbridge_node::devpki::DevNodeFiles::new(&pki, &node_id(node)).signing_pub();
+        let mut verify = kinbridge();
+        verify
+            .args(["audit", "verify"])
+            .arg(root.join(export))
+            .arg("--key")
+            .arg(key);
+        let out = run_bounded(verify);
+        assert!(
+            out.status.success() && text(&out.stdout).contains("OK:"),
+            "kinbridge audit verify of {node}'s export: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
 
     // The nodes go before their file systems.
     drop(nodes);
