@@ -141,7 +141,14 @@ impl Auditor {
         let signed = tokio::task::spawn_blocking(move || log.sign_checkpoint(&key))
             .await
             .map_err(|e| audit_failure(&e.to_string()))?
-            .map_err(|e| audit_failure(&e.to_string()))?;
+            .map_err(|e| match e {
+                // The checkpoint journal's write or sync failed: as for the entries, a retry
+                // that succeeds would prove nothing, so the node's storage is failed.
+                kinbridge_audit::LogError::Journal(
+                    e @ kinbridge_audit::journal::JournalError::Io { .. },
+                ) => self.failed(&e.to_string()),
+                e => audit_failure(&e.to_string()),
+            })?;
         self.checkpoint_size.send_if_modified(|s| {
             let grew = signed.size > *s;
             *s = (*s).max(signed.size);
