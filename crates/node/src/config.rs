@@ -113,6 +113,10 @@ pub struct NodeConfig {
     /// How long a console session lasts without a request, in seconds (`[console]
     /// idle_timeout_secs`, default [`DEFAULT_CONSOLE_IDLE_SECS`]).
     pub console_idle_timeout_secs: u64,
+    /// Writes that grow the store are refused while less than this many bytes are free on
+    /// the data directory's volume (`[storage] min_free_bytes`, default
+    /// [`kinbridge_store::room::DEFAULT_MIN_FREE_BYTES`]; 0 turns the guard off).
+    pub min_free_bytes: u64,
 }
 
 /// A console session ends after this many seconds without a request unless the config says
@@ -231,6 +235,14 @@ struct RawConfig {
     webhooks: Vec<RawWebhook>,
     #[serde(default)]
     console: RawConsole,
+    #[serde(default)]
+    storage: RawStorage,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    min_free_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -629,6 +641,10 @@ impl Checker<'_> {
             suppression_threshold: self
                 .suppression_threshold(raw.reporting.suppression_threshold)?,
             console_idle_timeout_secs: self.console_idle(raw.console.idle_timeout_secs)?,
+            min_free_bytes: raw
+                .storage
+                .min_free_bytes
+                .unwrap_or(kinbridge_store::room::DEFAULT_MIN_FREE_BYTES),
             peer_rate: self.rate(
                 "limits.peer_requests_per_second",
                 raw.limits.peer_requests_per_second,

@@ -455,6 +455,7 @@ pub fn node_config(
         }],
         suppression_threshold: crate::config::DEFAULT_SUPPRESSION_THRESHOLD,
         console_idle_timeout_secs: crate::config::DEFAULT_CONSOLE_IDLE_SECS,
+        min_free_bytes: kinbridge_store::room::DEFAULT_MIN_FREE_BYTES,
     }
 }
 

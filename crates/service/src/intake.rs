@@ -370,6 +370,7 @@ impl Intake {
     ) -> Result<pb::DeliverResponse, ServiceError> {
         let peer = self.authenticate(auth).await?;
         self.limit(&peer, 1)?;
+        crate::room::ensure(&self.node, "peer", peer.as_str()).await?;
         let Some(envelope) = req.envelope else {
             let status =
                 ServiceError::from(&Refusal::Malformed("the request holds no envelope".into()));
@@ -401,6 +402,8 @@ impl Intake {
             return Err(self.refuse(peer.as_str(), None, status).await);
         }
         self.limit(&peer, envelopes.len())?;
+        // A full disk or a failed store refuses the whole call: the peer retries it later.
+        crate::room::ensure(&self.node, "peer", peer.as_str()).await?;
         let results = self
             .deliver_all(&peer, envelopes)
             .await

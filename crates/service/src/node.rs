@@ -92,6 +92,8 @@ impl Node {
             node: self.node_id.to_string(),
             outbox_depth: self.store.queued(),
             audit_entries: self.auditor.log().size(),
+            disk_free_bytes: self.store.free_bytes(),
+            store_failed: self.store.failure().is_failed(),
             own_keys,
         })
     }

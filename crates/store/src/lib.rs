@@ -11,13 +11,19 @@
 //! (peer node id → the signed checkpoint of its audit log this node holds) and `keys`
 //! (`owner 0x00 key id` → [`KeyRecord`]: own keys made by rotation, peers' keys
 //! announced since start, revocations).
+//!
+//! Two guards stand before the writes: the free-space guard ([`room`]) refuses a write that
+//! grows the store while the disk keeps less than a reserve free, and the failure latch
+//! ([`failure`]) refuses every write once a commit failed. See docs/durability.md.
 
 #![forbid(unsafe_code)]
 
 pub mod committer;
+pub mod failure;
 pub mod payloads;
 pub mod private_files;
 pub mod records;
+pub mod room;
 
 use std::path::Path;
 
@@ -29,6 +35,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::watch;
 
 use committer::Committer;
+pub use failure::Failure;
 pub use records::{InboxRecord, KeyRecord, OutboxRecord};
 
 /// Why a store operation failed. Never carries payload content.
@@ -48,6 +55,23 @@ pub enum StoreError {
         /// The decoder's reason.
         reason: String,
     },
+    /// The disk is nearly full: a write that would grow the store was refused. Nothing was
+    /// written; the same write succeeds once space is freed.
+    #[error(
+        "the node's disk has less than {} free ({} left on the volume of {}); free space on that volume — the node resumes by itself",
+        room::human(*reserve), room::human(*free), dir.display()
+    )]
+    DiskFull {
+        /// The store's directory.
+        dir: std::path::PathBuf,
+        /// Bytes free there.
+        free: u64,
+        /// The reserve the node keeps free.
+        reserve: u64,
+    },
+    /// A commit failed earlier (see [`failure`]): the store takes no more writes.
+    #[error("{0}")]
+    Failed(String),
     /// The store directory could not be opened.
     #[error("cannot open store at {path}: {reason}")]
     Open {
@@ -133,6 +157,10 @@ pub struct Store {
     /// Payloads and salts, out of sled so they can truly be purged.
     payloads: std::sync::Arc<payloads::PayloadStore>,
     committer: Committer,
+    /// The free-space guard of the store's volume.
+    room: room::Room,
+    /// Latched by the first commit that failed; shared with the audit log's recorder.
+    failure: Failure,
     /// Highest inbox sequence stored; watchers of the inbox wake on a change.
     inbox_tip: watch::Sender<u64>,
     /// Highest inbox sequence given out. Inbox items are numbered 1, 2, 3, … without gaps and
@@ -183,7 +211,9 @@ impl Store {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| open_err(e.to_string()))?;
-        let committer = Committer::start(db.clone(), dir).map_err(|e| open_err(e.to_string()))?;
+        let failure = Failure::default();
+        let committer = Committer::start(db.clone(), dir, failure.clone())
+            .map_err(|e| open_err(e.to_string()))?;
         let payloads = payloads::PayloadStore::open(&dir.join("payloads"))
             .map_err(|e| open_err(e.to_string()))?;
         let inbox = db.open_tree("inbox")?;
@@ -212,6 +242,8 @@ impl Store {
             inbox,
             db,
             committer,
+            room: room::Room::new(dir, room::DEFAULT_MIN_FREE_BYTES),
+            failure,
             inbox_tip: watch::Sender::new(tip),
             inbox_last: std::sync::Mutex::new(tip),
             outbox_watchers: std::sync::Mutex::default(),
@@ -221,9 +253,69 @@ impl Store {
         })
     }
 
-    /// Returns once every write made before the call is on stable storage.
+    /// The same store, refusing writes that grow it while less than `bytes` are free on its
+    /// volume (0: no guard). The default is [`room::DEFAULT_MIN_FREE_BYTES`].
+    pub fn with_min_free_bytes(mut self, bytes: u64) -> Self {
+        self.room = room::Room::new(self.room.dir(), bytes);
+        self
+    }
+
+    /// Whether a write that grows the store may go ahead now: [`StoreError::Failed`] once a
+    /// commit failed, [`StoreError::DiskFull`] while the disk keeps less than the reserve
+    /// free. Cheap: the free space is read at most once a second.
+    pub fn room(&self) -> Result<(), StoreError> {
+        if let Some(reason) = self.failure.reason() {
+            return Err(failed(reason));
+        }
+        self.room.check().map_err(|r| StoreError::DiskFull {
+            dir: r.dir,
+            free: r.free,
+            reserve: r.reserve,
+        })
+    }
+
+    /// Bytes free on the store's volume (read at most a second ago), if they can be read.
+    pub fn free_bytes(&self) -> Option<u64> {
+        self.room.free_bytes()
+    }
+
+    /// The reserve of free bytes the store keeps.
+    pub fn min_free_bytes(&self) -> u64 {
+        self.room.reserve()
+    }
+
+    /// The store's failure latch.
+    pub fn failure(&self) -> &Failure {
+        &self.failure
+    }
+
+    /// Returns once every write made before the call is on stable storage. Fails at once,
+    /// without flushing, once a commit failed.
     pub async fn commit(&self) -> Result<(), StoreError> {
-        self.committer.commit().await.map_err(StoreError::Commit)
+        if let Some(reason) = self.failure.reason() {
+            return Err(failed(reason));
+        }
+        self.committer.commit().await.map_err(|e| {
+            if let Some(reason) = self.failure.reason() {
+                failed(reason)
+            } else {
+                StoreError::Commit(e)
+            }
+        })
+    }
+
+    /// A payload store error: if it left the payload store failed, the whole store is.
+    fn payload_error(&self, what: &str, e: &std::io::Error) -> StoreError {
+        match self.payloads.failure() {
+            Some(reason) => {
+                self.failure.fail(reason);
+                self.failure
+                    .reason()
+                    .map(failed)
+                    .unwrap_or_else(|| StoreError::Commit(format!("{what}: {e}")))
+            }
+            None => StoreError::Commit(format!("{what}: {e}")),
+        }
     }
 
     /// Puts a newly submitted message in the outbox and its pending queue, durably.
@@ -240,6 +332,7 @@ impl Store {
         mut record: OutboxRecord,
         once: Option<&SubmissionKey>,
     ) -> Result<(), StoreError> {
+        self.room()?;
         if let Some(envelope) = record.envelope.take() {
             record.envelope = self.put_payloads(vec![envelope]).await?.pop();
         }
@@ -507,6 +600,7 @@ impl Store {
         &self,
         records: Vec<InboxRecord>,
     ) -> Result<Vec<ReceiveOutcome>, StoreError> {
+        self.room()?;
         let prepared: Vec<(Vec<u8>, Vec<u8>)> = records
             .iter()
             .map(|r| (index_key(&r.sender, &r.message_id), r.encode_to_vec()))
@@ -575,6 +669,7 @@ impl Store {
         &self,
         envelopes: Vec<pb::Envelope>,
     ) -> Result<Vec<pb::Envelope>, StoreError> {
+        self.room()?;
         let payloads = std::sync::Arc::clone(&self.payloads);
         tokio::task::spawn_blocking(move || {
             let mut stripped = Vec::with_capacity(envelopes.len());
@@ -590,7 +685,7 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Commit(format!("payload write task failed: {e}")))?
-        .map_err(|e| StoreError::Commit(format!("cannot write a payload: {e}")))
+        .map_err(|e| self.payload_error("cannot write a payload", &e))
     }
 
     /// Opens (or creates) a tree of this store, for records kept by other parts of the node.
@@ -601,11 +696,12 @@ impl Store {
     /// Writes personal data that belongs to no envelope (a tracing case) to the payload store
     /// under `key`, durably: out of sled, so that it can be purged for real.
     pub async fn put_blob(&self, key: [u8; 32], data: Vec<u8>) -> Result<(), StoreError> {
+        self.room()?;
         let payloads = std::sync::Arc::clone(&self.payloads);
         tokio::task::spawn_blocking(move || payloads.put(&key, &data, &[]))
             .await
             .map_err(|e| StoreError::Commit(format!("payload write task failed: {e}")))?
-            .map_err(|e| StoreError::Commit(format!("cannot write a payload: {e}")))
+            .map_err(|e| self.payload_error("cannot write a payload", &e))
     }
 
     /// What [`Self::put_blob`] wrote under `key`, or `None` if it was purged.
@@ -625,7 +721,7 @@ impl Store {
         tokio::task::spawn_blocking(move || payloads.purge(&key))
             .await
             .map_err(|e| StoreError::Commit(format!("payload purge task failed: {e}")))?
-            .map_err(|e| StoreError::Commit(format!("cannot purge a payload: {e}")))?;
+            .map_err(|e| self.payload_error("cannot purge a payload", &e))?;
         Ok(())
     }
 
@@ -952,6 +1048,13 @@ fn rebuild_lanes(
         lanes.insert(lane_key(&record.recipient, decode_seq(&seq)), id)?;
     }
     Ok(())
+}
+
+/// The error of a write refused because the store failed earlier with `reason`.
+fn failed(reason: &str) -> StoreError {
+    StoreError::Failed(format!(
+        "the store failed earlier and takes no more writes ({reason}); restart the node after checking its disk; nothing unacknowledged was kept"
+    ))
 }
 
 fn index_key(sender: &str, message_id: &str) -> Vec<u8> {

@@ -171,3 +171,16 @@ fn a_console_session_lasts_fifteen_minutes_unless_the_config_says_otherwise() {
         assert!(err.expected.contains("900"), "{err}");
     }
 }
+
+#[test]
+fn the_free_space_reserve_has_a_default_and_can_be_set() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = NodeConfig::load(&write_config(dir.path(), GOOD)).expect("loads");
+    assert_eq!(config.min_free_bytes, 256 * 1024 * 1024);
+    let set = format!("{GOOD}[storage]\nmin_free_bytes = 1048576\n");
+    let config = NodeConfig::load(&write_config(dir.path(), &set)).expect("loads");
+    assert_eq!(config.min_free_bytes, 1024 * 1024);
+    let typo = format!("{GOOD}[storage]\nmin_free = 1\n");
+    let err = NodeConfig::load(&write_config(dir.path(), &typo)).expect_err("refused");
+    assert!(err.expected.contains("min_free_bytes"), "{err}");
+}
