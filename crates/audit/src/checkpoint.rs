@@ -134,9 +134,9 @@ fn signed_by(signers: &[String]) -> String {
     )
 }
 
-/// A string from a note quoted in an error: at most `max` characters, control characters
+/// A string from a note (or an export) quoted in an error: at most `max` characters, control characters
 /// replaced by `?` (an error is printed and logged; a note must not forge lines there).
-fn printable(s: &str, max: usize) -> String {
+pub(crate) fn printable(s: &str, max: usize) -> String {
     s.chars()
         .take(max)
         .map(|c| if c.is_control() { '?' } else { c })
