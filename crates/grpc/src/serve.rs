@@ -136,6 +136,22 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(local_incoming, wait_stop(stop_rx));
+    // A failed store (or audit log) takes no writes until restarted: the node says so.
+    let failed = {
+        let health = health.clone();
+        let mut failure = node.store.failure().subscribe();
+        let stop = wait_stop(node.stopping.subscribe());
+        async move {
+            let failed = tokio::select! {
+                changed = failure.wait_for(|failed| *failed) => changed.is_ok(),
+                () = stop => false,
+            };
+            if failed {
+                set_not_serving(&health).await;
+            }
+            Ok::<(), tonic::transport::Error>(())
+        }
+    };
     let trigger = async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing calls in flight");
@@ -143,7 +159,7 @@ pub async fn serve(
         node.stopping.send_replace(true);
         Ok::<(), tonic::transport::Error>(())
     };
-    tokio::try_join!(peer_server, local_server, trigger)?;
+    tokio::try_join!(peer_server, local_server, trigger, failed)?;
     Ok(())
 }
 
@@ -161,8 +177,8 @@ async fn set_serving(health: &tonic_health::server::HealthReporter) {
         .await;
 }
 
-/// Reports the node as leaving, so that load balancers and monitors see it go before it
-/// stops answering.
+/// Reports the node as leaving (or its storage as failed), so that load balancers and
+/// monitors see it go before it stops answering.
 async fn set_not_serving(health: &tonic_health::server::HealthReporter) {
     health.set_not_serving::<PeerServiceServer<PeerApi>>().await;
     health

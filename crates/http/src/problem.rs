@@ -29,9 +29,18 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
+/// The HTTP status `error` is answered with: its kind's, except a full disk, which is
+/// 507 Insufficient Storage (RFC 4918), still with `Retry-After`.
+pub fn status_of_error(error: &ServiceError) -> StatusCode {
+    if error.reason() == Some(kinbridge_service::error::DISK_FULL) {
+        return StatusCode::INSUFFICIENT_STORAGE;
+    }
+    status_of(error.kind())
+}
+
 /// The problem document of `error`.
 pub fn problem(error: &ServiceError) -> serde_json::Value {
-    let status = status_of(error.kind());
+    let status = status_of_error(error);
     let reason = error.reason().unwrap_or("error");
     serde_json::json!({
         "type": format!("urn:kinbridge:problem:{reason}"),
@@ -44,7 +53,7 @@ pub fn problem(error: &ServiceError) -> serde_json::Value {
 
 /// The HTTP answer to `error`.
 pub fn answer(error: &ServiceError) -> Response {
-    let status = status_of(error.kind());
+    let status = status_of_error(error);
     let body = problem(error).to_string();
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
@@ -78,6 +87,28 @@ mod tests {
             doc["detail"]
                 .as_str()
                 .is_some_and(|d| d.contains("retry after"))
+        );
+    }
+
+    #[test]
+    fn a_full_disk_is_insufficient_storage_with_a_wait() {
+        let error = ServiceError::from(kinbridge_store::StoreError::DiskFull {
+            dir: "/var/lib/kinbridge/store".into(),
+            free: 1024,
+            reserve: 256 * 1024 * 1024,
+        });
+        let response = answer(&error);
+        assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "10");
+        let doc = problem(&error);
+        assert_eq!(doc["reason"], "disk-full");
+        assert_eq!(doc["status"], 507);
+        let detail = doc["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("less than 256 MiB free")
+                && detail.contains("/var/lib/kinbridge/store")
+                && detail.contains("resumes by itself"),
+            "{detail}"
         );
     }
 

@@ -105,6 +105,9 @@ pub struct NodeConfig {
     /// Most messages the outbox holds queued; submissions beyond are refused with
     /// RESOURCE_EXHAUSTED until deliveries drain it.
     pub max_queued: u64,
+    /// The delivery worker's retry backoff, batch size and call bound (`[delivery]
+    /// retry_base_ms`, `retry_max_ms`, `batch`, `call_timeout_ms`).
+    pub delivery: kinbridge_service::delivery::Tuning,
     /// The federation's linkage keys for family tracing, one per epoch; empty: this node
     /// takes no part in family tracing.
     pub linkage_keys: Vec<LinkageKeyConfig>,
@@ -113,6 +116,10 @@ pub struct NodeConfig {
     /// How long a console session lasts without a request, in seconds (`[console]
     /// idle_timeout_secs`, default [`DEFAULT_CONSOLE_IDLE_SECS`]).
     pub console_idle_timeout_secs: u64,
+    /// Writes that grow the store are refused while less than this many bytes are free on
+    /// the data directory's volume (`[storage] min_free_bytes`, default
+    /// [`kinbridge_store::room::DEFAULT_MIN_FREE_BYTES`]; 0 turns the guard off).
+    pub min_free_bytes: u64,
 }
 
 /// A console session ends after this many seconds without a request unless the config says
@@ -231,6 +238,14 @@ struct RawConfig {
     webhooks: Vec<RawWebhook>,
     #[serde(default)]
     console: RawConsole,
+    #[serde(default)]
+    storage: RawStorage,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    min_free_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -367,6 +382,10 @@ struct RawLocalClients {
 struct RawDelivery {
     message_ttl_seconds: Option<u64>,
     max_clock_skew_seconds: Option<u64>,
+    retry_base_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
+    batch: Option<usize>,
+    call_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -629,6 +648,10 @@ impl Checker<'_> {
             suppression_threshold: self
                 .suppression_threshold(raw.reporting.suppression_threshold)?,
             console_idle_timeout_secs: self.console_idle(raw.console.idle_timeout_secs)?,
+            min_free_bytes: raw
+                .storage
+                .min_free_bytes
+                .unwrap_or(kinbridge_store::room::DEFAULT_MIN_FREE_BYTES),
             peer_rate: self.rate(
                 "limits.peer_requests_per_second",
                 raw.limits.peer_requests_per_second,
@@ -642,6 +665,7 @@ impl Checker<'_> {
                 DEFAULT_CLIENT_RATE,
             )?,
             max_queued: self.max_queued(raw.limits.max_queued)?,
+            delivery: self.delivery_tuning(&raw.delivery)?,
             payload_retention: self.payload_retention(raw.retention.payload_days)?,
             accepted_purposes: self.accepted_purposes(raw.policy.accepted_purposes.as_deref())?,
         })
@@ -681,6 +705,68 @@ impl Checker<'_> {
             Some(n @ 2..=1000) => Ok(n),
             Some(_) => Err(self.err("reporting.suppression_threshold", "a count from 2 to 1000")),
         }
+    }
+
+    /// `delivery.retry_base_ms` (10 to 60000), `delivery.retry_max_ms` (from the base to
+    /// 3600000), `delivery.batch` (1 to the default, [`kinbridge_service::delivery::BATCH`])
+    /// and `delivery.call_timeout_ms` (100 to 600000).
+    fn delivery_tuning(
+        &self,
+        raw: &RawDelivery,
+    ) -> Result<kinbridge_service::delivery::Tuning, ConfigError> {
+        use std::time::Duration;
+        let default = kinbridge_service::delivery::Tuning::default();
+        let retry_base = match raw.retry_base_ms {
+            None => default.retry_base,
+            Some(ms @ 10..=60_000) => Duration::from_millis(ms),
+            Some(_) => {
+                return Err(self.err(
+                    "delivery.retry_base_ms",
+                    "a number of milliseconds from 10 to 60000",
+                ));
+            }
+        };
+        let retry_max = match raw.retry_max_ms {
+            None => default.retry_max.max(retry_base),
+            Some(ms) if ms <= 3_600_000 && Duration::from_millis(ms) >= retry_base => {
+                Duration::from_millis(ms)
+            }
+            Some(_) => {
+                return Err(self.err(
+                    "delivery.retry_max_ms",
+                    "a number of milliseconds from delivery.retry_base_ms to 3600000",
+                ));
+            }
+        };
+        let batch = match raw.batch {
+            None => default.batch,
+            Some(n @ 1..=kinbridge_service::delivery::BATCH) => n,
+            Some(_) => {
+                return Err(self.err(
+                    "delivery.batch",
+                    format!(
+                        "a number of messages from 1 to {}",
+                        kinbridge_service::delivery::BATCH
+                    ),
+                ));
+            }
+        };
+        let call_timeout = match raw.call_timeout_ms {
+            None => default.call_timeout,
+            Some(ms @ 100..=600_000) => Duration::from_millis(ms),
+            Some(_) => {
+                return Err(self.err(
+                    "delivery.call_timeout_ms",
+                    "a number of milliseconds from 100 to 600000",
+                ));
+            }
+        };
+        Ok(kinbridge_service::delivery::Tuning {
+            retry_base,
+            retry_max,
+            batch,
+            call_timeout,
+        })
     }
 
     /// `limits.max_queued`: at least 1, by default [`DEFAULT_MAX_QUEUED`].

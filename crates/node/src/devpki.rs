@@ -448,6 +448,7 @@ pub fn node_config(
         peer_rate: crate::config::DEFAULT_PEER_RATE,
         client_rate: crate::config::DEFAULT_CLIENT_RATE,
         max_queued: crate::config::DEFAULT_MAX_QUEUED,
+        delivery: kinbridge_service::delivery::Tuning::default(),
         linkage_keys: vec![crate::config::LinkageKeyConfig {
             epoch: 1,
             file: dev_linkage_key(root),
@@ -455,6 +456,7 @@ pub fn node_config(
         }],
         suppression_threshold: crate::config::DEFAULT_SUPPRESSION_THRESHOLD,
         console_idle_timeout_secs: crate::config::DEFAULT_CONSOLE_IDLE_SECS,
+        min_free_bytes: kinbridge_store::room::DEFAULT_MIN_FREE_BYTES,
     }
 }
 

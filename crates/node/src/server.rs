@@ -223,7 +223,8 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         reason: e.to_string(),
     };
     kinbridge_store::private_files::create_dir(&config.data_dir).map_err(data_dir_err)?;
-    let store = Store::open(&config.data_dir.join("store"))?;
+    let store =
+        Store::open(&config.data_dir.join("store"))?.with_min_free_bytes(config.min_free_bytes);
     let keys = KeyBook::load(
         &config.node_id,
         signing_key,
@@ -236,7 +237,10 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         &config.node_id,
         &note_keys(&config.node_id, &keys.own_keyring()),
     )?;
-    let auditor = Arc::new(Auditor::new(audit_log, config.node_id.clone()));
+    // One failure latch for the store and the audit log: either failing stops the writes.
+    let auditor = Arc::new(
+        Auditor::new(audit_log, config.node_id.clone()).with_failure(store.failure().clone()),
+    );
     let tracing = Tracing::open(&store, linkage_keys)?;
     let reporting = Reporting::open(&store)?;
     // sled makes its files with the process's umask: take them back to 0600.
@@ -245,7 +249,10 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         node_id: config.node_id.clone(),
         keys: Arc::new(keys),
         registry,
-        link: Arc::new(PeerClient::new(Identity::from_pem(cert_pem, key_pem))),
+        link: Arc::new(PeerClient::with_delivery_timeout(
+            Identity::from_pem(cert_pem, key_pem),
+            config.delivery.call_timeout,
+        )),
         store,
         policy: VerificationPolicy {
             local_node: config.node_id.clone(),
@@ -262,6 +269,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         peer_limiter: RateLimiter::new(config.peer_rate),
         client_limiter: RateLimiter::new(config.client_rate),
         max_queued: config.max_queued,
+        delivery: config.delivery,
         intake_unit: config.intake_unit.clone(),
         units: config.units.clone(),
         metrics: Arc::new(kinbridge_service::metrics::Metrics::new()),

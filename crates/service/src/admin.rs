@@ -134,7 +134,7 @@ pub struct NodeHealth {
     pub active_key_id: String,
     /// Registered peers.
     pub peers: u64,
-    /// Whether its store answered a read just now.
+    /// Whether its store answered a read just now and has not failed.
     pub store_ok: bool,
 }
 
@@ -146,9 +146,11 @@ impl Administration {
             .authorized(auth, "read the node's health", &ADMIN_ROLES)
             .await?;
         let state = Arc::clone(&self.node);
-        let store_ok = tokio::task::spawn_blocking(move || state.store.pending_heads(1).is_ok())
-            .await
-            .unwrap_or(false);
+        let store_ok = tokio::task::spawn_blocking(move || {
+            !state.store.failure().is_failed() && state.store.pending_heads(1).is_ok()
+        })
+        .await
+        .unwrap_or(false);
         let node = &self.node;
         Ok(NodeHealth {
             node_id: node.node_id.to_string(),

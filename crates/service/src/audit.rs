@@ -24,6 +24,9 @@ pub struct Auditor {
     node: NodeId,
     /// Size of the latest signed checkpoint; waiters on a checkpoint wake on it.
     checkpoint_size: watch::Sender<u64>,
+    /// The node's storage failure latch (the store's, see [`Auditor::with_failure`]): a
+    /// journal write or sync that fails latches it, so the whole node stops taking writes.
+    failure: kinbridge_store::Failure,
 }
 
 impl Auditor {
@@ -34,6 +37,27 @@ impl Auditor {
             log: Arc::new(log),
             node,
             checkpoint_size: watch::Sender::new(size),
+            failure: kinbridge_store::Failure::default(),
+        }
+    }
+
+    /// The same recorder, latching `failure` (the store's) when the log fails.
+    pub fn with_failure(mut self, failure: kinbridge_store::Failure) -> Self {
+        self.failure = failure;
+        self
+    }
+
+    /// The error of a log that failed: the node's storage is failed from now on.
+    fn failed(&self, reason: &str) -> ServiceError {
+        self.failure.fail(format!("audit log: {reason}"));
+        ServiceError::storage_failed(&format!("audit log: {reason}"))
+    }
+
+    /// The error of an entry that could not be appended.
+    fn append_error(&self, e: &kinbridge_audit::LogError) -> ServiceError {
+        match e {
+            kinbridge_audit::LogError::Failed(reason) => self.failed(reason),
+            other => audit_failure(&other.to_string()),
         }
     }
 
@@ -54,7 +78,8 @@ impl Auditor {
 
     /// Records `entry`, the refusal about to be answered with `error`, and returns the error
     /// to answer with: `error`, or the log's failure if even the refusal cannot be recorded,
-    /// so that the caller retries rather than take the refusal as final.
+    /// so that the caller retries rather than take the refusal as final. A refusal that
+    /// already tells the caller to retry (a full disk, failed storage) is answered as it is.
     pub async fn record_refusal(
         &self,
         entry: &pb::AuditEntry,
@@ -62,6 +87,7 @@ impl Auditor {
     ) -> ServiceError {
         match self.record(entry).await {
             Ok(_) => error,
+            Err(_) if error.is_transient() => error,
             Err(audit) => audit,
         }
     }
@@ -72,7 +98,7 @@ impl Auditor {
         let index = self
             .log
             .append(encode(entry))
-            .map_err(|e| audit_failure(&e.to_string()))?;
+            .map_err(|e| self.append_error(&e))?;
         self.commit().await.map(|()| index)
     }
 
@@ -86,7 +112,7 @@ impl Auditor {
         for entry in entries {
             self.log
                 .append(encode(entry))
-                .map_err(|e| audit_failure(&e.to_string()))?;
+                .map_err(|e| self.append_error(&e))?;
         }
         self.commit().await
     }
@@ -99,7 +125,8 @@ impl Auditor {
         });
         match rx.await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(audit_failure(&e)),
+            // The journal's write or sync failed: the log takes nothing more.
+            Ok(Err(e)) => Err(self.failed(&e)),
             Err(_) => Err(audit_failure("the audit commit thread has stopped")),
         }
     }
@@ -114,7 +141,14 @@ impl Auditor {
         let signed = tokio::task::spawn_blocking(move || log.sign_checkpoint(&key))
             .await
             .map_err(|e| audit_failure(&e.to_string()))?
-            .map_err(|e| audit_failure(&e.to_string()))?;
+            .map_err(|e| match e {
+                // The checkpoint journal's write or sync failed: as for the entries, a retry
+                // that succeeds would prove nothing, so the node's storage is failed.
+                kinbridge_audit::LogError::Journal(
+                    e @ kinbridge_audit::journal::JournalError::Io { .. },
+                ) => self.failed(&e.to_string()),
+                e => audit_failure(&e.to_string()),
+            })?;
         self.checkpoint_size.send_if_modified(|s| {
             let grew = signed.size > *s;
             *s = (*s).max(signed.size);

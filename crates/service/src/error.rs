@@ -272,10 +272,46 @@ impl From<&PeerAuthError> for ServiceError {
     }
 }
 
+/// The reason code of a write refused because the node's disk is nearly full
+/// (RESOURCE_EXHAUSTED; retry once space is freed: the node resumes by itself).
+pub const DISK_FULL: &str = "disk-full";
+
+/// The reason code of a write refused because the node's storage failed (UNAVAILABLE; the
+/// node takes no writes until it is restarted).
+pub const STORAGE_FAILED: &str = "storage-failed";
+
+/// How long a caller refused for a full disk is told to wait.
+pub const DISK_FULL_RETRY: Duration = Duration::from_secs(10);
+
+impl ServiceError {
+    /// A write refused because the store failed earlier: `detail` says what failed.
+    pub fn storage_failed(detail: &str) -> Self {
+        Self::refused(
+            ErrorKind::Unavailable,
+            STORAGE_FAILED,
+            format!(
+                "the node's storage failed ({detail}); restart the node after checking its disk; nothing unacknowledged was kept"
+            ),
+        )
+    }
+}
+
 impl From<StoreError> for ServiceError {
-    /// A storage failure: nothing was acknowledged, the caller may retry. The failure itself
+    /// A storage failure: nothing was acknowledged, the caller may retry. A full disk is
+    /// RESOURCE_EXHAUSTED `disk-full` with a wait; a failed store UNAVAILABLE
+    /// `storage-failed` (both logged by the store once, not per request); any other failure
     /// goes to the node's log, not to the caller.
     fn from(error: StoreError) -> Self {
+        match &error {
+            StoreError::DiskFull { .. } => {
+                return Self::refused(ErrorKind::ResourceExhausted, DISK_FULL, error.to_string())
+                    .retry_after(DISK_FULL_RETRY);
+            }
+            StoreError::Failed(message) => {
+                return Self::refused(ErrorKind::Unavailable, STORAGE_FAILED, message.clone());
+            }
+            _ => {}
+        }
         tracing::error!(error = %error, "storage failure");
         Self::refused(
             ErrorKind::Unavailable,

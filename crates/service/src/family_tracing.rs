@@ -201,6 +201,7 @@ pub async fn register(
     } else {
         Vec::new()
     };
+    crate::room::ensure(state, "local", actor).await?;
     let mut entry = state.auditor.entry(pb::AuditEvent::TracingRegistered);
     entry.message_id = case_id.clone();
     entry.consent_id = consent.consent_id.clone();

@@ -26,6 +26,7 @@ pub mod purge;
 pub mod ratelimit;
 pub mod registry;
 pub mod reporting;
+pub mod room;
 pub mod statistics;
 pub mod tracing_cases;
 pub mod tracing_records;

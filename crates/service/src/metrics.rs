@@ -82,6 +82,8 @@ pub struct Metrics {
     attempt_latency: Family<PeerLabels, Histogram>,
     outbox_depth: Gauge,
     audit_entries: Gauge,
+    disk_free: Gauge,
+    store_failed: Gauge,
     certificate_expiry: Family<CertificateLabels, Gauge>,
     key_expiry: Family<KeyLabels, Gauge>,
     key_active: Family<KeyLabels, Gauge>,
@@ -162,6 +164,18 @@ impl Metrics {
             "Entries in the node's audit log",
             audit_entries.clone(),
         );
+        let disk_free = Gauge::default();
+        registry.register(
+            "disk_free_bytes",
+            "Bytes free on the volume of the node's store (writes that grow the store are refused below the [storage] min_free_bytes reserve); -1 if they cannot be read",
+            disk_free.clone(),
+        );
+        let store_failed = Gauge::default();
+        registry.register(
+            "store_failed",
+            "1 once a commit of the store or the audit log failed: the node takes no writes until restarted",
+            store_failed.clone(),
+        );
         let certificate_expiry = Family::<CertificateLabels, Gauge>::default();
         registry.register(
             "certificate_expiry_timestamp_seconds",
@@ -196,6 +210,8 @@ impl Metrics {
             attempt_latency,
             outbox_depth,
             audit_entries,
+            disk_free,
+            store_failed,
             certificate_expiry,
             key_expiry,
             key_active,
@@ -288,6 +304,11 @@ impl Metrics {
             .set(i64::try_from(now.outbox_depth).unwrap_or(i64::MAX));
         self.audit_entries
             .set(i64::try_from(now.audit_entries).unwrap_or(i64::MAX));
+        self.disk_free.set(
+            now.disk_free_bytes
+                .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+        );
+        self.store_failed.set(i64::from(now.store_failed));
         for (key_id, not_after, active) in &now.own_keys {
             let labels = KeyLabels {
                 node: now.node.clone(),
@@ -316,6 +337,10 @@ pub struct Gauges {
     pub outbox_depth: u64,
     /// Entries in the audit log.
     pub audit_entries: u64,
+    /// Bytes free on the store's volume, if they can be read.
+    pub disk_free_bytes: Option<u64>,
+    /// Whether the store (or the audit log) failed.
+    pub store_failed: bool,
     /// This node's signing keys: id, expiry (Unix milliseconds) if any, whether active.
     pub own_keys: Vec<(String, Option<i64>, bool)>,
 }

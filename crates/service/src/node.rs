@@ -59,6 +59,8 @@ pub struct Node {
     pub client_limiter: RateLimiter,
     /// Most messages queued in the outbox.
     pub max_queued: u64,
+    /// The delivery worker's retry backoff and batch size.
+    pub delivery: crate::delivery::Tuning,
     /// The unit referrals addressed to no unit arrive in.
     pub intake_unit: UnitName,
     /// The units referrals may be addressed to besides the intake; empty: any.
@@ -92,6 +94,8 @@ impl Node {
             node: self.node_id.to_string(),
             outbox_depth: self.store.queued(),
             audit_entries: self.auditor.log().size(),
+            disk_free_bytes: self.store.free_bytes(),
+            store_failed: self.store.failure().is_failed(),
             own_keys,
         })
     }

@@ -117,6 +117,8 @@ pub async fn queue(
         )
         .retry_after(OUTBOX_FULL_RETRY));
     }
+    // Before anything is logged: a full disk or a failed store refuses the submission.
+    crate::room::ensure(state, "local", actor).await?;
     if let Some(e) = record.envelope.as_ref() {
         let digest = kinbridge_core::EnvelopeDigest::compute(&e.header, &e.signature);
         let mut entry = crate::audit::with_header(

@@ -263,11 +263,16 @@ impl PayloadStore {
                     written
                 };
                 if let Err(e) = written {
-                    // Nothing of the batch is indexed once the write failed.
+                    // Nothing of the batch is indexed once the write failed. Part of it may
+                    // be in the file past the segment's length (a full disk takes some bytes
+                    // of a write): the store takes no more writes, and the next open cuts
+                    // that tail off.
                     inner
                         .index
                         .retain(|_, p| !(p.segment == current && p.offset >= start));
-                    return Err(e);
+                    let reason = format!("payload store write failed: {e}");
+                    inner.failed = Some(reason.clone());
+                    return Err(io::Error::new(e.kind(), reason));
                 }
                 let end = wait.entry(current).or_default();
                 *end = (*end).max(start + buffer.len() as u64);
@@ -283,9 +288,11 @@ impl PayloadStore {
     /// can ever have an unsynced tail.
     fn rotate(&self, inner: &mut Inner) -> io::Result<()> {
         let current = inner.current;
-        if let Some(segment) = inner.segments.get_mut(&current) {
-            segment.file.sync_data()?;
-            segment.synced = segment.len;
+        if let Some(file) = inner.segments.get(&current).map(|s| Arc::clone(&s.file)) {
+            sync_or_fail(&file, inner)?;
+            if let Some(segment) = inner.segments.get_mut(&current) {
+                segment.synced = segment.len;
+            }
         }
         let next = current + 1;
         inner.segments.insert(next, new_segment(&self.dir, next)?);
@@ -317,6 +324,11 @@ impl PayloadStore {
             s.synced = s.synced.max(target);
         }
         Ok(())
+    }
+
+    /// Why the store takes no more writes, if a write or sync failed.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.inner).failed.clone()
     }
 
     /// The payload and salt of the envelope with `digest`, or `None` if there is none (never
@@ -387,13 +399,16 @@ impl PayloadStore {
                     .get(&place.segment)
                     .ok_or_else(|| io::Error::other("the payload's segment is gone"))?;
                 let file = Arc::clone(&segment.file);
+                if let Some(reason) = &inner.failed {
+                    return Err(io::Error::other(reason.clone()));
+                }
                 file.write_all_at(&[PURGED], place.offset + 1)?;
-                file.sync_data()?;
+                sync_or_fail(&file, &mut inner)?;
                 // The record is purged from here on, even if the zeroing is cut short: it is
                 // finished at the next open.
                 inner.index.remove(&key);
                 zero(&file, &place)?;
-                file.sync_data()?;
+                sync_or_fail(&file, &mut inner)?;
                 found = true;
                 let current = inner.current;
                 if let Some(s) = inner.segments.get_mut(&place.segment) {
@@ -424,6 +439,15 @@ impl PayloadStore {
         sync_dir(&self.dir)?;
         Ok(true)
     }
+}
+
+/// `fdatasync` of `file`; a failure is latched in `inner`, as in [`PayloadStore::sync_to`].
+fn sync_or_fail(file: &File, inner: &mut Inner) -> io::Result<()> {
+    file.sync_data().map_err(|e| {
+        let reason = format!("payload store sync failed: {e}");
+        inner.failed = Some(reason.clone());
+        io::Error::other(reason)
+    })
 }
 
 /// Overwrites the checksum, salt and payload of the record at `place` with zeros.

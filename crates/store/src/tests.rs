@@ -416,3 +416,104 @@ async fn a_submission_key_is_stored_with_its_message_and_survives_reopen() {
     assert!(store.outbox_get("m-1").expect("read").is_some());
     assert_eq!(store.submitted(b"caseworker\0key-2").expect("read"), None);
 }
+
+fn queued_to(recipient: &str) -> OutboxRecord {
+    OutboxRecord {
+        recipient: recipient.into(),
+        state: pb::DeliveryState::Queued as i32,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn below_the_reserve_growth_is_refused_and_the_rest_still_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store
+        .enqueue("before", queued_to("MW-DSW"))
+        .await
+        .expect("enqueue with room");
+    // A reserve larger than any disk: the volume is "full" at once.
+    let store = store.with_min_free_bytes(u64::MAX);
+    let refused = store
+        .enqueue("after", queued_to("MW-DSW"))
+        .await
+        .expect_err("refused");
+    let StoreError::DiskFull { dir: at, free, .. } = &refused else {
+        panic!("not a full disk: {refused:?}");
+    };
+    assert_eq!(at, dir.path());
+    assert_eq!(store.free_bytes(), Some(*free));
+    let message = refused.to_string();
+    assert!(
+        message.contains("free space on that volume") && message.contains("resumes by itself"),
+        "{message}"
+    );
+    assert!(store.outbox_get("after").expect("read").is_none());
+    assert!(matches!(
+        store.receive(&record("ZM-DSW", "m1", 1)).await,
+        Err(StoreError::DiskFull { .. })
+    ));
+    assert!(matches!(
+        store.put_blob([1; 32], b"case".to_vec()).await,
+        Err(StoreError::DiskFull { .. })
+    ));
+    // What does not grow the store still goes: a delivery's outcome, an acknowledgement.
+    let mut done = store.outbox_get("before").expect("read").expect("queued");
+    done.state = pb::DeliveryState::Delivered as i32;
+    assert!(store.outbox_update("before", &done).await.expect("update"));
+    assert!(!store.failure().is_failed());
+    // Space back (here: no reserve): it resumes without a restart.
+    let store = store.with_min_free_bytes(0);
+    store
+        .enqueue("after", queued_to("MW-DSW"))
+        .await
+        .expect("enqueue again");
+}
+
+#[tokio::test]
+async fn a_failed_commit_is_never_acknowledged_and_fails_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        let mut failed = store.failure().subscribe();
+        store
+            .enqueue("kept", queued_to("MW-DSW"))
+            .await
+            .expect("acknowledged");
+        store
+            .committer
+            .fail_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let lost = store
+            .enqueue("lost", queued_to("MW-DSW"))
+            .await
+            .expect_err("the commit failed");
+        assert!(matches!(lost, StoreError::Failed(_)), "{lost:?}");
+        assert!(lost.to_string().contains("fdatasync failed"), "{lost}");
+        assert!(store.failure().is_failed());
+        assert!(*failed.borrow_and_update(), "the latch was told");
+        // Every later write is refused at once, growth or not, and nothing is flushed again.
+        for later in [
+            store.enqueue("later", queued_to("MW-DSW")).await.err(),
+            store.receive(&record("ZM-DSW", "m1", 1)).await.err(),
+            store.set_webhook_cursor("hook", 1).await.err(),
+            store.commit().await.err(),
+        ] {
+            let e = later.expect("refused");
+            assert!(
+                matches!(&e, StoreError::Failed(m) if m.contains("restart the node")),
+                "{e:?}"
+            );
+        }
+        assert!(matches!(store.room(), Err(StoreError::Failed(_))));
+    }
+    // A restart recovers: what was acknowledged is there, and it takes writes again.
+    let store = reopen(dir.path());
+    assert!(store.outbox_get("kept").expect("read").is_some());
+    assert!(!store.failure().is_failed());
+    store
+        .enqueue("after-restart", queued_to("MW-DSW"))
+        .await
+        .expect("writes again");
+}
