@@ -184,6 +184,12 @@ impl Pair {
 
 impl Drop for Pair {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            for config in [&self.zm_config, &self.mw_config] {
+                let log = std::fs::read_to_string(config.with_extension("log")).unwrap_or_default();
+                eprintln!("--- {} ---\n{log}", config.display());
+            }
+        }
         // Lifted, so a node still running is not left failing; then unmounted.
         let _ = self.faults.set_space_limit(None);
         drop(self.mount.take());
