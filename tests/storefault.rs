@@ -377,6 +377,26 @@ async fn a_full_disk_refuses_growth_keeps_delivering_and_resumes_by_itself() {
     let log = pair.zambia_log();
     assert!(log.contains("disk space freed"), "{log}");
     assert_eq!(log.matches("storage failed").count(), 0, "{log}");
+    // Each refusal is in the audit log, which verifies.
+    let export = export_and_verify(
+        &pair.pki,
+        "ZM-DSW",
+        zambia.local_addr,
+        &pair.root.path().join("zm-export"),
+    )
+    .await;
+    let refused: Vec<_> = entries(&export)
+        .into_iter()
+        .filter(|e| e.event == pb::AuditEvent::Refused as i32 && e.reason == "disk-full")
+        .collect();
+    assert!(
+        refused.iter().filter(|e| e.actor == "caseworker-1").count() >= 3,
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|e| e.authenticated_peer == "MW-DSW"),
+        "{refused:?}"
+    );
     stop(malawi).await;
     stop(zambia).await;
 }
