@@ -198,6 +198,16 @@ pub struct Submitted {
     pub request_digest: [u8; 32],
 }
 
+/// Makes sled's settings file (`<dir>/conf`) and its name durable. sled 0.34 writes the file
+/// when it creates a store, in two writes and without an fsync; a power cut before the kernel
+/// writes it back leaves it zero-filled or torn, and sled then refuses to open the store
+/// ("failed to parse minor version value"). Found by the power-cut campaign
+/// (docs/durability.md, "Power cuts").
+fn sync_sled_settings(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir.join("conf"))?.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -211,6 +221,7 @@ impl Store {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| open_err(e.to_string()))?;
+        sync_sled_settings(dir).map_err(|e| open_err(e.to_string()))?;
         let failure = Failure::default();
         let committer = Committer::start(db.clone(), dir, failure.clone())
             .map_err(|e| open_err(e.to_string()))?;
