@@ -17,10 +17,8 @@
 //! `KINBRIDGE_BENCH_RATES` the offered rates, default `250,1000,2500`).
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +34,10 @@ use tonic::transport::{Certificate, Channel, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 mod common;
+#[path = "common/process.rs"]
+mod process;
 use common::{machine, pct, request};
+use process::{Process, ticks_per_second};
 
 const COMMAND: &str = "cargo bench --bench e2e";
 /// Set in the environment of the echo-server process this benchmark starts (its PKI folder).
@@ -44,8 +45,6 @@ const ECHO_ENV: &str = "KINBRIDGE_BENCH_ECHO_PKI";
 /// Most referrals (or echo calls) in flight in an open-loop phase; offers beyond are shed and
 /// counted.
 const MAX_IN_FLIGHT: usize = 2048;
-/// Longest a process may take to say it is ready.
-const READY_WAIT: Duration = Duration::from_secs(60);
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 /// Each phase runs as this many alternating slices of referrals and echoes, so that the
 /// machine's drift (these machines are shared and noisy) weighs on both sides of the ratio.
@@ -112,82 +111,6 @@ async fn echo_server(pki: PathBuf) {
         )
         .await
         .expect("echo server");
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes.
-
-/// A child process that printed its ready line; killed on drop.
-struct Process {
-    child: Child,
-    ready: String,
-}
-
-impl Process {
-    fn start(mut cmd: Command, log: &Path) -> Self {
-        let log = std::fs::File::create(log).expect("log file");
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let ready = rx
-            .recv_timeout(READY_WAIT)
-            .expect("the process printed its ready line in time");
-        Self { child, ready }
-    }
-
-    /// The address after `key` (e.g. `local=`) in the ready line.
-    fn addr(&self, key: &str) -> SocketAddr {
-        self.ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .unwrap_or_else(|| panic!("no {key} in '{}'", self.ready))
-            .parse()
-            .expect("address")
-    }
-
-    /// CPU seconds (user + system) the process has used so far, from /proc.
-    fn cpu_seconds(&self, ticks_per_second: f64) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the parenthesised command name: state is the first, utime the 12th.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (ticks(11) + ticks(12)) / ticks_per_second
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 // ---------------------------------------------------------------------------------------------

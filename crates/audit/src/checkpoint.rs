@@ -118,15 +118,29 @@ fn or_list(given: &[String]) -> String {
     }
 }
 
+/// Most signers an error names; a note with more lists the first ones and the count of others.
+const MAX_SIGNERS_NAMED: usize = 8;
+
 fn signed_by(signers: &[String]) -> String {
     if signers.is_empty() {
-        "it carries no signature at all".to_owned()
-    } else {
-        format!(
-            "it is signed by {}: verify with that key (after a key rotation, give every key the log was signed with), or this is not the log of the key's node",
-            signers.join(", ")
-        )
+        return "it carries no signature at all".to_owned();
     }
+    let mut named = signers[..signers.len().min(MAX_SIGNERS_NAMED)].join(", ");
+    if signers.len() > MAX_SIGNERS_NAMED {
+        named.push_str(&format!(" and {} more", signers.len() - MAX_SIGNERS_NAMED));
+    }
+    format!(
+        "it is signed by {named}: verify with that key (after a key rotation, give every key the log was signed with), or this is not the log of the key's node"
+    )
+}
+
+/// A string from a note (or an export) quoted in an error: at most `max` characters, control characters
+/// replaced by `?` (an error is printed and logged; a note must not forge lines there).
+pub(crate) fn printable(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// The signers of `note`'s well-formed signature lines, as `name+keyhash`.
@@ -138,7 +152,7 @@ fn signers_of(note: &str) -> Vec<String> {
         .lines()
         .filter_map(|line| line.strip_prefix(SIGNATURE_PREFIX)?.split_once(' '))
         .map(|(name, blob)| {
-            let name: String = name.chars().take(80).collect();
+            let name = printable(name, 80);
             match STANDARD.decode(blob) {
                 Ok(b) if b.len() >= 4 => format!("{name}+{}", hex::encode(&b[..4])),
                 _ => name,
@@ -256,7 +270,7 @@ pub fn verify_note(note: &str, key: &NoteKey) -> Result<VerifiedCheckpoint, Chec
         .ok_or_else(|| malformed("no origin line"))?;
     if origin != key.name {
         return Err(CheckpointError::WrongOrigin {
-            got: origin.chars().take(80).collect(),
+            got: printable(origin, 80),
             expected: key.name.clone(),
         });
     }
@@ -291,6 +305,48 @@ mod tests {
             key: key.verifying_key(),
         };
         (key, note_key, origin)
+    }
+
+    /// A note signed by `key` under `name` whose body is `body`.
+    fn signed(body: &str, name: &str, key: &NodeSigningKey, note_key: &NoteKey) -> String {
+        let mut blob = note_key.key_hash().to_vec();
+        blob.extend_from_slice(&key.sign(body.as_bytes()).to_bytes());
+        format!(
+            "{body}\n{SIGNATURE_PREFIX}{name} {}\n",
+            STANDARD.encode(blob)
+        )
+    }
+
+    /// Found by fuzzing (fuzz/regressions/checkpoint): the wrong-origin error quoted the
+    /// note's origin line with its control characters, which could forge lines in a log.
+    #[test]
+    fn errors_quote_no_control_characters_from_the_note() {
+        let (key, note_key, origin) = setup();
+        let body = format!("kinbri\u{1}\0dM-DSW\r\n1\n{}\n", STANDARD.encode([0u8; 32]));
+        let wrong_origin = verify_note(&signed(&body, &origin, &key, &note_key), &note_key)
+            .expect_err("wrong origin")
+            .to_string();
+        assert!(wrong_origin.contains("kinbri??dM-DSW'"), "{wrong_origin:?}");
+        let other_signer = verify_note(&signed(&body, "a\rb", &key, &note_key), &note_key)
+            .expect_err("no signature by the key")
+            .to_string();
+        for err in [wrong_origin, other_signer] {
+            assert!(!err.chars().any(char::is_control), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn a_note_of_many_signers_is_refused_naming_a_few() {
+        let (key, note_key, _) = setup();
+        let body = "other.log\n1\nAAAA\n";
+        let mut note = signed(body, "other.log", &key, &note_key);
+        for i in 0..20 {
+            note.push_str(&format!("{SIGNATURE_PREFIX}signer-{i} AAAAAAAA\n"));
+        }
+        let err = verify_note(&note, &note_key).expect_err("no signature by the key");
+        let text = err.to_string();
+        assert!(text.contains("and 13 more"), "{text}");
+        assert!(!text.contains("signer-19"), "{text}");
     }
 
     #[test]

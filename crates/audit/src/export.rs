@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{NoteKey, verify_note_any};
+use crate::checkpoint::{NoteKey, printable, verify_note_any};
 use crate::merkle::{Hash, MerkleTree, leaf_hash};
 
 /// The format name in the header line.
@@ -171,7 +171,8 @@ pub fn verify_export<R: BufRead>(
             1,
             None,
             format!(
-                "the export is of log '{origin}', but a key given is for '{}'",
+                "the export is of log '{}', but a key given is for '{}'",
+                printable(&origin, 80),
                 key.name
             ),
         ));
@@ -221,7 +222,11 @@ pub fn verify_export<R: BufRead>(
                     return Err(fail(
                         line,
                         Some(index),
-                        format!("the entry was logged by '{}', not '{node}'", decoded.node),
+                        format!(
+                            "the entry was logged by '{}', not '{}'",
+                            printable(&decoded.node, 80),
+                            printable(&node, 80)
+                        ),
                     ));
                 }
                 tree.push(hash);

@@ -20,7 +20,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::status::from_status;
 
-/// Bound on one delivery call.
+/// Bound on one delivery call, unless the client is made with another
+/// ([`PeerClient::with_delivery_timeout`]).
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on each call the peer-log check makes to a peer.
 pub const PEER_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,16 +34,32 @@ pub struct PeerClient {
     channels: Mutex<HashMap<NodeId, Channel>>,
     /// Peers that answered `DeliverBatch` as unimplemented (an earlier release): one at a time.
     single: Mutex<HashSet<String>>,
+    /// Bound on one delivery call.
+    delivery_timeout: Duration,
 }
 
 impl PeerClient {
     /// A client presenting `identity`.
     pub fn new(identity: Identity) -> Self {
+        Self::with_delivery_timeout(identity, DELIVERY_TIMEOUT)
+    }
+
+    /// A client presenting `identity` whose delivery calls are bounded by `timeout`.
+    pub fn with_delivery_timeout(identity: Identity, timeout: Duration) -> Self {
         Self {
             identity,
             channels: Mutex::new(HashMap::new()),
             single: Mutex::new(HashSet::new()),
+            delivery_timeout: timeout,
         }
+    }
+
+    /// Forgets the channel to `peer` after a call on it got no answer in time: its
+    /// connection may be dead without either side knowing (a black-holed link keeps a TCP
+    /// connection open, and a call waits on it until its bound), so the next call connects
+    /// again rather than wait on it once more.
+    fn forget(&self, peer: &Peer) {
+        lock(&self.channels).remove(&peer.node_id);
     }
 
     /// The channel to `peer`'s peer port.
@@ -82,7 +99,22 @@ impl PeerLink for PeerClient {
     ) -> LinkFuture<'a, Result<Vec<Result<pb::Receipt, ServiceError>>, LinkError>> {
         Box::pin(async move {
             let channel = self.channel(peer).map_err(LinkError::NoRoute)?;
-            Ok(call(channel, envelopes, peer.node_id.as_str(), &self.single).await)
+            let bound = self.delivery_timeout;
+            let results = call(
+                channel,
+                envelopes,
+                peer.node_id.as_str(),
+                &self.single,
+                bound,
+            )
+            .await;
+            if results.iter().any(|r| {
+                r.as_ref()
+                    .is_err_and(|e| e.kind() == ErrorKind::DeadlineExceeded)
+            }) {
+                self.forget(peer);
+            }
+            Ok(results)
         })
     }
 
@@ -150,20 +182,21 @@ async fn call(
     envelopes: Vec<pb::Envelope>,
     recipient: &str,
     single: &Mutex<HashSet<String>>,
+    bound: Duration,
 ) -> Vec<Result<pb::Receipt, ServiceError>> {
     let mut client = PeerServiceClient::new(channel);
     if envelopes.len() == 1 || lock(single).contains(recipient) {
         let envelope = envelopes.into_iter().next();
         let mut request = tonic::Request::new(pb::DeliverRequest { envelope });
-        request.set_timeout(DELIVERY_TIMEOUT);
-        let answer = bounded(client.deliver(request)).await;
+        request.set_timeout(bound);
+        let answer = bounded(client.deliver(request), bound).await;
         return vec![receipt_of(answer)];
     }
     let sent = envelopes.len();
     let head = envelopes.first().cloned();
     let mut request = tonic::Request::new(pb::DeliverBatchRequest { envelopes });
-    request.set_timeout(DELIVERY_TIMEOUT);
-    match bounded(client.deliver_batch(request)).await {
+    request.set_timeout(bound);
+    match bounded(client.deliver_batch(request), bound).await {
         Ok(response) => {
             let mut results: Vec<_> = response
                 .into_inner()
@@ -194,23 +227,26 @@ async fn call(
             lock(single).insert(recipient.to_owned());
             // Nothing was taken: the head goes at once, on its own.
             let mut request = tonic::Request::new(pb::DeliverRequest { envelope: head });
-            request.set_timeout(DELIVERY_TIMEOUT);
-            let answer = bounded(client.deliver(request)).await;
+            request.set_timeout(bound);
+            let answer = bounded(client.deliver(request), bound).await;
             vec![receipt_of(answer)]
         }
         Err(status) => vec![Err(from_status(&status))],
     }
 }
 
-/// `call`, bounded whatever state the connection is in.
+/// `call`, bounded by `bound` whatever state the connection is in.
 async fn bounded<T>(
     call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    bound: Duration,
 ) -> Result<T, tonic::Status> {
-    match tokio::time::timeout(DELIVERY_TIMEOUT, call).await {
+    let started = tokio::time::Instant::now();
+    let late = || tonic::Status::deadline_exceeded(format!("no answer within {bound:?}"));
+    match tokio::time::timeout(bound, call).await {
+        // The request's own timeout may end it first, as another status.
+        Ok(Err(_)) if started.elapsed() >= bound => Err(late()),
         Ok(answer) => answer,
-        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
-            "no answer within {DELIVERY_TIMEOUT:?}"
-        ))),
+        Err(_) => Err(late()),
     }
 }
 

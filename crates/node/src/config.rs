@@ -105,6 +105,9 @@ pub struct NodeConfig {
     /// Most messages the outbox holds queued; submissions beyond are refused with
     /// RESOURCE_EXHAUSTED until deliveries drain it.
     pub max_queued: u64,
+    /// The delivery worker's retry backoff, batch size and call bound (`[delivery]
+    /// retry_base_ms`, `retry_max_ms`, `batch`, `call_timeout_ms`).
+    pub delivery: kinbridge_service::delivery::Tuning,
     /// The federation's linkage keys for family tracing, one per epoch; empty: this node
     /// takes no part in family tracing.
     pub linkage_keys: Vec<LinkageKeyConfig>,
@@ -379,6 +382,10 @@ struct RawLocalClients {
 struct RawDelivery {
     message_ttl_seconds: Option<u64>,
     max_clock_skew_seconds: Option<u64>,
+    retry_base_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
+    batch: Option<usize>,
+    call_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -658,6 +665,7 @@ impl Checker<'_> {
                 DEFAULT_CLIENT_RATE,
             )?,
             max_queued: self.max_queued(raw.limits.max_queued)?,
+            delivery: self.delivery_tuning(&raw.delivery)?,
             payload_retention: self.payload_retention(raw.retention.payload_days)?,
             accepted_purposes: self.accepted_purposes(raw.policy.accepted_purposes.as_deref())?,
         })
@@ -697,6 +705,68 @@ impl Checker<'_> {
             Some(n @ 2..=1000) => Ok(n),
             Some(_) => Err(self.err("reporting.suppression_threshold", "a count from 2 to 1000")),
         }
+    }
+
+    /// `delivery.retry_base_ms` (10 to 60000), `delivery.retry_max_ms` (from the base to
+    /// 3600000), `delivery.batch` (1 to the default, [`kinbridge_service::delivery::BATCH`])
+    /// and `delivery.call_timeout_ms` (100 to 600000).
+    fn delivery_tuning(
+        &self,
+        raw: &RawDelivery,
+    ) -> Result<kinbridge_service::delivery::Tuning, ConfigError> {
+        use std::time::Duration;
+        let default = kinbridge_service::delivery::Tuning::default();
+        let retry_base = match raw.retry_base_ms {
+            None => default.retry_base,
+            Some(ms @ 10..=60_000) => Duration::from_millis(ms),
+            Some(_) => {
+                return Err(self.err(
+                    "delivery.retry_base_ms",
+                    "a number of milliseconds from 10 to 60000",
+                ));
+            }
+        };
+        let retry_max = match raw.retry_max_ms {
+            None => default.retry_max.max(retry_base),
+            Some(ms) if ms <= 3_600_000 && Duration::from_millis(ms) >= retry_base => {
+                Duration::from_millis(ms)
+            }
+            Some(_) => {
+                return Err(self.err(
+                    "delivery.retry_max_ms",
+                    "a number of milliseconds from delivery.retry_base_ms to 3600000",
+                ));
+            }
+        };
+        let batch = match raw.batch {
+            None => default.batch,
+            Some(n @ 1..=kinbridge_service::delivery::BATCH) => n,
+            Some(_) => {
+                return Err(self.err(
+                    "delivery.batch",
+                    format!(
+                        "a number of messages from 1 to {}",
+                        kinbridge_service::delivery::BATCH
+                    ),
+                ));
+            }
+        };
+        let call_timeout = match raw.call_timeout_ms {
+            None => default.call_timeout,
+            Some(ms @ 100..=600_000) => Duration::from_millis(ms),
+            Some(_) => {
+                return Err(self.err(
+                    "delivery.call_timeout_ms",
+                    "a number of milliseconds from 100 to 600000",
+                ));
+            }
+        };
+        Ok(kinbridge_service::delivery::Tuning {
+            retry_base,
+            retry_max,
+            batch,
+            call_timeout,
+        })
     }
 
     /// `limits.max_queued`: at least 1, by default [`DEFAULT_MAX_QUEUED`].

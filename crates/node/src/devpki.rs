@@ -448,6 +448,7 @@ pub fn node_config(
         peer_rate: crate::config::DEFAULT_PEER_RATE,
         client_rate: crate::config::DEFAULT_CLIENT_RATE,
         max_queued: crate::config::DEFAULT_MAX_QUEUED,
+        delivery: kinbridge_service::delivery::Tuning::default(),
         linkage_keys: vec![crate::config::LinkageKeyConfig {
             epoch: 1,
             file: dev_linkage_key(root),

@@ -249,7 +249,10 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         node_id: config.node_id.clone(),
         keys: Arc::new(keys),
         registry,
-        link: Arc::new(PeerClient::new(Identity::from_pem(cert_pem, key_pem))),
+        link: Arc::new(PeerClient::with_delivery_timeout(
+            Identity::from_pem(cert_pem, key_pem),
+            config.delivery.call_timeout,
+        )),
         store,
         policy: VerificationPolicy {
             local_node: config.node_id.clone(),
@@ -266,6 +269,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         peer_limiter: RateLimiter::new(config.peer_rate),
         client_limiter: RateLimiter::new(config.client_rate),
         max_queued: config.max_queued,
+        delivery: config.delivery,
         intake_unit: config.intake_unit.clone(),
         units: config.units.clone(),
         metrics: Arc::new(kinbridge_service::metrics::Metrics::new()),

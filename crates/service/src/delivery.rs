@@ -29,6 +29,8 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// Longest retry delay: a border post's link may be down for hours, but it should be tried
 /// again soon after it is back.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Bound on one delivery call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Recipients delivered to at once (one call each).
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Most messages sent to one recipient in one call.
@@ -39,14 +41,49 @@ pub const BATCH_BYTES: usize = 768 * 1024;
 /// How many recipients one scan looks at.
 const SCAN_LIMIT: usize = 1024;
 
-/// Delay before attempt `attempts + 1`: exponential, capped, with jitter in [50%, 100%] so
-/// that many queued messages do not retry in lockstep.
+/// How the delivery worker paces itself: its retry backoff and its batch size (the config's
+/// `[delivery]` section; by default [`BACKOFF_BASE`], [`BACKOFF_MAX`], [`BATCH`] and
+/// [`CALL_TIMEOUT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// First retry delay.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Most messages sent to one recipient in one call (at least 1).
+    pub batch: usize,
+    /// Bound on one delivery call (the peer link applies it): a call with no answer by then
+    /// is retried after the backoff.
+    pub call_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            retry_base: BACKOFF_BASE,
+            retry_max: BACKOFF_MAX,
+            batch: BATCH,
+            call_timeout: CALL_TIMEOUT,
+        }
+    }
+}
+
+impl Tuning {
+    /// Delay before attempt `attempts + 1`: exponential, capped, with jitter in [50%, 100%]
+    /// so that many queued messages do not retry in lockstep.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let exp = self
+            .retry_base
+            .saturating_mul(1u32 << attempts.min(16))
+            .min(self.retry_max);
+        let jitter = rand::thread_rng().gen_range(0.5..=1.0);
+        exp.mul_f64(jitter)
+    }
+}
+
+/// Delay before attempt `attempts + 1` with the default [`Tuning`].
 pub fn backoff(attempts: u32) -> Duration {
-    let exp = BACKOFF_BASE
-        .saturating_mul(1u32 << attempts.min(16))
-        .min(BACKOFF_MAX);
-    let jitter = rand::thread_rng().gen_range(0.5..=1.0);
-    exp.mul_f64(jitter)
+    Tuning::default().backoff(attempts)
 }
 
 /// Sends the outbox to the peers until `shutdown` turns true.
@@ -123,8 +160,8 @@ struct Item {
 
 impl Item {
     /// Leaves the message queued, to be tried again after a backoff.
-    fn retry(&mut self, error: String) {
-        retry(&self.id, &mut self.record, error);
+    fn retry(&mut self, tuning: &Tuning, error: String) {
+        retry(tuning, &self.id, &mut self.record, error);
     }
 
     /// Ends the message as refused for good, for `reason`.
@@ -145,7 +182,7 @@ impl Item {
 async fn attempt(state: &Node, recipient: &str) {
     let now = UnixMillis::now();
     let limit = if state.link.takes_batches(recipient) {
-        BATCH
+        state.delivery.batch.max(1)
     } else {
         1
     };
@@ -199,7 +236,7 @@ async fn attempt(state: &Node, recipient: &str) {
             Ok(envelope) => envelope.flatten(),
             Err(e) => {
                 tracing::error!(message_id = %item.id, error = %e, "cannot read the payload; will retry");
-                item.retry(format!("cannot read the payload: {e}"));
+                item.retry(&state.delivery, format!("cannot read the payload: {e}"));
                 items.push(item);
                 break;
             }
@@ -267,7 +304,10 @@ async fn send(
         .collect();
     if state.auditor.record_all(&first).await.is_err() {
         let (head, _) = sending[0];
-        items[head].retry("the audit log could not record the send".into());
+        items[head].retry(
+            &state.delivery,
+            "the audit log could not record the send".into(),
+        );
         return;
     }
     for (at, _) in &sending {
@@ -348,7 +388,10 @@ async fn take_receipt(
     let verified = match checked {
         Ok(v) => v,
         Err(e) => {
-            item.retry(format!("the receipt from {recipient} does not verify: {e}"));
+            item.retry(
+                &state.delivery,
+                format!("the receipt from {recipient} does not verify: {e}"),
+            );
             return false;
         }
     };
@@ -394,7 +437,10 @@ async fn take_receipt(
 /// `recipient`'s final refusal.
 fn take_failure(state: &Node, recipient: &NodeId, item: &mut Item, status: &ServiceError) {
     if status.is_transient() {
-        item.retry(format!("{:?}: {}", status.kind(), status.message()));
+        item.retry(
+            &state.delivery,
+            format!("{:?}: {}", status.kind(), status.message()),
+        );
         return;
     }
     let reason = status.reason().unwrap_or("refused-by-peer").to_owned();
@@ -445,8 +491,8 @@ async fn witness(
     }
 }
 
-fn retry(id: &str, record: &mut OutboxRecord, error: String) {
-    let delay = backoff(record.attempts.saturating_sub(1));
+fn retry(tuning: &Tuning, id: &str, record: &mut OutboxRecord, error: String) {
+    let delay = tuning.backoff(record.attempts.saturating_sub(1));
     record.next_attempt_at_ms = UnixMillis::now().plus_ms(delay.as_millis() as i64).0;
     tracing::warn!(message_id = id, attempts = record.attempts, retry_in_ms = delay.as_millis() as u64, error = %error, "delivery failed; will retry");
     record.last_error = error;
@@ -466,7 +512,10 @@ async fn conclude(state: &Node, recipient: &str, mut items: Vec<Item>) {
             }
             item.record.state = pb::DeliveryState::Queued as i32;
             item.record.receipt = None;
-            item.retry("the audit log could not record the outcome".into());
+            item.retry(
+                &state.delivery,
+                "the audit log could not record the outcome".into(),
+            );
         }
     }
     let updates: Vec<(&str, &OutboxRecord)> =

@@ -142,7 +142,7 @@ pub fn node_id_of(cert: &CertificateDer<'_>) -> Result<NodeId, IdentityError> {
         .ok_or(IdentityError::Missing("node id"))?;
     NodeId::new(value).map_err(|_| IdentityError::Invalid {
         what: "node id",
-        value: value.chars().take(64).collect(),
+        value: printable(value, 64),
     })
 }
 
@@ -159,7 +159,7 @@ pub fn local_client_of(cert: &CertificateDer<'_>) -> Result<LocalClient, Identit
         .ok_or(IdentityError::Missing("role"))?;
     let role = Role::parse(role_name).ok_or_else(|| IdentityError::Invalid {
         what: "role",
-        value: role_name.chars().take(32).collect(),
+        value: printable(role_name, 32),
     })?;
     let mut tags = uris
         .iter()
@@ -171,7 +171,7 @@ pub fn local_client_of(cert: &CertificateDer<'_>) -> Result<LocalClient, Identit
     let unit = match uris.iter().find_map(|u| u.strip_prefix(UNIT_URI_PREFIX)) {
         Some(value) => Some(UnitName::new(value).map_err(|_| IdentityError::Invalid {
             what: "unit",
-            value: value.chars().take(64).collect(),
+            value: printable(value, 64),
         })?),
         None if role == Role::Caseworker => {
             return Err(IdentityError::Missing(
@@ -180,12 +180,30 @@ pub fn local_client_of(cert: &CertificateDer<'_>) -> Result<LocalClient, Identit
         }
         None => None,
     };
+    let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    if name.is_empty() {
+        return Err(IdentityError::Invalid {
+            what: "client name",
+            value: "(empty, or control characters only)".into(),
+        });
+    }
     Ok(LocalClient {
-        name: name.chars().take(64).collect(),
+        name,
         role,
         tags,
         unit,
     })
+}
+
+/// A value from a certificate quoted in an error: at most `max` characters, control
+/// characters replaced by `?` (an error is logged and audited; a certificate must not forge
+/// lines there).
+fn printable(value: &str, max: usize) -> String {
+    value
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// The client name a certificate carries (`urn:kinbridge:client:<NAME>`, at most 64

@@ -392,15 +392,12 @@ impl Intake {
         req: pb::DeliverBatchRequest,
     ) -> Result<pb::DeliverBatchResponse, ServiceError> {
         let peer = self.authenticate(auth).await?;
-        let envelopes = req.envelopes;
-        tracing::Span::current().record("envelopes", envelopes.len());
-        if envelopes.is_empty() || envelopes.len() > MAX_BATCH {
-            let status = ServiceError::from(&Refusal::Malformed(format!(
-                "a batch holds 1 to {MAX_BATCH} envelopes; this one holds {}",
-                envelopes.len()
-            )));
+        tracing::Span::current().record("envelopes", req.envelopes.len());
+        if let Err(refusal) = check_batch(&req) {
+            let status = ServiceError::from(&refusal);
             return Err(self.refuse(peer.as_str(), None, status).await);
         }
+        let envelopes = req.envelopes;
         self.limit(&peer, envelopes.len())?;
         // A full disk or a failed store refuses the whole call: the peer retries it later.
         crate::room::ensure(&self.node, "peer", peer.as_str()).await?;
@@ -417,6 +414,18 @@ impl Intake {
             .collect();
         Ok(pb::DeliverBatchResponse { results })
     }
+}
+
+/// Checks the shape of a `DeliverBatch` request before any of its envelopes is read: it holds
+/// 1 to [`MAX_BATCH`] envelopes.
+pub fn check_batch(req: &pb::DeliverBatchRequest) -> Result<(), Refusal> {
+    let n = req.envelopes.len();
+    if n == 0 || n > MAX_BATCH {
+        return Err(Refusal::Malformed(format!(
+            "a batch holds 1 to {MAX_BATCH} envelopes; this one holds {n}"
+        )));
+    }
+    Ok(())
 }
 
 fn receipt_digest(receipt: Option<&pb::Receipt>) -> Vec<u8> {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use kinbridge_core::{EnvelopeDigest, UnixMillis};
 use kinbridge_proto::v1 as pb;
-use kinbridge_store::PurgeSide;
 use tokio::sync::watch;
 
 use crate::audit::with_header;
@@ -18,14 +17,15 @@ use crate::node::Node;
 pub const RETENTION_SWEEP: Duration = Duration::from_secs(60);
 
 /// The node that originated the data an envelope header carries: the first node of its chain
-/// of custody, or its sender.
+/// of custody, or its sender (the store indexes payloads by it).
 pub fn originator(header: &pb::EnvelopeHeader) -> &str {
-    header.custody.first().unwrap_or(&header.sender)
+    kinbridge_store::purge_index::originator(header)
 }
 
 /// Deletes every payload this node holds that `originator_node` originated under
 /// `consent_id` (received, or sent on), logging a `purged` entry for each with `reason`.
-/// Returns how many were deleted.
+/// Reads only that consent's entries of the store's purge index. Returns how many were
+/// deleted.
 pub async fn purge_consent(
     state: &Node,
     consent_id: &str,
@@ -34,21 +34,18 @@ pub async fn purge_consent(
 ) -> Result<u32, ServiceError> {
     let purged = state
         .store
-        .purge_where(|h, _| h.consent_id == consent_id && originator(h) == originator_node)
+        .purge_consent(originator_node, consent_id)
         .await?;
     log_purged(state, &purged, reason, originator_node).await?;
     Ok(purged.len() as u32)
 }
 
-/// Deletes every payload received or sent more than `retention` ago.
+/// Deletes every payload received or sent more than `retention` ago. Reads only the store's
+/// purge index up to the cutoff: a sweep that finds nothing costs the same however many
+/// records the node holds.
 pub async fn purge_expired(state: &Node, retention: Duration) -> Result<u32, ServiceError> {
     let cutoff = UnixMillis::now().plus_ms(-(retention.as_millis() as i64)).0;
-    let purged = state
-        .store
-        .purge_where(|_, side| match side {
-            PurgeSide::Inbox(at) | PurgeSide::Outbox(at) => at < cutoff,
-        })
-        .await?;
+    let purged = state.store.purge_received_or_sent_before(cutoff).await?;
     log_purged(state, &purged, "retention", "").await?;
     Ok(purged.len() as u32)
 }

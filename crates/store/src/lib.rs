@@ -10,7 +10,8 @@
 //! (`sender 0x00 message id` → inbox sequence, for deduplication) and `peer_checkpoints`
 //! (peer node id → the signed checkpoint of its audit log this node holds) and `keys`
 //! (`owner 0x00 key id` → [`KeyRecord`]: own keys made by rotation, peers' keys
-//! announced since start, revocations).
+//! announced since start, revocations), and the purge indexes `purge_by_time` and
+//! `purge_by_consent` (see [`purge_index`]), written with the records they index.
 //!
 //! Two guards stand before the writes: the free-space guard ([`room`]) refuses a write that
 //! grows the store while the disk keeps less than a reserve free, and the failure latch
@@ -22,6 +23,7 @@ pub mod committer;
 pub mod failure;
 pub mod payloads;
 pub mod private_files;
+pub mod purge_index;
 pub mod records;
 pub mod room;
 
@@ -177,6 +179,10 @@ pub struct Store {
     /// Submissions made once under a client's key: the key → the message id and the digest of
     /// the request, written in the transaction that queues the message.
     submissions: sled::Tree,
+    /// (time, side, digest) → the record's key: what a retention sweep reads.
+    purge_by_time: sled::Tree,
+    /// (originator, consent id, side, digest) → the record's key: what a withdrawal reads.
+    purge_by_consent: sled::Tree,
 }
 
 /// A submission's key and what it is stored with: the key (the client and its idempotency
@@ -237,6 +243,14 @@ impl Store {
         let queued = outbox_pending.len() as u64;
         let submissions = db.open_tree("submissions")?;
         let webhook_cursors = db.open_tree("webhook_cursors")?;
+        let purge_by_time = db.open_tree("purge_by_time")?;
+        let purge_by_consent = db.open_tree("purge_by_consent")?;
+        if purge_index::ensure_built(&db, &inbox, &outbox, &purge_by_time, &purge_by_consent)? {
+            tracing::info!(
+                entries = purge_by_time.len(),
+                "built the purge indexes of a store written before they existed"
+            );
+        }
         let tip = match inbox.last()? {
             Some((k, _)) => decode_seq(&k),
             None => 0,
@@ -261,6 +275,8 @@ impl Store {
             queued: std::sync::atomic::AtomicU64::new(queued),
             submissions,
             webhook_cursors,
+            purge_by_time,
+            purge_by_consent,
         })
     }
 
@@ -356,21 +372,32 @@ impl Store {
             let value = [k.request_digest.as_slice(), message_id.as_bytes()].concat();
             (k.key.as_slice(), value)
         });
+        let indexed = purge_index::Entries::outbox(&record);
         (
             &self.outbox,
             &self.outbox_pending,
             &self.outbox_lanes,
             &self.submissions,
+            &self.purge_by_time,
+            &self.purge_by_consent,
         )
-            .transaction(|(outbox, pending, lanes, submissions)| {
-                outbox.insert(message_id.as_bytes(), bytes.as_slice())?;
-                pending.insert(&sequence.to_be_bytes(), pending_value.as_slice())?;
-                lanes.insert(lane_key.as_slice(), message_id.as_bytes())?;
-                if let Some((key, value)) = &submitted {
-                    submissions.insert(*key, value.as_slice())?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
+            .transaction(
+                |(outbox, pending, lanes, submissions, by_time, by_consent)| {
+                    outbox.insert(message_id.as_bytes(), bytes.as_slice())?;
+                    pending.insert(&sequence.to_be_bytes(), pending_value.as_slice())?;
+                    lanes.insert(lane_key.as_slice(), message_id.as_bytes())?;
+                    if let Some((key, value)) = &submitted {
+                        submissions.insert(*key, value.as_slice())?;
+                    }
+                    if let Some(entries) = &indexed {
+                        by_time.insert(entries.by_time.as_slice(), message_id.as_bytes())?;
+                        if let Some(key) = &entries.by_consent {
+                            by_consent.insert(key.as_slice(), message_id.as_bytes())?;
+                        }
+                    }
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                },
+            )
             .map_err(tx_error)?;
         self.queued
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -612,20 +639,32 @@ impl Store {
         records: Vec<InboxRecord>,
     ) -> Result<Vec<ReceiveOutcome>, StoreError> {
         self.room()?;
-        let prepared: Vec<(Vec<u8>, Vec<u8>)> = records
+        let prepared: Vec<(Vec<u8>, Vec<u8>, Option<purge_index::Entries>)> = records
             .iter()
-            .map(|r| (index_key(&r.sender, &r.message_id), r.encode_to_vec()))
+            .map(|r| {
+                (
+                    index_key(&r.sender, &r.message_id),
+                    r.encode_to_vec(),
+                    purge_index::Entries::inbox(r),
+                )
+            })
             .collect();
         let stored = {
             let mut last = self.inbox_last.lock().unwrap_or_else(|e| e.into_inner());
             let base = *last;
-            let (stored, next) = (&self.inbox, &self.inbox_index)
-                .transaction(|(inbox, index)| {
+            let trees = (
+                &self.inbox,
+                &self.inbox_index,
+                &self.purge_by_time,
+                &self.purge_by_consent,
+            );
+            let (stored, next) = trees
+                .transaction(|(inbox, index, by_time, by_consent)| {
                     // Numbered from `base` again on every try, so a retried transaction
                     // leaves no gap. Sequences start at 1: 0 is the cursor before the first.
                     let mut next = base;
                     let mut stored = Vec::with_capacity(prepared.len());
-                    for (index_key, bytes) in &prepared {
+                    for (index_key, bytes, indexed) in &prepared {
                         if let Some(seq) = index.get(index_key)? {
                             stored.push(Err(decode_seq(&seq)));
                             continue;
@@ -633,6 +672,12 @@ impl Store {
                         next += 1;
                         index.insert(index_key.as_slice(), &next.to_be_bytes())?;
                         inbox.insert(&next.to_be_bytes(), bytes.as_slice())?;
+                        if let Some(entries) = indexed {
+                            by_time.insert(entries.by_time.as_slice(), &next.to_be_bytes())?;
+                            if let Some(key) = &entries.by_consent {
+                                by_consent.insert(key.as_slice(), &next.to_be_bytes())?;
+                            }
+                        }
                         stored.push(Ok(next));
                     }
                     Ok::<_, ConflictableTransactionError<()>>((stored, next))
@@ -784,6 +829,7 @@ impl Store {
             self.purge_payload(&envelope).await?;
             record.purged_at_ms = now;
             mark::<InboxRecord>(&self.inbox, &key, |r| r.purged_at_ms = now)?;
+            self.unindex(purge_index::Entries::inbox(&record))?;
             purged.push(envelope);
         }
         for entry in self.outbox.iter() {
@@ -806,10 +852,160 @@ impl Store {
             self.purge_payload(&envelope).await?;
             record.purged_at_ms = now;
             mark::<OutboxRecord>(&self.outbox, &key, |r| r.purged_at_ms = now)?;
+            self.unindex(purge_index::Entries::outbox(&record))?;
             purged.push(envelope);
         }
         self.commit().await?;
         Ok(purged)
+    }
+
+    /// Purges the payloads of every inbox message received, and every outbox message
+    /// submitted, before `cutoff_ms`, durably, marking each record purged. Reads only the
+    /// purge index up to the cutoff and the records it names, so a sweep that finds nothing
+    /// costs the same however many records are held. Returns the purged envelopes (without
+    /// payload).
+    pub async fn purge_received_or_sent_before(
+        &self,
+        cutoff_ms: i64,
+    ) -> Result<Vec<pb::Envelope>, StoreError> {
+        let due: Vec<(sled::IVec, sled::IVec)> = self
+            .purge_by_time
+            .range(..purge_index::time_key(cutoff_ms).to_vec())
+            .collect::<Result<_, _>>()?;
+        let mut purged = Vec::new();
+        let wrote = !due.is_empty();
+        for (key, record_key) in due {
+            let found = self.purge_indexed(&key, &record_key, |_| true).await?;
+            if found.is_none() {
+                // Names no record to purge (purged another way): the entry goes.
+                self.purge_by_time.remove(&key)?;
+            }
+            purged.extend(found);
+        }
+        if wrote {
+            self.commit().await?;
+        }
+        Ok(purged)
+    }
+
+    /// Purges the payloads of every inbox and outbox message that `originator` originated
+    /// under `consent_id` (see [`purge_index::originator`]), durably, marking each record
+    /// purged. Reads only the purge index's entries of that consent and the records they name.
+    /// Returns the purged envelopes (without payload).
+    pub async fn purge_consent(
+        &self,
+        originator: &str,
+        consent_id: &str,
+    ) -> Result<Vec<pb::Envelope>, StoreError> {
+        let prefix = purge_index::consent_prefix(originator, consent_id);
+        let due: Vec<(sled::IVec, sled::IVec)> = self
+            .purge_by_consent
+            .scan_prefix(&prefix)
+            .collect::<Result<_, _>>()?;
+        let mut purged = Vec::new();
+        let wrote = !due.is_empty();
+        for (key, record_key) in due {
+            // The key's length says it is this consent's and not a longer name's.
+            if key.len() != prefix.len() + 33 {
+                continue;
+            }
+            let matches = |h: &pb::EnvelopeHeader| {
+                h.consent_id == consent_id && purge_index::originator(h) == originator
+            };
+            let found = self.purge_indexed(&key, &record_key, matches).await?;
+            if found.is_none() {
+                self.purge_by_consent.remove(&key)?;
+            }
+            purged.extend(found);
+        }
+        if wrote {
+            self.commit().await?;
+        }
+        Ok(purged)
+    }
+
+    /// Purges the payload of the record an index entry `index_key` names (`record_key` on its
+    /// side) if it is not purged yet and its header passes `accept`; marks the record purged
+    /// and removes its index entries (computed from the record, as they were written) in one
+    /// transaction. Not committed: the caller commits.
+    /// Returns the purged envelope, or `None` if there was nothing to purge.
+    async fn purge_indexed(
+        &self,
+        index_key: &[u8],
+        record_key: &[u8],
+        accept: impl Fn(&pb::EnvelopeHeader) -> bool,
+    ) -> Result<Option<pb::Envelope>, StoreError> {
+        let inbox = match purge_index::side_of(index_key) {
+            Some(purge_index::INBOX) => true,
+            Some(purge_index::OUTBOX) => false,
+            _ => return Ok(None),
+        };
+        let (tree, name) = if inbox {
+            (&self.inbox, "inbox")
+        } else {
+            (&self.outbox, "outbox")
+        };
+        let Some(value) = tree.get(record_key)? else {
+            return Ok(None);
+        };
+        let (envelope, purged_at_ms, entries) = if inbox {
+            let r = decode::<InboxRecord>(name, &value)?;
+            let entries = purge_index::Entries::inbox(&r);
+            (r.envelope, r.purged_at_ms, entries)
+        } else {
+            let r = decode::<OutboxRecord>(name, &value)?;
+            let entries = purge_index::Entries::outbox(&r);
+            (r.envelope, r.purged_at_ms, entries)
+        };
+        let (Some(envelope), 0) = (envelope, purged_at_ms) else {
+            return Ok(None);
+        };
+        let header = pb::EnvelopeHeader::decode(envelope.header.as_slice()).unwrap_or_default();
+        if !accept(&header) {
+            return Ok(None);
+        }
+        self.purge_payload(&envelope).await?;
+        let now = kinbridge_core::UnixMillis::now().0;
+        (tree, &self.purge_by_time, &self.purge_by_consent)
+            .transaction(|(records, by_time, by_consent)| {
+                // The record as it is now: an outcome stored since it was read is kept.
+                if let Some(current) = records.get(record_key)? {
+                    let marked = if inbox {
+                        InboxRecord::decode(current.as_ref()).ok().map(|mut r| {
+                            r.purged_at_ms = now;
+                            r.encode_to_vec()
+                        })
+                    } else {
+                        OutboxRecord::decode(current.as_ref()).ok().map(|mut r| {
+                            r.purged_at_ms = now;
+                            r.encode_to_vec()
+                        })
+                    };
+                    if let Some(bytes) = marked {
+                        records.insert(record_key, bytes)?;
+                    }
+                }
+                if let Some(entries) = &entries {
+                    by_time.remove(entries.by_time.as_slice())?;
+                    if let Some(key) = &entries.by_consent {
+                        by_consent.remove(key.as_slice())?;
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)?;
+        Ok(Some(envelope))
+    }
+
+    /// Removes a purged record's index entries.
+    fn unindex(&self, entries: Option<purge_index::Entries>) -> Result<(), StoreError> {
+        if let Some(entries) = entries {
+            self.purge_by_time.remove(entries.by_time)?;
+            if let Some(key) = entries.by_consent {
+                self.purge_by_consent.remove(key)?;
+            }
+        }
+        Ok(())
     }
 
     /// Purges the payload of `envelope`, stored under its envelope digest, durably.

@@ -184,3 +184,28 @@ fn entries_beyond_the_last_checkpoint_fail() {
     let err = verify(&f, &lines.join("\n")).expect_err("must fail");
     assert!(err.reason.contains("not covered"), "{err}");
 }
+
+/// An export's header origin and an entry's node come from the file: a failure quotes them
+/// printable and short, so a crafted export cannot write control characters into an
+/// auditor's terminal or a log.
+#[test]
+fn failures_quote_no_control_characters_from_the_file() {
+    let f = honest(2);
+    // JSON escapes: the file holds them as text, the parsed origin as control characters.
+    let origin = f
+        .text
+        .replacen("kinbridge.audit/ZM-DSW", "evil\\u001b[2J\\r\\nlog", 1);
+    let entry = new_entry(pb::AuditEvent::Received, "ZM-\u{7}DSW");
+    let line = format!(
+        "{{\"type\":\"entry\",\"index\":0,\"leaf\":\"{}\",\"entry\":\"{}\"}}",
+        hex::encode(leaf_hash(&encode(&entry))),
+        STANDARD.encode(encode(&entry))
+    );
+    let mut lines: Vec<&str> = f.text.lines().collect();
+    lines[1] = &line;
+    let other_node = lines.join("\n");
+    for text in [origin, other_node] {
+        let failure = verify(&f, &text).expect_err("refused").to_string();
+        assert!(!failure.chars().any(char::is_control), "{failure:?}");
+    }
+}

@@ -184,3 +184,40 @@ fn the_free_space_reserve_has_a_default_and_can_be_set() {
     let err = NodeConfig::load(&write_config(dir.path(), &typo)).expect_err("refused");
     assert!(err.expected.contains("min_free_bytes"), "{err}");
 }
+
+#[test]
+fn the_delivery_backoff_and_batch_are_the_defaults_unless_the_config_says_otherwise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = NodeConfig::load(&write_config(dir.path(), GOOD)).expect("loads");
+    assert_eq!(
+        config.delivery,
+        kinbridge_service::delivery::Tuning::default()
+    );
+    let tuned = format!(
+        "{GOOD}[delivery]\nretry_base_ms = 20\nretry_max_ms = 400\nbatch = 4\ncall_timeout_ms = 2000\n"
+    );
+    let config = NodeConfig::load(&write_config(dir.path(), &tuned)).expect("loads");
+    assert_eq!(
+        config.delivery,
+        kinbridge_service::delivery::Tuning {
+            retry_base: std::time::Duration::from_millis(20),
+            retry_max: std::time::Duration::from_millis(400),
+            batch: 4,
+            call_timeout: std::time::Duration::from_millis(2000),
+        }
+    );
+    for (bad, key) in [
+        ("retry_base_ms = 0", "delivery.retry_base_ms"),
+        (
+            "retry_base_ms = 500\nretry_max_ms = 100",
+            "delivery.retry_max_ms",
+        ),
+        ("batch = 0", "delivery.batch"),
+        ("batch = 100000", "delivery.batch"),
+        ("call_timeout_ms = 5", "delivery.call_timeout_ms"),
+    ] {
+        let body = format!("{GOOD}[delivery]\n{bad}\n");
+        let err = NodeConfig::load(&write_config(dir.path(), &body)).expect_err("refused");
+        assert_eq!(err.key, key, "{err}");
+    }
+}
