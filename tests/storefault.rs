@@ -184,6 +184,12 @@ impl Pair {
 
 impl Drop for Pair {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            for config in [&self.zm_config, &self.mw_config] {
+                let log = std::fs::read_to_string(config.with_extension("log")).unwrap_or_default();
+                eprintln!("--- {} ---\n{log}", config.display());
+            }
+        }
         // Lifted, so a node still running is not left failing; then unmounted.
         let _ = self.faults.set_space_limit(None);
         drop(self.mount.take());
@@ -371,6 +377,26 @@ async fn a_full_disk_refuses_growth_keeps_delivering_and_resumes_by_itself() {
     let log = pair.zambia_log();
     assert!(log.contains("disk space freed"), "{log}");
     assert_eq!(log.matches("storage failed").count(), 0, "{log}");
+    // Each refusal is in the audit log, which verifies.
+    let export = export_and_verify(
+        &pair.pki,
+        "ZM-DSW",
+        zambia.local_addr,
+        &pair.root.path().join("zm-export"),
+    )
+    .await;
+    let refused: Vec<_> = entries(&export)
+        .into_iter()
+        .filter(|e| e.event == pb::AuditEvent::Refused as i32 && e.reason == "disk-full")
+        .collect();
+    assert!(
+        refused.iter().filter(|e| e.actor == "caseworker-1").count() >= 3,
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|e| e.authenticated_peer == "MW-DSW"),
+        "{refused:?}"
+    );
     stop(malawi).await;
     stop(zambia).await;
 }

@@ -45,7 +45,7 @@ use kinbridge_service::tracing_cases::TracingCases;
 use kinbridge_service::{Node, ServiceError};
 
 use crate::Caller;
-use crate::problem::status_of;
+use crate::problem::status_of_error;
 use catalogue::{Catalogue, LANGUAGE_COOKIE};
 use csrf::CsrfKey;
 
@@ -298,7 +298,7 @@ impl Page {
     fn refused(&self, error: &ServiceError) -> Response {
         let body = html::refusal(self.cat, &error.refusal_reason(), error.message());
         self.answer(
-            status_of(error.kind()),
+            status_of_error(error),
             self.cat.text("refused.title"),
             &body,
         )

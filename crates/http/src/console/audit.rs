@@ -32,7 +32,7 @@ use kinbridge_service::local::actor_of;
 use super::catalogue::Catalogue;
 use super::html::{self, esc, facts, when};
 use super::{Console, Visit};
-use crate::problem::status_of;
+use crate::problem::status_of_error;
 
 /// Room for the form's other fields around the files of an upload.
 const FORM_SLACK: usize = 64 * 1024;
@@ -93,7 +93,7 @@ async fn log_page(visit: Visit) -> Response {
                     }
                     // The form again, without what was typed: a refusal echoes nothing.
                     (
-                        status_of(error.kind()),
+                        status_of_error(&error),
                         html::refusal(r.cat(), &error.refusal_reason(), error.message()),
                         EntryQuery::default(),
                     )
@@ -476,7 +476,7 @@ async fn verify(visit: Visit, body: Body) -> Response {
                         "{}{form}",
                         html::refusal(r.cat(), &error.refusal_reason(), error.message())
                     );
-                    r.page.answer(status_of(error.kind()), title, &body)
+                    r.page.answer(status_of_error(&error), title, &body)
                 }
             }
         })
@@ -608,7 +608,7 @@ async fn reconcile(visit: Visit, body: Body) -> Response {
                         "{}{form}",
                         html::refusal(r.cat(), &error.refusal_reason(), error.message())
                     );
-                    r.page.answer(status_of(error.kind()), title, &body)
+                    r.page.answer(status_of_error(&error), title, &body)
                 }
             }
         })

@@ -28,7 +28,7 @@ pub(super) use withdraw::withdraw_form;
 
 use super::form::Form;
 use super::{Console, Visit, html, see_other};
-use crate::problem::status_of;
+use crate::problem::status_of_error;
 use page::{Filled, FormView, check_html, form_html};
 use request::request_of;
 
@@ -163,20 +163,20 @@ async fn post_form(visit: Visit, body: Body) -> Response {
         };
         if let Some(error) = token_refused {
             // Nothing is checked or sent; the form comes back with a valid token.
-            return again(status_of(error.kind()), refusal(&error));
+            return again(status_of_error(&error), refusal(&error));
         }
         let action = form.get("action").unwrap_or_default();
         if action != "check" && action != "send" {
             let error =
                 ServiceError::invalid("unknown-action", "the form asks for neither check nor send");
             let error = console.local.refuse(&actor, error).await;
-            return again(status_of(error.kind()), refusal(&error));
+            return again(status_of_error(&error), refusal(&error));
         }
         let req = match request_of(&form) {
             Ok(req) => req,
             Err(error) => {
                 let error = console.local.refuse(&actor, error).await;
-                return again(status_of(error.kind()), refusal(&error));
+                return again(status_of_error(&error), refusal(&error));
             }
         };
         if action == "check" {
@@ -185,7 +185,7 @@ async fn post_form(visit: Visit, body: Body) -> Response {
                     StatusCode::OK,
                     check_html(page.cat, &check, &req.recipient, req.purpose),
                 ),
-                Err(error) => again(status_of(error.kind()), refusal(&error)),
+                Err(error) => again(status_of_error(&error), refusal(&error)),
             };
         }
         let once = (!key.is_empty()).then_some(key.as_str());
@@ -206,7 +206,7 @@ async fn post_form(visit: Visit, body: Body) -> Response {
                     ))
                 }
             }
-            Err(error) => again(status_of(error.kind()), refusal(&error)),
+            Err(error) => again(status_of_error(&error), refusal(&error)),
         }
     })
     .await

@@ -25,7 +25,7 @@ use kinbridge_service::{ErrorKind, ServiceError};
 
 use super::form::Form;
 use super::{Console, MAX_FORM_BYTES, Page, Visit, html, see_other};
-use crate::problem::status_of;
+use crate::problem::status_of_error;
 use register::Draft;
 
 /// The results a page announces after a form's `303`, by their `?done=` code.
@@ -154,7 +154,7 @@ async fn register_case(visit: Visit, body: Body) -> Response {
                         register_section(&page, &draft, &console.token(auth.as_ref()))
                     );
                     page.answer(
-                        status_of(error.kind()),
+                        status_of_error(&error),
                         page.cat.text("tracing.register.title"),
                         &body,
                     )
@@ -255,7 +255,7 @@ async fn review(Path(id): Path<String>, visit: Visit, body: Body) -> Response {
                 let refusal = html::refusal(page.cat, &error.refusal_reason(), error.message());
                 match match_page(&console, auth.as_ref(), &page, &id, &refusal).await {
                     Ok(body) => page.answer(
-                        status_of(error.kind()),
+                        status_of_error(&error),
                         page.cat.text("tracing.match.title"),
                         &body,
                     ),

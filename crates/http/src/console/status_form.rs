@@ -10,7 +10,7 @@ use kinbridge_proto::v1 as pb;
 use kinbridge_service::ServiceError;
 
 use super::{Visit, html, see_other, sequence_of, views};
-use crate::problem::status_of;
+use crate::problem::status_of_error;
 
 /// The form's actions and the state each asks for.
 pub(super) const ACTIONS: &[(&str, pb::ReferralState)] = &[
@@ -82,7 +82,7 @@ pub(super) async fn change_status(Path(raw): Path<String>, visit: Visit, body: B
                         let title = page
                             .cat
                             .fill("item.title", &[("sequence", &sequence.to_string())]);
-                        page.answer(status_of(error.kind()), &title, &body)
+                        page.answer(status_of_error(&error), &title, &body)
                     }
                     Err(_) => page.refused(&error),
                 },

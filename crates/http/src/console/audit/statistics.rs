@@ -153,7 +153,7 @@ async fn statistics(visit: Visit) -> Response {
                         filter_form(cat, &empty)
                     );
                     r.page
-                        .answer(crate::problem::status_of(error.kind()), title, &body)
+                        .answer(crate::problem::status_of_error(&error), title, &body)
                 }
                 Err(error) => r.page.refused(&error),
             }

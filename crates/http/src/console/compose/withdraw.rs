@@ -15,7 +15,7 @@ use kinbridge_service::{ErrorKind, ServiceError};
 use super::super::Visit;
 use super::super::catalogue::Catalogue;
 use super::super::html::{self, esc};
-use crate::problem::status_of;
+use crate::problem::status_of_error;
 
 /// The withdrawal form of the consent `consent_id` on the sent item `message_id`'s page.
 pub(in crate::console) fn withdraw_form(
@@ -87,7 +87,7 @@ pub(super) async fn withdraw(Path(message_id): Path<String>, visit: Visit, body:
                 .await
             {
                 Ok(item) => page.answer(
-                    status_of(error.kind()),
+                    status_of_error(&error),
                     page.cat.text("sent.item-title"),
                     &format!("{refusal}{item}"),
                 ),
