@@ -43,3 +43,16 @@ fn a_checkpoint_error_quotes_no_control_characters() {
         .to_string();
     assert!(text.contains("origin is 'kinbri??dM-DSW'"), "{text}");
 }
+
+/// A config whose comment held a NUL byte was refused as "line 6: " with nothing after it:
+/// toml gives no message for that error, and the refusal passed the empty one on.
+#[test]
+fn a_config_syntax_error_always_says_what_is_wrong() {
+    let data = regression("node_config", "nul-in-a-comment");
+    let text = std::str::from_utf8(&data).expect("UTF-8 config");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let err = kinbridge_node::NodeConfig::parse(&dir.path().join("node.toml"), text)
+        .expect_err("a NUL byte is not TOML");
+    assert_eq!(err.key, "line 6");
+    assert!(err.expected.contains("U+0000"), "{err}");
+}

@@ -433,7 +433,7 @@ impl NodeConfig {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             key: toml_error_location(text, &e),
-            expected: e.message().to_owned(),
+            expected: toml_error_expected(text, &e),
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Checker {
@@ -451,6 +451,26 @@ fn toml_error_location(text: &str, e: &toml::de::Error) -> String {
             format!("line {line}")
         }
         None => "(document)".into(),
+    }
+}
+
+/// What a TOML syntax error says was expected. For some errors (a control character in a
+/// comment) the parser gives no message: then the offending character is named.
+fn toml_error_expected(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    if !message.is_empty() {
+        return message.to_owned();
+    }
+    let found = e
+        .span()
+        .and_then(|span| text.get(span.start..))
+        .and_then(|rest| rest.chars().next());
+    match found {
+        Some(c) if c.is_control() => format!(
+            "valid TOML: the control character U+{:04X} is not allowed here, not even in a comment",
+            u32::from(c)
+        ),
+        _ => "valid TOML: the parser stopped here".to_owned(),
     }
 }
 

@@ -221,3 +221,21 @@ fn the_delivery_backoff_and_batch_are_the_defaults_unless_the_config_says_otherw
         assert_eq!(err.key, key, "{err}");
     }
 }
+
+/// Found by fuzzing (fuzz/regressions/node_config): a control character in a comment made
+/// toml report an error with an empty message, so the refusal said "line 6: " and nothing
+/// about what was wrong.
+#[test]
+fn a_toml_syntax_error_always_says_what_is_wrong() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for body in [
+        format!("# a comment\n#k\0llows\n{GOOD}"),
+        format!("{GOOD}\n# \u{7}\n"),
+        "node_id = \"ZM-DSW\"\n\0".to_owned(),
+    ] {
+        let err = NodeConfig::load(&write_config(dir.path(), &body)).expect_err("refused");
+        eprintln!("{err}");
+        assert!(err.key.starts_with("line "), "{err}");
+        assert!(!err.expected.trim().is_empty(), "{err:?}");
+    }
+}
