@@ -1,6 +1,7 @@
 //! The FUSE face of the fault file system: each kernel request becomes a call on the [`Cache`]
 //! (data writes, reads, fsyncs) or the same operation on the backing directory (metadata).
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{DirBuilder, File, Metadata, OpenOptions};
 use std::io;
@@ -43,6 +44,18 @@ pub(crate) struct Shared {
     /// Set by `Faults::fail_next_fsync`, taken by the next file fsync.
     pub(crate) fail_next_fsync: AtomicBool,
     next_fh: AtomicU64,
+    /// Write-back errors, as Linux reports them (`errseq_t`, since 4.13): a count of failed
+    /// write-backs per inode, and for each open file handle its inode and the count it has
+    /// already reported. Every descriptor open when an fsync failed sees `EIO` once at its own
+    /// next fsync, whoever called the fsync that failed.
+    errors: Mutex<Errors>,
+}
+
+/// Failed write-backs by inode, and what each open handle has reported of them.
+#[derive(Debug, Default)]
+struct Errors {
+    by_inode: HashMap<u64, u64>,
+    handles: HashMap<u64, (u64, u64)>,
 }
 
 impl Shared {
@@ -52,6 +65,52 @@ impl Shared {
             counters: Counters::default(),
             fail_next_fsync: AtomicBool::new(false),
             next_fh: AtomicU64::new(1),
+            errors: Mutex::new(Errors::default()),
+        }
+    }
+
+    fn errors(&self) -> MutexGuard<'_, Errors> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A new handle on `ino`: it reports only the write-back errors that come after it.
+    fn opened(&self, ino: u64) -> FileHandle {
+        let fh = self.fh();
+        let mut errors = self.errors();
+        let seen = errors.by_inode.get(&ino).copied().unwrap_or(0);
+        errors.handles.insert(fh.0, (ino, seen));
+        fh
+    }
+
+    fn closed(&self, fh: FileHandle) {
+        self.errors().handles.remove(&fh.0);
+    }
+
+    /// A write-back of `ino` failed: every handle on it has an error to report.
+    fn write_back_failed(&self, ino: u64, reported_by: FileHandle) {
+        let mut errors = self.errors();
+        let count = errors.by_inode.entry(ino).or_insert(0);
+        *count += 1;
+        let count = *count;
+        if let Some(h) = errors.handles.get_mut(&reported_by.0) {
+            h.1 = count;
+        }
+    }
+
+    /// Whether `fh` has a write-back error not yet reported; it is reported now.
+    fn take_error(&self, fh: FileHandle) -> bool {
+        let mut errors = self.errors();
+        let Some(&(ino, seen)) = errors.handles.get(&fh.0) else {
+            return false;
+        };
+        let count = errors.by_inode.get(&ino).copied().unwrap_or(0);
+        if count > seen {
+            errors.handles.insert(fh.0, (ino, count));
+            true
+        } else {
+            false
         }
     }
 
@@ -326,7 +385,7 @@ impl Filesystem for FaultFilesystem {
             Ok::<_, io::Error>(())
         })();
         match result {
-            Ok(()) => reply.opened(self.shared.fh(), FopenFlags::empty()),
+            Ok(()) => reply.opened(self.shared.opened(ino.0), FopenFlags::empty()),
             Err(e) => reply.error(e.into()),
         }
     }
@@ -363,7 +422,7 @@ impl Filesystem for FaultFilesystem {
                 &TTL,
                 &attr,
                 Generation(0),
-                self.shared.fh(),
+                self.shared.opened(attr.ino.0),
                 FopenFlags::empty(),
             ),
             Err(e) => reply.error(e.into()),
@@ -440,13 +499,14 @@ impl Filesystem for FaultFilesystem {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         self.shared.cache().release(ino.0);
+        self.shared.closed(fh);
         reply.ok();
     }
 
@@ -454,7 +514,7 @@ impl Filesystem for FaultFilesystem {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
@@ -462,8 +522,10 @@ impl Filesystem for FaultFilesystem {
         let mut cache = self.shared.cache();
         if self.shared.fail_next_fsync.swap(false, Ordering::SeqCst) {
             // As Linux does after a failed write-back: the dirty pages are dropped (marked
-            // clean), so a retried fsync "succeeds" without the data ("fsyncgate", 2018).
+            // clean), so a retried fsync "succeeds" without the data ("fsyncgate", 2018); the
+            // other descriptors open on the file see the error at their next fsync.
             let _ = cache.drop_unsynced(ino.0);
+            self.shared.write_back_failed(ino.0, fh);
             self.shared
                 .counters
                 .faults_injected
@@ -471,7 +533,12 @@ impl Filesystem for FaultFilesystem {
             reply.error(Errno::EIO);
             return;
         }
-        match cache.write_back(ino.0) {
+        let written = cache.write_back(ino.0);
+        if self.shared.take_error(fh) {
+            reply.error(Errno::EIO);
+            return;
+        }
+        match written {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e.into()),
         }

@@ -231,7 +231,9 @@ impl Faults {
     }
 
     /// Makes the next fsync or fdatasync of a file fail with `EIO` and, as Linux does, drop that
-    /// file's unsynced writes: an fsync retried after it succeeds, without the data.
+    /// file's unsynced writes: an fsync retried after it succeeds, without the data. As Linux
+    /// does too (since 4.13), every other descriptor open on that file when it failed gets
+    /// `EIO` once at its own next fsync, whichever descriptor the failed fsync came through.
     pub fn fail_next_fsync(&self) {
         self.shared.fail_next_fsync.store(true, Ordering::SeqCst);
     }

@@ -209,6 +209,41 @@ fn a_failed_fsync_returns_eio_once_and_drops_that_files_writes() {
 }
 
 #[test]
+fn every_descriptor_open_on_the_file_sees_a_failed_fsync_once() {
+    let Some(fx) = mount("every_descriptor_open_on_the_file_sees_a_failed_fsync_once") else {
+        return;
+    };
+    let faults = fx.mounted.faults();
+    let eio = Some(rustix::io::Errno::IO.raw_os_error());
+    // As sled's flusher and the node's committer each hold a descriptor on sled's file.
+    let mut writer = File::create(fx.at("db")).expect("create");
+    let committer = File::open(fx.at("db")).expect("open");
+    writer.write_all(b"unsynced").expect("write");
+    faults.fail_next_fsync();
+    assert_eq!(writer.sync_all().expect_err("injected").raw_os_error(), eio);
+    // The other descriptor did not call the fsync that failed, and is told all the same.
+    assert_eq!(
+        committer
+            .sync_data()
+            .expect_err("the failure is reported to every descriptor")
+            .raw_os_error(),
+        eio
+    );
+    committer.sync_data().expect("reported once");
+    writer.sync_all().expect("reported once to the caller too");
+    // A descriptor opened after the failure does not see it.
+    File::open(fx.at("db"))
+        .expect("open")
+        .sync_all()
+        .expect("no old error for a new descriptor");
+    assert_eq!(
+        fx.backing_bytes("db"),
+        b"",
+        "the failed write-back lost the data"
+    );
+}
+
+#[test]
 fn names_and_directories_pass_through() {
     let Some(fx) = mount("names_and_directories_pass_through") else {
         return;
