@@ -277,6 +277,7 @@ pub fn prepare(config: &NodeConfig) -> Result<PreparedNode, NodeError> {
         reporting,
         suppression_threshold: config.suppression_threshold,
         submitting: kinbridge_service::once::InFlight::default(),
+        receiving: kinbridge_service::once::InFlight::default(),
     });
     let certificates = certificate_expiries(config, &state.metrics);
     Ok(PreparedNode {

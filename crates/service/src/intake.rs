@@ -15,7 +15,7 @@ use kinbridge_proto::v1 as pb;
 use kinbridge_store::{InboxRecord, ReceiveOutcome};
 use prost::Message;
 
-use crate::error::{Declined, ServiceError};
+use crate::error::{Declined, ErrorKind, ServiceError};
 use crate::node::Node;
 use crate::registry::PeerAuth;
 
@@ -167,12 +167,42 @@ impl Intake {
         receipt
     }
 
+    /// [`Intake::deliver_all`] in a task of its own, so that it runs to its end even if the
+    /// call is dropped (the peer's connection reset while this node was taking the batch): an
+    /// envelope logged as received is then stored and receipted too, and the sender's retry
+    /// finds it here and gets its original receipt, rather than have it logged as received a
+    /// second time with a receipt no one was given.
+    async fn deliver_to_the_end(
+        &self,
+        peer: NodeId,
+        envelopes: Vec<pb::Envelope>,
+    ) -> Vec<Result<pb::Receipt, ServiceError>> {
+        use tracing::Instrument;
+        let intake = Self {
+            node: Arc::clone(&self.node),
+        };
+        let task = async move { intake.deliver_all(&peer, envelopes).await };
+        tokio::spawn(task.instrument(tracing::Span::current()))
+            .await
+            .unwrap_or_else(|e| {
+                vec![Err(ServiceError::internal(format!(
+                    "the intake task ended early: {e}"
+                )))]
+            })
+    }
+
     /// Takes `envelopes` from `peer` in order, each exactly as a `Deliver` call would, making
     /// the accepted ones durable in groups: one audit commit, one payload-directory sync and
     /// one store commit per group. A group ends before an envelope that acts on the node's
     /// state (a withdrawal, a status update, a key update) or repeats one of the group, so
     /// that each is taken after everything before it. Stops at the first failure that may
     /// pass on a retry: the results end with it.
+    ///
+    /// Each envelope's (sender, message id) is held from before its look-up in the inbox
+    /// until its group is durable: a second delivery of it on another call (the sender
+    /// retrying a call whose answer it lost while this node was still taking it) waits, then
+    /// finds it in the inbox and gets the original receipt, logged as a re-delivery; it is
+    /// never logged as received twice, with a second receipt no one was given.
     async fn deliver_all(
         &self,
         peer: &NodeId,
@@ -181,6 +211,8 @@ impl Intake {
         let mut results: Vec<Option<Result<pb::Receipt, ServiceError>>> = Vec::new();
         let mut group: Vec<(usize, Box<Taken>)> = Vec::new();
         let mut in_group = std::collections::HashSet::new();
+        // The envelopes of the group, held until it is durable.
+        let mut holding = Vec::new();
         // Envelopes newly stored in the inbox.
         let mut stored = 0;
         for envelope in envelopes {
@@ -197,12 +229,23 @@ impl Intake {
                             .commit_group(peer, &mut group, &mut results, &mut stored)
                             .await;
                         in_group.clear();
+                        holding.clear();
                         if stop {
                             break;
                         }
                     }
+                    let held_key = [key.0.as_bytes(), &[0], key.1.as_bytes()].concat();
                     in_group.insert(key);
-                    self.take(verified, now).await
+                    match self.node.receiving.hold(&held_key).await {
+                        Some(held) => {
+                            holding.push(held);
+                            self.take(verified, now).await
+                        }
+                        None => Err(ServiceError::new(
+                            ErrorKind::Unavailable,
+                            "this message is being taken in on another call; retry later",
+                        )),
+                    }
                 }
             };
             match step {
@@ -222,6 +265,7 @@ impl Intake {
         }
         self.commit_group(peer, &mut group, &mut results, &mut stored)
             .await;
+        drop(holding);
         if stored > 0 {
             tracing::info!(stored, envelopes = results.len(), "envelopes received");
         }
@@ -376,7 +420,7 @@ impl Intake {
                 ServiceError::from(&Refusal::Malformed("the request holds no envelope".into()));
             return Err(self.refuse(peer.as_str(), None, status).await);
         };
-        let result = self.deliver_all(&peer, vec![envelope]).await.pop();
+        let result = self.deliver_to_the_end(peer, vec![envelope]).await.pop();
         let receipt = result.unwrap_or_else(|| Err(ServiceError::internal("no result")))?;
         Ok(pb::DeliverResponse {
             receipt: Some(receipt),
@@ -402,7 +446,7 @@ impl Intake {
         // A full disk or a failed store refuses the whole call: the peer retries it later.
         crate::room::ensure(&self.node, "peer", peer.as_str()).await?;
         let results = self
-            .deliver_all(&peer, envelopes)
+            .deliver_to_the_end(peer, envelopes)
             .await
             .into_iter()
             .map(|result| pb::DeliverResult {

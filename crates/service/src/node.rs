@@ -75,6 +75,9 @@ pub struct Node {
     pub suppression_threshold: u64,
     /// Idempotency keys whose submission is being handled now.
     pub submitting: InFlight,
+    /// Envelopes (`sender 0x00 message id`) being taken in from a peer now: a second delivery
+    /// of one (the sender retrying a call whose answer it lost) waits for the first.
+    pub receiving: InFlight,
 }
 
 impl Node {
