@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use kinbridge_audit::reconcile::{Mismatch, reconcile};
 use kinbridge_proto::v1 as pb;
 use rand::{Rng, SeedableRng};
 
@@ -176,14 +175,13 @@ async fn sigkill_at_random_instants_loses_no_acknowledged_event() {
 
     // Both logs verify and reconcile: the only allowed difference is a message Zambia queued
     // without acknowledging it (killed mid-submission) and had not finished delivering.
-    let zm_export = export_and_verify(&pki, "ZM-DSW", zm_local, &root.join("zm.jsonl")).await;
-    let mw_export = export_and_verify(&pki, "MW-DSW", mw_local, &root.join("mw.jsonl")).await;
-    let report = reconcile("ZM-DSW", &zm_export.entries, "MW-DSW", &mw_export.entries);
-    for m in &report.mismatches {
-        match m {
-            Mismatch::MissingDelivery { message_id, .. } if !ids.contains(message_id) => {}
-            other => panic!("the logs do not reconcile: {other}"),
-        }
-    }
-    assert!(report.matched >= ids.len());
+    verify_and_reconcile(
+        &pki,
+        &root,
+        ("ZM-DSW", zm_local),
+        ("MW-DSW", mw_local),
+        &ids,
+        "",
+    )
+    .await;
 }

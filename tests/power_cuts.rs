@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use kinbridge_audit::reconcile::{Mismatch, reconcile};
 use kinbridge_faultfs::{Cut, FaultFs, Faults, Mounted};
 use kinbridge_proto::v1 as pb;
 use rand::{Rng, SeedableRng};
@@ -367,16 +366,15 @@ async fn power_cuts_lose_no_acknowledged_referral() {
 
     // Both logs verify and reconcile: the only allowed difference is a message Zambia queued
     // without acknowledging it (killed mid-submission) and had not finished delivering.
-    let zm_export = export_and_verify(&pki, "ZM-DSW", zm_local, &root.join("zm.jsonl")).await;
-    let mw_export = export_and_verify(&pki, "MW-DSW", mw_local, &root.join("mw.jsonl")).await;
-    let report = reconcile("ZM-DSW", &zm_export.entries, "MW-DSW", &mw_export.entries);
-    for m in &report.mismatches {
-        match m {
-            Mismatch::MissingDelivery { message_id, .. } if !all.contains(message_id) => {}
-            other => panic!("the logs do not reconcile: {other} (seed {seed})"),
-        }
-    }
-    assert!(report.matched >= all.len());
+    verify_and_reconcile(
+        &pki,
+        &root,
+        ("ZM-DSW", zm_local),
+        ("MW-DSW", mw_local),
+        &all,
+        &format!("(seed {seed})"),
+    )
+    .await;
     // And the auditor's CLI verifies the same exports.
     for (node, export) in [("ZM-DSW", "zm.jsonl"), ("MW-DSW", "mw.jsonl")] {
         let key = kinbridge_node::devpki::DevNodeFiles::new(&pki, &node_id(node)).signing_pub();

@@ -611,6 +611,42 @@ pub async fn export_and_verify(
     verify_export_file(node, out, &[*key.verifying_key()])
 }
 
+/// Exports and verifies offline the logs of `sender` and `receiver` (each `(node, local
+/// address)`) into `dir` as `zm.jsonl`-style files (the node id's first part, lower case), and
+/// reconciles them. The one difference allowed is a delivery the receiver's log lacks for a
+/// message the sender never acknowledged (queued by a sender killed mid-submission and not yet
+/// delivered); every message in `acknowledged` must match. `context` (a seed to replay) is
+/// added to a failure.
+pub async fn verify_and_reconcile(
+    pki: &Path,
+    dir: &Path,
+    sender: (&str, SocketAddr),
+    receiver: (&str, SocketAddr),
+    acknowledged: &[String],
+    context: &str,
+) {
+    use kinbridge_audit::reconcile::{Mismatch, reconcile};
+    let file = |node: &str| {
+        let short = node.split('-').next().unwrap_or(node).to_lowercase();
+        dir.join(format!("{short}.jsonl"))
+    };
+    let ours = export_and_verify(pki, sender.0, sender.1, &file(sender.0)).await;
+    let theirs = export_and_verify(pki, receiver.0, receiver.1, &file(receiver.0)).await;
+    let report = reconcile(sender.0, &ours.entries, receiver.0, &theirs.entries);
+    for m in &report.mismatches {
+        match m {
+            Mismatch::MissingDelivery { message_id, .. } if !acknowledged.contains(message_id) => {}
+            other => panic!("the logs do not reconcile: {other} {context}"),
+        }
+    }
+    assert!(
+        report.matched >= acknowledged.len(),
+        "{} of {} acknowledged messages matched in both logs {context}",
+        report.matched,
+        acknowledged.len()
+    );
+}
+
 /// Exports the audit log of the node at `local_addr` as its auditor to `out`.
 pub async fn export_log_to(pki: &Path, node: &str, local_addr: SocketAddr, out: &Path) {
     let files = DevNodeFiles::new(pki, &node_id(node));
