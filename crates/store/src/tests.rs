@@ -5,7 +5,7 @@ use super::*;
 /// Opens the store in `dir` again after the previous `Store` was dropped: sled's own flusher
 /// thread may hold the directory's lock a moment longer, so the open is retried while the
 /// lock is taken, for at most two seconds.
-fn reopen(dir: &std::path::Path) -> Store {
+pub(crate) fn reopen(dir: &std::path::Path) -> Store {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         match Store::open(dir) {

@@ -5,7 +5,8 @@
 use kinbridge_proto::v1 as pb;
 use prost::Message;
 
-use crate::{InboxRecord, OutboxRecord, ReceiveOutcome, Store, StoreError};
+use crate::tests::reopen;
+use crate::{InboxRecord, OutboxRecord, ReceiveOutcome, Store};
 
 /// An envelope of `consent_id` from `sender` (with `custody` before it), unique by `n`.
 fn envelope(n: u8, sender: &str, custody: &[&str], consent_id: &str) -> pb::Envelope {
@@ -59,22 +60,6 @@ fn numbers(purged: &[pb::Envelope]) -> Vec<u8> {
     let mut n: Vec<u8> = purged.iter().map(|e| e.signature[0]).collect();
     n.sort_unstable();
     n
-}
-
-fn reopen(dir: &std::path::Path) -> Store {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    loop {
-        match Store::open(dir) {
-            Ok(store) => return store,
-            Err(StoreError::Open { reason, .. })
-                if reason.contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("reopen: {e:?}"),
-        }
-    }
 }
 
 #[tokio::test]
