@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod node;
 pub mod once;
 pub mod outbox;
+pub mod pacing;
 pub mod purge;
 pub mod ratelimit;
 pub mod registry;

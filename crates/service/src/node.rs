@@ -60,7 +60,7 @@ pub struct Node {
     /// Most messages queued in the outbox.
     pub max_queued: u64,
     /// The delivery worker's retry backoff and batch size.
-    pub delivery: crate::delivery::Tuning,
+    pub delivery: crate::pacing::Tuning,
     /// The unit referrals addressed to no unit arrive in.
     pub intake_unit: UnitName,
     /// The units referrals may be addressed to besides the intake; empty: any.
